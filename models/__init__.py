@@ -1,0 +1,1 @@
+"""Architecture configs walkcut supports (JSON) and the default place exported models land."""

@@ -1,0 +1,1 @@
+"""walkcut runtime: numpy, scipy, OpenCV and onnxruntime only; never torch."""

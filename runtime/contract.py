@@ -1,0 +1,183 @@
+"""The model contract: what an exported attention model takes and gives, stored inside the model.
+
+The exporter writes a :class:`ModelContract` as JSON into the ONNX metadata under
+:data:`METADATA_KEY` (and into a JSON file beside a TensorRT engine); the runtime reads it back
+and refuses a model whose contract it cannot honour. One :class:`GraphIO` object describes the
+graph's inputs and outputs for the exporter, the TensorRT builder and the tests alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+METADATA_KEY = "walkcut.contract"
+#: Version of the contract format. Bump when a field changes meaning; the runtime refuses others.
+CONTRACT_VERSION = 1
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "attention"
+
+LAYER_PRESETS = ("encoder", "all")
+
+
+class ContractError(ValueError):
+    """The model's contract is missing, malformed, or asks for something this runtime cannot do."""
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """Names, shapes and dtypes of the exported graph: image (1, 3, S, S) -> attention (1, R*R, R*R)."""
+
+    image_size: int
+    attn_res: int
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+    input_dtype: str = "float32"
+    output_dtype: str = "float32"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.image_size, self.image_size)
+
+    @property
+    def n_nodes(self) -> int:
+        return self.attn_res * self.attn_res
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return (1, self.n_nodes, self.n_nodes)
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """Everything the runtime must know to feed the model and read its output.
+
+    Attributes
+    ----------
+    image_size : int
+        S: the model takes a square RGB image of S x S pixels (a multiple of 64).
+    attn_res : int
+        R: the output is a row-stochastic (R*R, R*R) transition matrix over an R x R patch grid,
+        nodes in row-major order.
+    layers : str
+        Layer preset (``encoder``, ``all``) or a comma list of attention resolutions (``64,32``).
+    resolutions : tuple of int
+        Self-attention grid sizes that were aggregated (e.g. ``(64, 32, 16, 8)``).
+    weights : tuple of float
+        Aggregation weight of each entry of ``resolutions`` (sum 1).
+    timestep : int
+        Diffusion timestep of the single UNet pass.
+    noise : bool
+        Whether noise was added to the latent at ``timestep`` (``False``: clean latent).
+    model_id : str
+        Hub id, folder or file the weights came from.
+    model_hash : str
+        SHA-256 over the UNet + VAE-encoder weights (short hex), identifying the exact weights.
+    normalization : str
+        How pixels are scaled: ``"minus_one_to_one"`` means ``x / 127.5 - 1``.
+    color_order : str
+        Channel order the model expects (``"RGB"``).
+    precision : str
+        ``"fp32"`` or ``"fp16"`` (inputs and outputs stay float32 either way).
+    opset : int
+        ONNX opset of the graph.
+    exporter_version : str
+        walkcut version that wrote the model.
+    """
+
+    image_size: int
+    attn_res: int
+    layers: str = "encoder"
+    resolutions: tuple[int, ...] = ()
+    weights: tuple[float, ...] = ()
+    timestep: int = 300
+    noise: bool = False
+    model_id: str = ""
+    model_hash: str = ""
+    normalization: str = "minus_one_to_one"
+    color_order: str = "RGB"
+    precision: str = "fp32"
+    opset: int = 20
+    exporter_version: str = ""
+    contract_version: int = CONTRACT_VERSION
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.image_size, int) or self.image_size <= 0 or self.image_size % 64:
+            raise ContractError(f"image_size must be a positive multiple of 64, got {self.image_size!r}")
+        if not isinstance(self.attn_res, int) or self.attn_res < 2:
+            raise ContractError(f"attn_res must be an integer >= 2, got {self.attn_res!r}")
+        if len(self.weights) != len(self.resolutions):
+            raise ContractError(
+                f"weights {self.weights!r} and resolutions {self.resolutions!r} differ in length"
+            )
+
+    @property
+    def io(self) -> GraphIO:
+        return GraphIO(image_size=self.image_size, attn_res=self.attn_res)
+
+    # --- serialisation -------------------------------------------------------------------------
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["resolutions"] = list(self.resolutions)
+        d["weights"] = list(self.weights)
+        d["extra"] = dict(self.extra)
+        return json.dumps(d, sort_keys=True)
+
+    def to_metadata(self) -> dict[str, str]:
+        """The ONNX ``metadata_props`` entries that carry this contract."""
+        return {METADATA_KEY: self.to_json()}
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "model") -> "ModelContract":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"{source}: the walkcut contract is not valid JSON ({exc})") from exc
+        if not isinstance(d, dict):
+            raise ContractError(f"{source}: the walkcut contract must be a JSON object")
+        version = d.get("contract_version")
+        if version != CONTRACT_VERSION:
+            raise ContractError(
+                f"{source}: contract version {version!r} is not supported by this runtime "
+                f"(expects {CONTRACT_VERSION}); re-export the model with this walkcut version "
+                f"(`walkcut export ...`)"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ContractError(f"{source}: unknown contract fields {unknown}; re-export the model")
+        missing = [k for k in ("image_size", "attn_res") if k not in d]
+        if missing:
+            raise ContractError(f"{source}: contract lacks {missing}; re-export the model")
+        d["resolutions"] = tuple(int(r) for r in d.get("resolutions", ()))
+        d["weights"] = tuple(float(w) for w in d.get("weights", ()))
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ContractError(f"{source}: malformed contract ({exc}); re-export the model") from exc
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str], *, source: str = "model") -> "ModelContract":
+        """Read the contract from ONNX metadata; raise :class:`ContractError` naming the fix."""
+        if METADATA_KEY not in metadata:
+            raise ContractError(
+                f"{source} is not a walkcut model: its metadata has no {METADATA_KEY!r} entry. "
+                f"Export one with `walkcut export --model <SD weights> --out models/NAME.onnx`."
+            )
+        return cls.from_json(metadata[METADATA_KEY], source=source)
+
+    def check_runtime_support(self, *, source: str = "model") -> None:
+        """Raise :class:`ContractError` if this runtime cannot honour the contract."""
+        if self.normalization != "minus_one_to_one":
+            raise ContractError(
+                f"{source}: normalization {self.normalization!r} is not supported (expects "
+                f"'minus_one_to_one'); re-export with this walkcut version"
+            )
+        if self.color_order not in ("RGB", "BGR"):
+            raise ContractError(f"{source}: color_order {self.color_order!r} is not RGB or BGR; re-export")
+        if self.precision not in ("fp32", "fp16"):
+            raise ContractError(f"{source}: precision {self.precision!r} is not fp32 or fp16; re-export")

@@ -1,0 +1,3 @@
+from walkcut.runtime.cli import main
+
+raise SystemExit(main())
