@@ -1,0 +1,77 @@
+"""``walkcut export``: parse, call :func:`walkcut.export.api.export_model`, print one line.
+
+This module is imported by the ``walkcut`` dispatcher for its parser only: torch is imported inside
+:func:`run`, so ``walkcut --help`` works without the export extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``export`` subcommand to the dispatcher's ``subparsers``."""
+    p = subparsers.add_parser(
+        "export",
+        help="export the Stable Diffusion attention pass to ONNX (and TensorRT)",
+        description=(
+            "Export image -> aggregated self-attention (1, R*R, R*R) as a verified ONNX model. "
+            "MODEL is a hub id (downloaded when online), a local diffusers folder, or a single "
+            ".safetensors/.ckpt checkpoint file."
+        ),
+    )
+    p.add_argument("--model", required=True, metavar="PATH_OR_ID", help="hub id, diffusers folder or checkpoint file")
+    p.add_argument("--out", required=True, metavar="FILE.onnx", help="output ONNX path, e.g. models/sd15.onnx")
+    p.add_argument("--image-size", type=int, default=512, metavar="S", help="input side, multiple of 64 (512)")
+    p.add_argument("--attn-res", type=int, default=32, metavar="R", help="output grid side (32: 1024 nodes)")
+    p.add_argument("--layers", default="encoder", metavar="SPEC",
+                   help="encoder (down+mid, default), all (16 layers), or resolutions like 64,32")
+    p.add_argument("--timestep", type=int, default=300, metavar="T", help="UNet timestep (300)")
+    p.add_argument("--noise", action="store_true", help="add fixed noise to the latent at T (off by default)")
+    p.add_argument("--noise-seed", type=int, default=0, help="seed of that noise (0)")
+    p.add_argument("--fp16", action="store_true", help="fp16 weights and compute (IO stays float32)")
+    p.add_argument("--trt", action="store_true", help="also build a TensorRT engine beside the ONNX file")
+    p.add_argument("--arch", default=None, help="architecture of a single checkpoint file: sd15, sd2-base "
+                   "or a JSON config (detected when omitted)")
+    p.add_argument("--offline", action="store_true", help="never use the network (hub ids from cache only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``walkcut export``; return the exit code."""
+    if args.trt and importlib.util.find_spec("tensorrt") is None:
+        from .trt import INSTALL_HINT  # fail before the long export, not after it
+
+        print(f"walkcut export: error: {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    from .api import export_model
+    from .loading import ModelSourceError
+    from .onnx_export import VerificationError
+
+    try:
+        result = export_model(
+            args.model, args.out, image_size=args.image_size, attn_res=args.attn_res, layers=args.layers,
+            timestep=args.timestep, noise=args.noise, noise_seed=args.noise_seed, fp16=args.fp16,
+            arch=args.arch, local_files_only=args.offline, progress=not args.no_progress,
+        )
+    except (ModelSourceError, VerificationError, ValueError) as exc:
+        print(f"walkcut export: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    if args.trt:
+        from .trt import build_engine
+
+        try:
+            engine = build_engine(result.path, result.contract, fp16=args.fp16)
+        except (RuntimeError, ValueError) as exc:
+            print(f"walkcut export: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{engine}  TensorRT engine (+ {engine.name}.json)")
+    return 0

@@ -1,0 +1,155 @@
+"""Architecture configs of the Stable Diffusion families walkcut supports (``models/*.json``).
+
+Each JSON file holds the diffusers/transformers configs of one family (``unet``, ``vae``,
+``text_encoder``), the tokenizer facts the empty prompt needs (``tokenizer``: special token ids and
+maximum length) and the noise schedule (``scheduler``). They serve three purposes:
+
+- a single checkpoint file carries weights but no configs: :func:`write_diffusers_config_folder`
+  turns an architecture into the config folder ``from_single_file(config=...)`` reads;
+- benchmarks and the GPU check build the full architecture with random weights (speed does not
+  depend on the weights), without any download;
+- tests build the ``tiny`` architecture.
+
+This module imports torch only inside :func:`build_random_components`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+logger = logging.getLogger(__name__)
+
+#: Folder holding the architecture JSON files (the ``walkcut.models`` package).
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+ARCHITECTURES = ("sd15", "sd2-base", "tiny")
+#: Checkpoint family reported by diffusers' ``infer_diffusers_model_type`` -> our architecture name.
+CHECKPOINT_TYPE_TO_ARCH = {"v1": "sd15", "v2": "sd2-base"}
+
+
+def _models_dir() -> Path:
+    try:  # installed package: walkcut.models is the models/ folder
+        import walkcut.models as models_pkg
+
+        return Path(models_pkg.__file__).resolve().parent
+    except ImportError:  # loaded by path (bench/gpu_check.py)
+        return MODELS_DIR
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One Stable Diffusion family: component configs plus tokenizer and schedule facts."""
+
+    name: str
+    family: str
+    hub_id: str
+    unet: Mapping[str, Any]
+    vae: Mapping[str, Any]
+    text_encoder: Mapping[str, Any]
+    tokenizer: Mapping[str, Any]
+    scheduler: Mapping[str, Any]
+
+    @property
+    def vae_factor(self) -> int:
+        """Pixels per latent cell: 2 ** (number of VAE encoder blocks - 1)."""
+        return 2 ** (len(self.vae["block_out_channels"]) - 1)
+
+    def empty_prompt_ids(self) -> list[int]:
+        """Token ids of ``""`` padded to the maximum length, as CLIP's tokenizer produces them."""
+        tok = self.tokenizer
+        n = int(tok["model_max_length"])
+        return [int(tok["bos_token_id"]), int(tok["eos_token_id"])] + [int(tok["pad_token_id"])] * (n - 2)
+
+
+def load_architecture(name_or_path: str | Path) -> Architecture:
+    """Read an architecture by name (``sd15``, ``sd2-base``, ``tiny``) or from a JSON path.
+
+    Raises
+    ------
+    ValueError
+        If ``name_or_path`` is neither a known name nor an existing JSON file.
+    """
+    path = Path(name_or_path)
+    if str(name_or_path) in ARCHITECTURES:
+        path = _models_dir() / f"{name_or_path}.json"
+    elif not path.is_file():
+        raise ValueError(
+            f"architecture {str(name_or_path)!r} is neither one of {ARCHITECTURES} nor a JSON file"
+        )
+    data = json.loads(path.read_text())
+    keys = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ValueError(f"architecture file {path} lacks {missing}")
+    return Architecture(
+        name=data.get("name", path.stem),
+        family=data.get("family", ""),
+        hub_id=data.get("hub_id", ""),
+        **{k: data[k] for k in keys},
+    )
+
+
+def write_diffusers_config_folder(arch: Architecture, folder: str | Path) -> Path:
+    """Write ``arch`` as a diffusers pipeline config folder (configs only, no weights).
+
+    The folder is what ``StableDiffusionPipeline.from_single_file(..., config=folder)`` reads to
+    build the components a checkpoint file's weights are converted into.
+    """
+    folder = Path(folder)
+    for sub, cfg in (("unet", arch.unet), ("vae", arch.vae), ("text_encoder", arch.text_encoder)):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / sub / "config.json").write_text(json.dumps(dict(cfg), indent=2))
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(dict(arch.scheduler), indent=2))
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", arch.scheduler.get("_class_name", "PNDMScheduler")],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": [None, None],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+def alphas_cumprod(arch: Architecture):
+    """Cumulative signal fraction (alpha-bar) of the training schedule, as a float64 torch tensor."""
+    import torch
+
+    s = arch.scheduler
+    n = int(s.get("num_train_timesteps", 1000))
+    if s.get("beta_schedule", "scaled_linear") == "scaled_linear":
+        betas = torch.linspace(s["beta_start"] ** 0.5, s["beta_end"] ** 0.5, n, dtype=torch.float64) ** 2
+    elif s["beta_schedule"] == "linear":
+        betas = torch.linspace(s["beta_start"], s["beta_end"], n, dtype=torch.float64)
+    else:
+        raise ValueError(f"beta_schedule {s['beta_schedule']!r} is not supported")
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def build_random_components(arch: Architecture, *, seed: int = 0, device: str = "cpu"):
+    """UNet, VAE and CLIP text encoder of ``arch`` with random weights (no download, no tokenizer).
+
+    Returns
+    -------
+    unet, vae, text_encoder : torch.nn.Module
+        In eval mode, float32, on ``device``.
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet2DConditionModel.from_config(dict(arch.unet))
+        vae = AutoencoderKL.from_config(dict(arch.vae))
+        te_cfg = {k: v for k, v in arch.text_encoder.items() if k not in ("architectures", "model_type")}
+        text_encoder = CLIPTextModel(CLIPTextConfig(**te_cfg))
+    return unet.eval(), vae.eval(), text_encoder.eval()

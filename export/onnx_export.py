@@ -1,0 +1,235 @@
+"""ONNX export of :class:`~walkcut.export.wrapper.AttentionExportModel`, written atomically and verified.
+
+The graph is traced with ``torch.onnx.export(dynamo=True)`` at opset 20, the model contract is
+stored in its metadata, and the file (plus ``<name>.onnx.data`` when over 2 GB) is written into a
+temporary folder beside the target and renamed into place only when complete. Verification runs
+at once: ``onnx.checker``, one onnxruntime run on a sample image, comparison with the torch wrapper.
+
+Error measure: ``max |ort - torch| / max |torch|`` over the (R*R, R*R) output, where ``torch`` is the
+float32 eager wrapper. Tolerances: :data:`FP32_TOLERANCE` and :data:`FP16_TOLERANCE`; rows must sum
+to 1 within :data:`ROW_SUM_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from walkcut.runtime.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelContract
+
+logger = logging.getLogger(__name__)
+
+OPSET = 20
+FP32_TOLERANCE = 1e-4
+FP16_TOLERANCE = 3e-2
+ROW_SUM_TOLERANCE = 1e-3
+#: Protobuf's limit: larger models keep their weights in ``<name>.onnx.data``.
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3
+
+
+class VerificationError(RuntimeError):
+    """The exported model failed its check against the torch wrapper."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What one export produced and how it verified."""
+
+    path: Path
+    contract: ModelContract
+    size_bytes: int
+    seconds: float
+    n_nodes: int
+    rel_error: float
+    max_abs_error: float
+    row_sum_error: float
+    tolerance: float
+
+    def summary(self) -> str:
+        """The one line the CLI prints."""
+        return (f"{self.path}  {self.size_bytes / 1e6:.1f} MB  {self.seconds:.1f} s  "
+                f"{self.n_nodes} nodes  {self.contract.precision}  max rel error {self.rel_error:.2e} "
+                f"(abs {self.max_abs_error:.2e}, tolerance {self.tolerance:.0e})  "
+                f"row sums within {self.row_sum_error:.1e}")
+
+
+def sample_image(image_size: int, seed: int = 0) -> torch.Tensor:
+    """A deterministic (1, 3, S, S) test image in [-1, 1]: smooth gradients plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(-1, 1, image_size), torch.linspace(-1, 1, image_size), indexing="ij")
+    base = torch.stack([x, y, (x * y).sign() * 0.5])[None]
+    return (0.7 * base + 0.3 * (torch.rand(1, 3, image_size, image_size, generator=gen) * 2 - 1)).clamp(-1, 1)
+
+
+@contextlib.contextmanager
+def _tracing(wrapper):
+    state = wrapper._state
+    state.tracing = True
+    try:
+        yield
+    finally:
+        state.tracing = False
+
+
+def trace_to_onnx(wrapper, sample: torch.Tensor, *, opset: int = OPSET):
+    """Trace ``wrapper`` to an ``onnx_ir`` model (``torch.onnx.export``'s ``ONNXProgram``)."""
+    with _tracing(wrapper), torch.no_grad():
+        program = torch.onnx.export(
+            wrapper, (sample,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], optimize=True, verbose=False,
+        )
+    return program
+
+
+def _initializer_bytes(model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def count_nodes(model) -> int:
+    """Number of nodes of an ``onnx_ir`` or ``onnx`` model's main graph."""
+    graph = model.graph
+    if isinstance(getattr(graph, "node", None), (list, tuple)) or hasattr(model, "SerializeToString"):
+        return len(graph.node)  # onnx.ModelProto
+    return len(list(graph))  # onnx_ir.Model: the graph iterates over its nodes
+
+
+def save_atomic(program, out_path: str | Path, metadata: dict[str, str]) -> Path:
+    """Save ``program`` to ``out_path`` (and ``.data`` beside it when > 2 GB) all-or-nothing."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model = program.model
+    for key, value in metadata.items():
+        model.metadata_props[key] = value
+    external = _initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
+    try:
+        program.save(str(tmp / out_path.name), external_data=external)
+        data = tmp / f"{out_path.name}.data"
+        final_data = out_path.with_name(f"{out_path.name}.data")
+        if data.exists():
+            os.replace(data, final_data)
+        elif final_data.exists():
+            final_data.unlink()  # a stale weight file from an earlier, larger export
+        os.replace(tmp / out_path.name, out_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_path
+
+
+def file_size(path: Path) -> int:
+    data = path.with_name(f"{path.name}.data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def run_onnxruntime(path: str | Path, image: np.ndarray, **session_options) -> np.ndarray:
+    """Run the model at ``path`` on CPU once; ``session_options`` are ``SessionOptions`` attributes."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    for key, value in session_options.items():
+        setattr(opts, key, value)
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return session.run([OUTPUT_NAME], {INPUT_NAME: image})[0]
+
+
+def compare(candidate: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
+    """``(relative error, max abs error, max |row sum - 1|)`` of ``candidate`` against ``reference``."""
+    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
+    max_abs = float(diff.max())
+    rel = max_abs / float(np.abs(reference).max())
+    row = float(np.abs(candidate.astype(np.float64).sum(-1) - 1.0).max())
+    return rel, max_abs, row
+
+
+def export_onnx(wrapper, out_path: str | Path, contract: ModelContract, *, fp16: bool = False,
+                sample: torch.Tensor | None = None, verify: bool = True, progress: bool = True) -> ExportResult:
+    """Export ``wrapper`` to ``out_path`` with ``contract`` in its metadata, then verify it.
+
+    Parameters
+    ----------
+    wrapper : AttentionExportModel
+        In float32; with ``fp16`` it is converted to half precision after the reference run.
+    out_path : path
+        Target ``.onnx`` file; written atomically.
+    contract : ModelContract
+        Written under ``walkcut.contract``; its ``precision`` must match ``fp16``.
+    fp16 : bool
+        Export weights and compute in float16 (image input and attention output stay float32;
+        the softmax and the aggregation run in float32).
+    sample : torch.Tensor, optional
+        Image used for tracing and verification (default: :func:`sample_image`).
+    verify : bool
+        Check the model and compare onnxruntime with the torch wrapper.
+
+    Raises
+    ------
+    VerificationError
+        If the onnxruntime output differs from the torch wrapper by more than the tolerance, or
+        its rows do not sum to 1. The file is kept for inspection.
+    """
+    if contract.precision != ("fp16" if fp16 else "fp32"):
+        raise ValueError(f"contract precision {contract.precision!r} does not match fp16={fp16}")
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    sample = sample_image(contract.image_size) if sample is None else sample
+    bar = tqdm(total=4 if verify else 2, desc="export", unit="step", disable=not progress or None)
+    reference = None
+    if verify:
+        bar.set_postfix_str("torch reference")
+        with torch.no_grad():
+            reference = wrapper(sample).numpy()
+    if fp16:
+        wrapper = wrapper.half()
+    bar.set_postfix_str("tracing to ONNX")
+    program = trace_to_onnx(wrapper, sample)
+    n_nodes = count_nodes(program.model)
+    bar.update()
+    bar.set_postfix_str("saving")
+    path = save_atomic(program, out_path, contract.to_metadata())
+    del program
+    bar.update()
+    rel = max_abs = row = float("nan")
+    tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
+    if verify:
+        import onnx
+
+        bar.set_postfix_str("onnx.checker")
+        onnx.checker.check_model(str(path))
+        bar.update()
+        bar.set_postfix_str("onnxruntime")
+        result = run_onnxruntime(path, sample.numpy())
+        bar.update()
+        rel, max_abs, row = compare(result, reference)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    out = ExportResult(path=path, contract=contract, size_bytes=file_size(path), seconds=seconds,
+                       n_nodes=n_nodes, rel_error=rel, max_abs_error=max_abs, row_sum_error=row,
+                       tolerance=tolerance)
+    if verify and not (rel <= tolerance and row <= ROW_SUM_TOLERANCE):
+        raise VerificationError(f"verification failed: {out.summary()}")
+    logger.info("exported %s", out.summary())
+    return out
+
+
+def read_contract(path: str | Path) -> ModelContract:
+    """The contract stored in an exported ONNX file (weights are not loaded)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    return ModelContract.from_metadata(meta, source=str(path))
+
+
+__all__ = ["ExportResult", "VerificationError", "export_onnx", "read_contract", "sample_image",
+           "trace_to_onnx", "count_nodes", "run_onnxruntime", "compare", "METADATA_KEY", "OPSET",
+           "FP32_TOLERANCE", "FP16_TOLERANCE"]

@@ -1,0 +1,99 @@
+"""``walkcut eval``: score a segmentation source on an evaluation set (a thin CLI over evaluate.py).
+
+    walkcut eval DATASET --root DIR [--split val|test] [--source pixels | --engine MODEL]
+                 [--json OUT] [--limit N] [--grid-out PNG] [--thresholds T1,T2,... | none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+
+log = logging.getLogger(__name__)
+
+#: Constant NCut thresholds swept for ODS / OIS on region datasets when --thresholds is not given.
+DEFAULT_REGION_SWEEP = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def threshold_list(text: str):
+    """``--thresholds``: comma-separated positive numbers, or ``none`` (an empty list: no sweep)."""
+    if text == "none":
+        return []
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--thresholds takes comma-separated numbers or 'none', got {text!r}") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"--thresholds needs positive numbers, got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def register(subparsers) -> None:
+    from walkcut.runtime.cmd_segment import add_cut_arguments
+    from walkcut.runtime.datasets import DATASETS
+
+    p = subparsers.add_parser(
+        "eval", help="score segmentation on BSDS500 / CamVid / COCO-Stuff-27 / Cityscapes",
+        description="Segment every image of an evaluation set and score it: Covering / PRI / VoI (default "
+                    "rule, and ODS / OIS over a threshold sweep) on bsds500; Hungarian-matched mIoU and "
+                    "pixel accuracy on camvid, cocostuff27 and cityscapes.")
+    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("--root", default=None,
+                   help="dataset folder (default: $WALKCUT_DATA/DATASET, else ../shared/data/DATASET)")
+    p.add_argument("--split", default="val", help="split (default: val)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--source", choices=("pixels",), default="pixels",
+                     help="weight-free colour + position graph, no model (default)")
+    src.add_argument("--engine", default=None, metavar="MODEL", help="exported attention model")
+    add_cut_arguments(p)
+    p.add_argument("--thresholds", type=threshold_list, default=None,
+                   help="constant thresholds of the ODS/OIS sweep, comma-separated, or 'none' (default: "
+                        f"{','.join(map(str, DEFAULT_REGION_SWEEP))} on bsds500, none on the semantic sets)")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N images only")
+    p.add_argument("--json", default=None, metavar="OUT", help="write summary + per-image numbers as JSON")
+    p.add_argument("--grid-out", default=None, metavar="PNG",
+                   help="write a picture grid of the best and worst images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def build_segment_fn(args):
+    """``segment(image) -> hierarchy_like`` for the parsed arguments (the walkcut Segmenter)."""
+    from walkcut.runtime.cmd_segment import cut_options, make_source
+    from walkcut.runtime.evaluate import walkcut_segment_fn
+
+    try:
+        source = make_source(args)
+    except ModuleNotFoundError as exc:
+        raise SystemExit(f"walkcut eval: --engine needs a runtime part this install lacks ({exc.name})") from exc
+    return walkcut_segment_fn(source, **cut_options(args))
+
+
+def run(args) -> int:
+    from walkcut.runtime.datasets import load_dataset
+    from walkcut.runtime.evaluate import evaluate
+
+    ds = load_dataset(args.dataset, args.root, split=args.split, limit=args.limit)
+    thresholds = args.thresholds
+    if thresholds is None:
+        thresholds = list(DEFAULT_REGION_SWEEP) if ds.protocol == "regions" else None
+    thresholds = thresholds or None
+    report = evaluate(ds, build_segment_fn(args), thresholds=thresholds, progress=not args.no_progress)
+    print(report.table())
+    if args.json:
+        print(f"json: {report.write_json(args.json)}")
+    if args.grid_out:
+        print(f"grid: {report.write_grid(args.grid_out)}")
+    return 0

@@ -1,0 +1,213 @@
+"""Graphs from a random walk: transition-matrix checks, stationary distribution, affinities.
+
+Let ``P`` be an (n, n) row-stochastic transition matrix over image patches and ``pi`` its stationary
+distribution (``pi @ P == pi``). The affinity ``W`` that the cuts partition is built in one of three
+ways (``mode``):
+
+``walk``
+    ``W = (Pi P + P^T Pi) / 2`` with ``Pi = diag(pi)``: the edge flow of the stationary walk,
+    symmetrised. Then ``vol_W(A) = pi(A)`` and ``NCut_W(A, B) = Pr(A -> B | A) + Pr(B -> A | B)``:
+    the Normalized Cut of ``W`` is the probability that one step of the walk leaves its segment
+    (Meila & Shi 2001). Cutting ``W`` is cutting the walk.
+``dot``
+    Rows of ``F = P^t`` are patch features (where the walk goes next); ``W = F F^T``.
+``cosine``
+    ``W_ij = max(0, cos(F_i, F_j)) ** exponent``.
+
+``power = t`` replaces ``P`` by the t-step chain ``P^t`` (repeated squaring): longer walks blur
+fine structure and join patches with similar long-range behaviour, so t controls granularity.
+
+References
+----------
+Shi & Malik, "Normalized Cuts and Image Segmentation", TPAMI 2000.
+Meila & Shi, "A Random Walks View of Spectral Segmentation", AISTATS 2001.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigs
+
+logger = logging.getLogger(__name__)
+
+MODES = ("walk", "dot", "cosine")
+
+
+class DisconnectedGraphWarning(UserWarning):
+    """Some nodes have no edges at all; they are kept apart as one extra segment."""
+
+
+def check_transition_matrix(P, *, row_tol: float = 1e-2, name: str = "P"):
+    """Validate ``P`` and return it as float64 (dense ndarray or CSR), rows renormalised to 1.
+
+    Rows may deviate from 1 by up to ``row_tol`` (fp16 engines round) and are renormalised; rows
+    that are all zero are allowed (the node has no out-going edges) and reported by the callers.
+
+    Raises
+    ------
+    TypeError
+        ``P`` is not an array or sparse matrix.
+    ValueError
+        ``P`` is not square, holds NaN/Inf or negative entries, or has rows that do not sum to 1.
+    """
+    if sp.issparse(P):
+        P = sp.csr_matrix(P, dtype=np.float64)
+        P.sum_duplicates()
+        values = P.data
+    else:
+        try:
+            P = np.asarray(P, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a numeric array or scipy sparse matrix ({exc})") from exc
+        values = P
+    if P.ndim != 2 or P.shape[0] != P.shape[1]:
+        raise ValueError(f"{name} must be a square (n, n) matrix, got shape {P.shape}")
+    if P.shape[0] < 2:
+        raise ValueError(f"{name} must have at least 2 nodes, got {P.shape[0]}")
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise ValueError(
+            f"{name} holds {bad} NaN/Inf entries: the attention engine produced invalid numbers "
+            f"(check the model file, its precision, and the input image)"
+        )
+    if (values < -1e-6).any():
+        raise ValueError(f"{name} has negative entries (min {values.min():.3g}); it must be a transition matrix")
+    if sp.issparse(P):
+        np.maximum(P.data, 0.0, out=P.data)
+        rows = np.asarray(P.sum(axis=1)).ravel()
+    else:
+        P = np.maximum(P, 0.0)
+        rows = P.sum(axis=1)
+    nonzero = rows > 0
+    off = np.abs(rows[nonzero] - 1.0)
+    if off.size and off.max() > row_tol:
+        i = int(np.flatnonzero(nonzero)[np.argmax(off)])
+        raise ValueError(
+            f"rows of {name} must sum to 1 (a row-stochastic transition matrix); row {i} sums to "
+            f"{rows[i]:.6g}. Normalise the rows (P / P.sum(1, keepdims=True)) before cutting."
+        )
+    scale = np.where(nonzero, 1.0 / np.where(nonzero, rows, 1.0), 0.0)
+    P = sp.diags(scale) @ P if sp.issparse(P) else P * scale[:, None]
+    return sp.csr_matrix(P) if sp.issparse(P) else P
+
+
+def matrix_power(P, t: int):
+    """``P^t`` by repeated squaring (dense or sparse)."""
+    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 1:
+        raise ValueError(f"power must be an integer >= 1, got {t!r}")
+    result = None
+    base = P
+    while True:
+        if t & 1:
+            result = base if result is None else result @ base
+        t >>= 1
+        if not t:
+            break
+        base = base @ base
+    return sp.csr_matrix(result) if sp.issparse(result) else result
+
+
+def stationary_distribution(P, *, tol: float = 1e-9, max_power_iter: int = 50) -> np.ndarray:
+    """Stationary distribution ``pi`` (``pi @ P = pi``, ``sum(pi) = 1``) of a row-stochastic ``P``.
+
+    A few power-iteration steps first (enough when the walk mixes fast); if they have not converged,
+    ARPACK (implicitly restarted Arnoldi) on ``P^T`` for the eigenvalue with the largest real part, 1,
+    started from the last iterate. Attention walks with strong segments have eigenvalues close to 1
+    (slow mixing), where Arnoldi needs far fewer products with ``P`` than power iteration
+    (bench/bench_cuts.py). For a reducible walk the result is one of the stationary distributions.
+    """
+    n = P.shape[0]
+    if n <= 32:  # tiny: the dense eigenproblem is cheapest and exact
+        import scipy.linalg as sla  # noqa: PLC0415
+
+        dense = P.toarray() if sp.issparse(P) else P
+        vals, vecs = sla.eig(dense.T)
+        cand = np.abs(vecs[:, int(np.argmax(vals.real))].real)
+        return cand / cand.sum()
+    pi = np.full(n, 1.0 / n)
+    PT = P.T.tocsr() if sp.issparse(P) else np.ascontiguousarray(P.T)
+    for _ in range(max_power_iter):
+        nxt = PT @ pi
+        s = nxt.sum()
+        if s <= 0:
+            break
+        nxt /= s
+        if np.abs(nxt - pi).sum() < tol:
+            return nxt
+        pi = nxt
+    try:
+        _, vec = eigs(PT, k=1, which="LR", v0=pi + 1e-3 / n, tol=tol, ncv=min(n - 1, 16))
+        cand = np.abs(vec[:, 0].real)
+        if cand.sum() > 0:
+            return cand / cand.sum()
+    except (ArpackNoConvergence, ArpackError) as exc:
+        logger.warning("stationary distribution: ARPACK failed (%s); using the last power iterate", exc)
+    return pi
+
+
+def affinity(P, *, mode: str = "walk", power: int = 1, stationary=None, exponent: float = 1.0):
+    """Symmetric non-negative affinity ``W`` (dense or CSR) from a transition matrix.
+
+    Parameters
+    ----------
+    P : (n, n) array or sparse matrix
+        Row-stochastic transition matrix (validated with :func:`check_transition_matrix`).
+    mode : {"walk", "dot", "cosine"}
+        See the module docstring.
+    power : int, default 1
+        Walk length t: ``P`` is replaced by ``P^t``.
+    stationary : (n,) array, optional
+        ``pi`` when the caller knows it (for a reversible walk ``P = D^-1 A``, ``pi ~ A.sum(1)``);
+        computed by :func:`stationary_distribution` otherwise. Only ``walk`` uses it.
+    exponent : float, default 1.0
+        ``cosine`` only: affinities are raised to this power (sharpening, as in DiffCut).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not (isinstance(exponent, (int, float)) and exponent > 0 and np.isfinite(exponent)):
+        raise ValueError(f"exponent must be a positive finite number, got {exponent!r}")
+    P = check_transition_matrix(P)
+    Pt = matrix_power(P, power) if power != 1 else P
+    if mode == "walk":
+        if stationary is None:
+            pi = stationary_distribution(P)
+        else:
+            pi = np.asarray(stationary, dtype=np.float64).ravel()
+            if pi.shape != (P.shape[0],) or not np.isfinite(pi).all() or (pi < 0).any() or pi.sum() <= 0:
+                raise ValueError(
+                    f"stationary must be a non-negative finite vector of length {P.shape[0]}"
+                )
+            pi = pi / pi.sum()
+        if sp.issparse(Pt):
+            flow = sp.diags(pi) @ Pt
+            return sp.csr_matrix((flow + flow.T) * 0.5)
+        flow = Pt * pi[:, None]
+        return (flow + flow.T) * 0.5
+    F = Pt.toarray() if sp.issparse(Pt) else Pt
+    if mode == "dot":
+        return F @ F.T
+    norms = np.linalg.norm(F, axis=1)
+    Fn = F / np.where(norms > 0, norms, 1.0)[:, None]
+    W = np.maximum(Fn @ Fn.T, 0.0)
+    if exponent != 1.0:
+        W **= exponent
+    return W
+
+
+def zero_degree_nodes(W) -> np.ndarray:
+    """Indices of nodes whose affinity row is all zero (no edges, not even to themselves)."""
+    deg = np.asarray(W.sum(axis=1)).ravel()
+    zero = np.flatnonzero(deg <= 0)
+    if zero.size:
+        warnings.warn(
+            f"{zero.size} of {deg.size} nodes have no edges (zero degree); they cannot be cut and "
+            f"are returned together as one extra segment",
+            DisconnectedGraphWarning,
+            stacklevel=3,
+        )
+    return zero

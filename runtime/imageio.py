@@ -1,0 +1,94 @@
+"""Reading user images and writing results: clear errors, whole files or none."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class ImageReadError(ValueError):
+    """An input image cannot be used; the message names the file and the problem."""
+
+
+def read_image(path) -> np.ndarray:
+    """Read any image OpenCV decodes as (H, W, 3) uint8 RGB.
+
+    Grayscale is replicated to three channels, alpha is dropped, 16-bit is scaled to 8-bit.
+
+    Raises
+    ------
+    ImageReadError
+        Missing file, a directory, an empty file, or bytes that do not decode as an image.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageReadError(f"{p}: no such file")
+    if p.is_dir():
+        raise ImageReadError(f"{p}: is a directory, expected an image file")
+    if p.stat().st_size == 0:
+        raise ImageReadError(f"{p}: file is empty (0 bytes)")
+    data = np.fromfile(str(p), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ImageReadError(f"{p}: not a readable image (corrupt, truncated, or not an image format OpenCV decodes)")
+    return to_rgb8(img, source=str(p))
+
+
+def to_rgb8(img: np.ndarray, *, source: str = "image") -> np.ndarray:
+    """OpenCV-decoded array (BGR/BGRA/gray, 8/16-bit/float) -> (H, W, 3) uint8 RGB."""
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"{source}: unsupported pixel type {img.dtype}")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    raise ImageReadError(f"{source}: unsupported image layout {img.shape}")
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename:
+    readers see the old file or the whole new one, never a partial file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def encode_png(array: np.ndarray, *, rgb: bool = True) -> bytes:
+    """PNG bytes of a uint8 RGB image or a uint8/uint16 single-channel map."""
+    img = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if rgb and array.ndim == 3 else array
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for an array of shape {array.shape} and type {array.dtype}")
+    return buf.tobytes()
+
+
+def write_label_png(path, labels: np.ndarray) -> None:
+    """Save labels as a uint16 PNG (labels must be in 0..65535)."""
+    if labels.size and (labels.min() < 0 or labels.max() > 65535):
+        raise ValueError(f"labels must lie in 0..65535 for a uint16 PNG, got {labels.min()}..{labels.max()}")
+    atomic_write_bytes(path, encode_png(labels.astype(np.uint16), rgb=False))
+
+
+def write_rgb_png(path, image_rgb: np.ndarray) -> None:
+    atomic_write_bytes(path, encode_png(image_rgb, rgb=True))

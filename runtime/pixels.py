@@ -1,0 +1,122 @@
+"""The weight-free source: a random walk over an R x R grid built from the image alone.
+
+Classic Shi-Malik affinities between grid cells: colour similarity times spatial proximity,
+limited to a disc of ``radius`` cells,
+
+    w_ij = exp(-|c_i - c_j|^2 / (2 sigma_c^2)) * exp(-|x_i - x_j|^2 / (2 sigma_x^2)),  |x_i - x_j| <= radius,
+
+with ``c`` the mean CIE Lab colour of a cell and ``x`` its grid position. The walk is
+``P = D^-1 W``; it is reversible, so its stationary distribution is known in closed form,
+``pi = d / sum(d)``, and is handed to the cuts with the matrix.
+
+Defaults (chosen on BSDS500 val, see bench/RESULTS.md): ``radius`` 3 cells at R = 32 (scaled with R,
+so it covers the same image area), ``sigma_x = radius / 2``, and ``sigma_c`` self-tuned per image as
+``color_scale`` times the median colour distance between neighbouring cells (so the graph adapts to
+low- and high-contrast images alike).
+
+References
+----------
+Shi & Malik, "Normalized Cuts and Image Segmentation", TPAMI 2000.
+Zelnik-Manor & Perona, "Self-Tuning Spectral Clustering", NeurIPS 2004 (local scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass(frozen=True, eq=False)
+class Transition:
+    """A random walk over an ``grid_shape`` patch grid (nodes in row-major order).
+
+    ``stationary`` is set when known in closed form; ``cell_colors`` (R, R, 3) float32 RGB in [0, 1]
+    are the mean colours of the cells, used by boundary-aware upsampling.
+    """
+
+    P: object  # (n, n) ndarray or CSR
+    grid_shape: tuple[int, int]
+    stationary: np.ndarray | None = None
+    cell_colors: np.ndarray | None = None
+
+
+def grid_cell_colors(image_rgb: np.ndarray, grid: int) -> np.ndarray:
+    """Mean colour of each of ``grid x grid`` cells, (grid, grid, 3) float32 in [0, 1]."""
+    img = image_rgb.astype(np.float32) / 255.0
+    return cv2.resize(img, (grid, grid), interpolation=cv2.INTER_AREA)
+
+
+def _neighbour_offsets(radius: float) -> np.ndarray:
+    r = int(np.floor(radius))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    keep = (dy**2 + dx**2 <= radius**2) & ~((dy == 0) & (dx == 0))
+    return np.stack([dy[keep], dx[keep]], axis=1)
+
+
+@dataclass(frozen=True)
+class PixelSource:
+    """Builds :class:`Transition` from an RGB image with colour + position affinities.
+
+    Parameters
+    ----------
+    grid : int, default 32
+        R: the graph has R * R nodes.
+    radius : float, optional
+        Neighbourhood radius in cells; default ``3 * grid / 32`` (at least 1.5).
+    color_scale : float, default 1.0
+        ``sigma_c`` = ``color_scale`` x the median Lab distance between neighbouring cells.
+    """
+
+    grid: int = 32
+    radius: float | None = None
+    color_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not 4 <= self.grid <= 256:
+            raise ValueError(f"grid must be an integer in [4, 256], got {self.grid!r}")
+        if self.radius is not None and not (np.isfinite(self.radius) and self.radius >= 1):
+            raise ValueError(f"radius must be a number >= 1 (cells), got {self.radius!r}")
+        if not (np.isfinite(self.color_scale) and self.color_scale > 0):
+            raise ValueError(f"color_scale must be a positive number, got {self.color_scale!r}")
+
+    @property
+    def effective_radius(self) -> float:
+        return float(self.radius) if self.radius is not None else max(1.5, 3.0 * self.grid / 32)
+
+    def transition(self, image_rgb: np.ndarray) -> Transition:
+        """Random walk over the image's R x R grid (``image_rgb``: (H, W, 3) uint8 RGB)."""
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image_rgb.shape}")
+        R = int(self.grid)
+        colors = grid_cell_colors(image_rgb, R)  # (R, R, 3) RGB [0, 1]
+        lab = cv2.cvtColor(colors, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+        radius = self.effective_radius
+        offsets = _neighbour_offsets(radius)
+        yy, xx = np.divmod(np.arange(R * R), R)
+        rows, cols, dist2, cdist2 = [], [], [], []
+        for dy, dx in offsets:
+            ny, nx = yy + dy, xx + dx
+            ok = (ny >= 0) & (ny < R) & (nx >= 0) & (nx < R)
+            i = np.flatnonzero(ok)
+            j = ny[ok] * R + nx[ok]
+            rows.append(i)
+            cols.append(j)
+            dist2.append(np.full(i.size, float(dy * dy + dx * dx)))
+            cdist2.append(((lab[i] - lab[j]) ** 2).sum(axis=1))
+        rows = np.concatenate(rows)
+        cols = np.concatenate(cols)
+        dist2 = np.concatenate(dist2)
+        cdist2 = np.concatenate(cdist2)
+        near = dist2 <= 2.0  # the 8-neighbourhood sets the colour scale
+        sigma_c = self.color_scale * max(float(np.median(np.sqrt(cdist2[near]))), 1.0)
+        sigma_x = radius / 2.0
+        w = np.exp(-cdist2 / (2 * sigma_c**2) - dist2 / (2 * sigma_x**2))
+        n = R * R
+        W = sp.csr_matrix((w, (rows, cols)), shape=(n, n))
+        W = (W + W.T) * 0.5  # exact symmetry despite rounding
+        d = np.asarray(W.sum(axis=1)).ravel()
+        P = sp.diags(1.0 / d) @ W
+        return Transition(P=sp.csr_matrix(P), grid_shape=(R, R), stationary=d / d.sum(), cell_colors=colors)

@@ -1,0 +1,109 @@
+"""``Segmenter``: set an image once, cut it many ways.
+
+``set_image`` runs the expensive part once (the source: engine inference or the pixel graph) and
+keeps the transition matrix; ``segment`` builds the cut hierarchy for a (mode, power) pair — cached,
+so asking again with another threshold only re-prunes the tree — and upsamples the labels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from walkcut.runtime.cuts import CutResult, Hierarchy, cut_transition_matrix
+from walkcut.runtime.pixels import PixelSource, Transition, grid_cell_colors
+from walkcut.runtime.upsample import upsample_labels
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """Labels at the image's full resolution plus what produced them.
+
+    ``timings`` holds seconds per stage: ``source`` (preprocess + engine or pixel graph; from
+    ``set_image``), ``cuts`` and ``upsample``.
+    """
+
+    labels: np.ndarray  # (H, W) int64, 0..K-1
+    grid_labels: np.ndarray  # (R, C)
+    cut: CutResult
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def n_segments(self) -> int:
+        return int(self.labels.max()) + 1 if self.labels.size else 0
+
+    @property
+    def hierarchy(self) -> Hierarchy:
+        return self.cut.hierarchy
+
+
+class Segmenter:
+    """Segment images with a transition-matrix source and recursive Normalized Cuts.
+
+    Parameters
+    ----------
+    source : object with ``transition(image_rgb) -> Transition``, default ``PixelSource()``
+        Where the random walk comes from: the weight-free pixel graph or an attention engine.
+    upsample : {"joint-bilateral", "nearest"}
+        How grid labels become pixel labels.
+    """
+
+    def __init__(self, source=None, *, upsample: str = "joint-bilateral") -> None:
+        self.source = PixelSource() if source is None else source
+        self.upsample = upsample
+        self._image: np.ndarray | None = None
+        self._transition: Transition | None = None
+        self._cell_colors: np.ndarray | None = None
+        self._cache: dict = {}
+        self._source_seconds = 0.0
+
+    def set_image(self, image_rgb: np.ndarray) -> "Segmenter":
+        """Run the source on an (H, W, 3) uint8 RGB image and keep its transition matrix."""
+        if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {getattr(image_rgb, 'shape', type(image_rgb))}")
+        if image_rgb.dtype != np.uint8:
+            raise TypeError(f"expected a uint8 image, got {image_rgb.dtype}")
+        t0 = time.perf_counter()
+        self._transition = self.source.transition(image_rgb)
+        self._source_seconds = time.perf_counter() - t0
+        self._image = image_rgb
+        R, C = self._transition.grid_shape
+        self._cell_colors = self._transition.cell_colors
+        if self._cell_colors is None:
+            self._cell_colors = grid_cell_colors(image_rgb, R) if R == C else None
+        self._cache = {}
+        return self
+
+    @property
+    def transition(self) -> Transition:
+        if self._transition is None:
+            raise RuntimeError("call set_image() before segment()")
+        return self._transition
+
+    def segment(self, *, mode: str = "walk", power: int = 1, threshold="auto-ncut", **cut_options) -> Segmentation:
+        """Cut the current image; repeated calls with the same mode/power/options reuse the tree."""
+        tr = self.transition
+        key = (mode, power, tuple(sorted(cut_options.items())))
+        t0 = time.perf_counter()
+        base = self._cache.get(key)
+        if base is None:
+            base = cut_transition_matrix(
+                tr.P, mode=mode, power=power, threshold=threshold, stationary=tr.stationary, **cut_options
+            )
+            self._cache[key] = base
+        cut = base if base.rule == threshold else base.with_threshold(threshold)
+        t1 = time.perf_counter()
+        R, C = tr.grid_shape
+        grid_labels = cut.labels.reshape(R, C)
+        H, W = self._image.shape[:2]
+        labels = upsample_labels(
+            grid_labels, (H, W), image_rgb=self._image, cell_colors=self._cell_colors, method=self.upsample
+        )
+        # Upsampling can drop a tiny segment: renumber to 0..K-1 keeping order.
+        _, labels = np.unique(labels, return_inverse=True)
+        labels = labels.reshape(H, W)
+        t2 = time.perf_counter()
+        timings = {"source": self._source_seconds, "cuts": t1 - t0, "upsample": t2 - t1}
+        return Segmentation(labels=labels, grid_labels=grid_labels, cut=cut, timings=timings)

@@ -1,0 +1,208 @@
+"""Two-way Normalized Cut of one (sub)graph: Fiedler vector and exact sweep.
+
+The relaxed NCut of a graph with affinity ``W`` and degrees ``d`` is the second-smallest
+generalised eigenvector of ``(D - W) y = lambda D y`` (Shi & Malik 2000). We solve the equivalent
+symmetric problem: ``v`` is the eigenvector of the second-largest eigenvalue of
+``M = D^-1/2 W D^-1/2``, and ``y = D^-1/2 v``. The largest eigenpair of ``M`` is known in closed
+form (eigenvalue 1, ``u = sqrt(d) / ||sqrt(d)||``), so we deflate it, ``M - u u^T``, and ask the
+solver for a single eigenvector.
+
+The split point is then chosen on the sorted ``y`` by evaluating the exact
+``NCut(A, B) = cut/vol(A) + cut/vol(B)`` at every sweep position in one pass (prefix sums).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh, lobpcg
+
+logger = logging.getLogger(__name__)
+
+SOLVERS = ("auto", "arpack", "lobpcg", "dense")
+#: Below this many nodes dense ``eigh`` beats the iterative solvers (measured: bench/bench_cuts.py).
+DENSE_MAX_NODES = 160
+#: Dense fallback is refused above this size (memory / time).
+DENSE_FALLBACK_MAX_NODES = 6000
+
+
+class SolverError(RuntimeError):
+    """Every eigensolver in the fallback chain failed."""
+
+
+@dataclass(frozen=True)
+class Bipartition:
+    """Best two-way split of one graph. ``side`` is True for nodes in A (local indices)."""
+
+    side: np.ndarray  # (m,) bool
+    ncut: float
+    cut: float
+    volume: float  # vol(A) + vol(B)
+
+
+def fix_sign(v: np.ndarray) -> np.ndarray:
+    """Make the entry of largest magnitude positive, so repeated solves return the same vector."""
+    i = int(np.argmax(np.abs(v)))
+    return -v if v[i] < 0 else v
+
+
+def _deflated_operator(W, inv_sqrt_d: np.ndarray, u: np.ndarray):
+    """``M - u u^T`` as a dense array (dense W) or a LinearOperator (sparse W)."""
+    if sp.issparse(W):
+        M = sp.diags(inv_sqrt_d) @ W @ sp.diags(inv_sqrt_d)
+        M = sp.csr_matrix(M)
+        m = W.shape[0]
+
+        def matvec(x):
+            x = np.asarray(x)
+            return M @ x - np.outer(u, u @ x).reshape(x.shape)
+
+        return LinearOperator((m, m), matvec=matvec, matmat=matvec, dtype=np.float64)
+    M = W * inv_sqrt_d[:, None]
+    M *= inv_sqrt_d[None, :]
+    M -= np.outer(u, u)
+    return M
+
+
+def _solve_dense(M) -> np.ndarray:
+    A = M.toarray() if sp.issparse(M) else (M @ np.eye(M.shape[0]) if isinstance(M, LinearOperator) else M)
+    m = A.shape[0]
+    _, vec = sla.eigh(A, subset_by_index=[m - 1, m - 1], check_finite=False)
+    return vec[:, 0]
+
+
+def _solve_arpack(M, v0: np.ndarray, tol: float) -> np.ndarray:
+    m = M.shape[0]
+    try:
+        _, vec = eigsh(M, k=1, which="LA", v0=v0, tol=tol, ncv=min(m - 1, 24), maxiter=50 * m)
+    except ArpackNoConvergence as exc:
+        if exc.eigenvectors is not None and exc.eigenvectors.shape[1]:
+            logger.warning("ARPACK did not converge; using its best partial eigenvector")
+            return exc.eigenvectors[:, 0]
+        raise
+    return vec[:, 0]
+
+
+def _solve_lobpcg(M, v0: np.ndarray, tol: float) -> np.ndarray:
+    X = v0[:, None]
+    _, vec = lobpcg(M, X, largest=True, tol=tol, maxiter=500)
+    return vec[:, 0]
+
+
+_SOLVER_FUNCS = {"arpack": _solve_arpack, "lobpcg": _solve_lobpcg}
+
+
+def fiedler_vector(W, d: np.ndarray, *, solver: str = "auto", seed: int = 0, tol: float = 1e-6) -> np.ndarray:
+    """Second generalised eigenvector ``y`` of ``(D - W) y = lambda D y`` (sign fixed).
+
+    Parameters
+    ----------
+    W : (m, m) ndarray or sparse matrix
+        Symmetric non-negative affinity with all degrees positive.
+    d : (m,) ndarray
+        Degrees ``W.sum(1)``.
+    solver : {"auto", "arpack", "lobpcg", "dense"}
+        ``auto`` uses dense ``eigh`` below ``DENSE_MAX_NODES`` nodes and ARPACK (Lanczos) above.
+        A failing iterative solver falls back to the next one in ``arpack -> lobpcg -> dense``,
+        each fallback logged as a warning; when all fail, :class:`SolverError` is raised.
+    seed : int
+        Seeds the start vector, so results repeat.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    m = W.shape[0]
+    sqrt_d = np.sqrt(d)
+    u = sqrt_d / np.linalg.norm(sqrt_d)
+    M = _deflated_operator(W, 1.0 / sqrt_d, u)
+    if solver == "dense" or (solver == "auto" and m <= DENSE_MAX_NODES) or m <= 16:
+        chain = ["dense"]
+    else:
+        start = "arpack" if solver == "auto" else solver
+        chain = [start] + [s for s in ("arpack", "lobpcg") if s != start] + ["dense"]
+    v0 = np.random.default_rng(seed).uniform(-1.0, 1.0, m)
+    v0 -= u * (u @ v0)  # start orthogonal to the known top eigenvector
+    errors = []
+    for name in chain:
+        try:
+            if name == "dense":
+                if m > DENSE_FALLBACK_MAX_NODES:
+                    raise SolverError(f"dense eigh refused for {m} nodes (> {DENSE_FALLBACK_MAX_NODES})")
+                v = _solve_dense(M)
+            else:
+                v = _SOLVER_FUNCS[name](M, v0, tol)
+            if not np.all(np.isfinite(v)):
+                raise SolverError(f"{name} returned non-finite values")
+            break
+        except (ArpackError, ArpackNoConvergence, SolverError, np.linalg.LinAlgError, ValueError) as exc:
+            errors.append(f"{name}: {exc}")
+            logger.warning("eigensolver %s failed on %d nodes (%s); falling back", name, m, exc)
+    else:
+        raise SolverError("all eigensolvers failed: " + "; ".join(errors))
+    return fix_sign(v / sqrt_d)
+
+
+def sweep_ncut(W, d: np.ndarray, y: np.ndarray, *, min_size: int = 1) -> Bipartition | None:
+    """Exact best NCut over all threshold positions of ``y``; ``None`` if no split is allowed.
+
+    With nodes sorted by ``y`` and ``A_k`` the first ``k`` of them,
+    ``assoc(A_k) = sum_{i, j in A_k} W_ij`` is a prefix sum of ``2 * (row sums of the strictly lower
+    triangle) + diagonal`` of the permuted ``W``, so ``cut(A_k) = vol(A_k) - assoc(A_k)`` and the NCut
+    for every ``k`` come from one pass over ``W``. Both sides keep at least ``min_size`` nodes.
+    """
+    m = W.shape[0]
+    if m < 2 * min_size or m < 2:
+        return None
+    order = np.argsort(y, kind="stable")
+    if sp.issparse(W):
+        Ws = W[order][:, order]
+        lower = np.asarray(sp.tril(Ws, k=-1).sum(axis=1)).ravel()
+        diag = Ws.diagonal()
+    else:
+        Ws = W[np.ix_(order, order)]
+        lower = np.tril(Ws, k=-1).sum(axis=1)
+        diag = np.diagonal(Ws)
+    assoc = np.cumsum(2.0 * lower + diag)
+    vol = np.cumsum(d[order])
+    total = vol[-1]
+    cut = np.maximum(vol - assoc, 0.0)
+    k = np.arange(min_size - 1, m - min_size)  # prefix sizes min_size .. m - min_size (0-based end)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ncut = cut[k] / vol[k] + cut[k] / (total - vol[k])
+    ncut = np.where(np.isfinite(ncut), ncut, np.inf)
+    best = int(np.argmin(ncut))
+    kb = int(k[best])
+    side = np.zeros(m, dtype=bool)
+    side[order[: kb + 1]] = True
+    return Bipartition(side=side, ncut=float(ncut[best]), cut=float(cut[kb]), volume=float(total))
+
+
+def bipartition(W, *, min_size: int = 1, solver: str = "auto", seed: int = 0) -> Bipartition | None:
+    """Best 2-way Normalized Cut of ``W`` (spectral relaxation + exact sweep).
+
+    Nodes without edges inside ``W`` cannot be placed by the eigenvector; they carry no volume and
+    no cut, so they join the larger side without changing the NCut.
+    """
+    m = W.shape[0]
+    if m < max(2, 2 * min_size):
+        return None
+    d = np.asarray(W.sum(axis=1)).ravel()
+    live = d > 0
+    if live.sum() < max(2, 2 * min_size):
+        return None
+    if not live.all():
+        idx = np.flatnonzero(live)
+        sub = W[idx][:, idx] if sp.issparse(W) else W[np.ix_(idx, idx)]
+        inner = bipartition(sub, min_size=min_size, solver=solver, seed=seed)
+        if inner is None:
+            return None
+        side = np.zeros(m, dtype=bool)
+        side[idx] = inner.side
+        if inner.side.sum() * 2 >= inner.side.size:
+            side[~live] = True
+        return Bipartition(side=side, ncut=inner.ncut, cut=inner.cut, volume=inner.volume)
+    y = fiedler_vector(W, d, solver=solver, seed=seed)
+    return sweep_ncut(W, d, y, min_size=min_size)
