@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 SOLVERS = ("auto", "arpack", "lobpcg", "dense")
 #: Below this many nodes dense ``eigh`` beats the iterative solvers (measured: bench/bench_cuts.py).
 DENSE_MAX_NODES = 160
+#: Iterative solvers are never used below this many nodes (ARPACK needs room for its Krylov space).
+ITERATIVE_MIN_NODES = 16
 #: Dense fallback is refused above this size (memory / time).
 DENSE_FALLBACK_MAX_NODES = 6000
 
@@ -118,7 +120,7 @@ def fiedler_vector(W, d: np.ndarray, *, solver: str = "auto", seed: int = 0, tol
     sqrt_d = np.sqrt(d)
     u = sqrt_d / np.linalg.norm(sqrt_d)
     M = _deflated_operator(W, 1.0 / sqrt_d, u)
-    if solver == "dense" or (solver == "auto" and m <= DENSE_MAX_NODES) or m <= 16:
+    if solver == "dense" or (solver == "auto" and m <= DENSE_MAX_NODES) or m <= ITERATIVE_MIN_NODES:
         chain = ["dense"]
     else:
         start = "arpack" if solver == "auto" else solver
