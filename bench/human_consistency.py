@@ -21,7 +21,6 @@ import sys
 import time
 
 import numpy as np
-
 from walkcut.runtime import metrics
 from walkcut.runtime.datasets import load_dataset
 

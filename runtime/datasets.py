@@ -72,7 +72,7 @@ COCO27_CLASSES = ("electronic", "appliance", "food", "furniture", "indoor", "kit
 # Fine stuffthingmap ids (0-based: COCO category id - 1) of each coarse class. Things follow COCO's
 # super-categories in contiguous id ranges; stuff follows the COCO-Stuff label hierarchy.
 _COCO_COARSE_MEMBERS = {
-    9: range(0, 1), 11: range(1, 9), 8: range(9, 15), 7: range(15, 25), 6: range(25, 33),
+    9: range(1), 11: range(1, 9), 8: range(9, 15), 7: range(15, 25), 6: range(25, 33),
     10: range(33, 43), 5: range(43, 51), 2: range(51, 61), 3: range(61, 71), 0: range(71, 77),
     1: range(77, 83), 4: range(83, 91),
     12: (101, 102),

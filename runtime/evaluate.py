@@ -34,7 +34,6 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-
 from walkcut.runtime import metrics
 from walkcut.runtime.datasets import EvalDataset
 

@@ -56,18 +56,18 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 __all__ = [
-    "contingency_table",
-    "rand_index",
-    "variation_of_information",
-    "covering_counts",
-    "segmentation_covering",
     "RegionScore",
-    "score_regions",
     "RegionSweepSummary",
-    "summarize_region_sweep",
     "SemanticCounts",
+    "contingency_table",
+    "covering_counts",
     "hungarian_match",
+    "rand_index",
+    "score_regions",
+    "segmentation_covering",
     "semantic_counts",
+    "summarize_region_sweep",
+    "variation_of_information",
 ]
 
 
@@ -418,7 +418,7 @@ class SemanticCounts:
             if getattr(self, name) is None:
                 setattr(self, name, np.zeros(self.num_classes, dtype=np.int64))
 
-    def __iadd__(self, other: SemanticCounts) -> SemanticCounts:
+    def __iadd__(self, other: SemanticCounts) -> SemanticCounts:  # noqa: PYI034 (py3.10: no Self)
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot add counts over {other.num_classes} classes to {self.num_classes}")
         self.tp += other.tp

@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 from scipy.io import savemat
-
 from walkcut.runtime import datasets as D
 
 DATA = Path(os.environ.get("WALKCUT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -114,7 +113,7 @@ def test_cocostuff27_fixture(tmp_path):
 
 def test_cityscapes_fixture(tmp_path):
     ds = D.load_dataset("cityscapes", make_cityscapes(tmp_path))
-    assert len(ds) == 2 and [i[0] for i in ds.items][0] == "frankfurt_000000_000294"
+    assert len(ds) == 2 and ds.items[0][0] == "frankfurt_000000_000294"
     s = next(iter(ds))
     assert s.image.shape == (8, 8, 3)
     assert set(np.unique(s.gt)) == {0, 19, 255}  # crop = columns 4..11: road, then car from 10

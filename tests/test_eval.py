@@ -7,7 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from test_datasets import make_bsds, make_cityscapes, make_coco
 from walkcut.runtime import datasets as D
 from walkcut.runtime import metrics as M
@@ -37,7 +36,7 @@ def halves(image):
 
 def test_regions_ods_picks_the_right_threshold(tmp_path):
     ds = D.load_dataset("bsds500", make_bsds(tmp_path / "bsds"))
-    one = lambda img: np.zeros(img.shape[:2], np.int64)  # noqa: E731
+    one = lambda img: np.zeros(img.shape[:2], np.int64)
 
     def segment(img):
         return Fixed(one(img), lambda t: halves(img) if t >= 0.5 else one(img))

@@ -4,9 +4,7 @@ import math
 
 import numpy as np
 import pytest
-
 from walkcut.runtime import metrics as M
-
 
 # seg = [[0, 0],      gt = [[0, 1],
 #        [1, 1]]            [0, 1]]
