@@ -10,9 +10,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import numpy as np
+
+from walkcut.runtime.contract import ContractError
 from walkcut.runtime.cuts import AUTO_RULES
 from walkcut.runtime.draw import overlay
-from walkcut.runtime.imageio import ImageReadError, read_image, write_label_png, write_rgb_png
+from walkcut.runtime.imageio import atomic_write_bytes, encode_png, read_image
 from walkcut.runtime.pixels import PixelSource
 from walkcut.runtime.segmenter import Segmenter
 
@@ -58,6 +61,42 @@ def make_source(args):
     return PixelSource(grid=args.grid)
 
 
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """``--engine`` / ``--backend``, shared by segment and video."""
+    from walkcut.runtime.backends import BACKENDS  # noqa: PLC0415 (keeps the parser import light)
+
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", type=Path, default=None, metavar="MODEL",
+                   help="exported attention model (.onnx, or a TensorRT .engine with its .json); "
+                        "replaces --source pixels")
+    g.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="what runs the engine (default: auto = best available, logged)")
+
+
+def open_source(args):
+    """``make_source`` with model problems turned into a one-line error; None when it failed."""
+    from walkcut.runtime.backends import BackendUnavailable  # noqa: PLC0415
+
+    try:
+        return make_source(args)
+    except (ContractError, BackendUnavailable) as exc:
+        print(f"walkcut: error: {exc}", file=sys.stderr)
+        return None
+
+
+def _write_outputs(pairs) -> None:
+    """Write every ``(path, bytes)`` or none: a failure removes the files already written."""
+    done = []
+    try:
+        for path, data in pairs:
+            atomic_write_bytes(path, data)
+            done.append(path)
+    except BaseException:
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise
+
+
 def register(sub) -> None:
     p = sub.add_parser("segment", help="segment images: label maps + overlays",
                        description="Segment images into a label map (uint16 PNG) and an overlay picture each.")
@@ -66,15 +105,19 @@ def register(sub) -> None:
     p.add_argument("--source", choices=("pixels",), default="pixels",
                    help="where the random walk comes from; pixels = colour+position graph, no model (default)")
     add_cut_arguments(p)
+    add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    source = make_source(args)
+    source = open_source(args)
+    if source is None:
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(source)
     options = cut_options(args)
     failed, done, t_start = [], 0, time.perf_counter()
+    stage_times: dict[str, list[float]] = {}
     bar = tqdm(args.images, unit="img", disable=len(args.images) < 2 or not sys.stderr.isatty())
     for path in bar:
         bar.set_postfix_str(path.name)
@@ -82,14 +125,24 @@ def run(args) -> int:
             image = read_image(path)
             result = segmenter.set_image(image).segment(**options)
             stem = path.stem
-            write_label_png(args.out / f"{stem}_labels.png", result.labels)
-            write_rgb_png(args.out / f"{stem}_overlay.png", overlay(image, result.labels))
-        except (ImageReadError, ValueError) as exc:
+            if result.labels.max() > 65535:
+                raise ValueError(f"{path}: {result.labels.max() + 1} segments do not fit a uint16 label map")
+            # Encode both pictures before writing either: a failure leaves no partial output.
+            _write_outputs([
+                (args.out / f"{stem}_labels.png", encode_png(result.labels.astype(np.uint16), rgb=False)),
+                (args.out / f"{stem}_overlay.png", encode_png(overlay(image, result.labels))),
+            ])
+        except Exception as exc:  # noqa: BLE001 (one bad file must not stop the batch)
             failed.append(path)
-            tqdm.write(f"walkcut: error: {exc}", file=sys.stderr)
+            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            tqdm.write(f"walkcut: error: {message.splitlines()[0] if message else type(exc).__name__}",
+                       file=sys.stderr)
+            logger.debug("%s failed", path, exc_info=True)
             continue
         done += 1
         t = result.timings
+        for stage, seconds in t.items():
+            stage_times.setdefault(stage, []).append(seconds)
         logger.info("%s: %d segments (source %.1f ms, cuts %.1f ms, upsample %.1f ms)", path, result.n_segments,
                     1e3 * t["source"], 1e3 * t["cuts"], 1e3 * t["upsample"])
         if len(args.images) == 1:
@@ -98,4 +151,7 @@ def run(args) -> int:
     if len(args.images) > 1:
         print(f"segmented {done} of {len(args.images)} images in {elapsed:.1f} s -> {args.out}"
               + (f"; {len(failed)} failed" if failed else ""))
+        if stage_times:
+            print("median per image: " + ", ".join(f"{k} {1e3 * float(np.median(v)):.1f} ms"
+                                                   for k, v in stage_times.items()))
     return 1 if failed else 0

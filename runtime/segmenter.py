@@ -22,7 +22,8 @@ class Segmentation:
     """Labels at the image's full resolution plus what produced them.
 
     ``timings`` holds seconds per stage: ``source`` (preprocess + engine or pixel graph; from
-    ``set_image``), ``cuts`` and ``upsample``.
+    ``set_image``), ``cuts`` and ``upsample``; with an engine source also its split of ``source``
+    into ``preprocess`` and ``engine``.
     """
 
     labels: np.ndarray  # (H, W) int64, 0..K-1
@@ -58,6 +59,7 @@ class Segmenter:
         self._cell_colors: np.ndarray | None = None
         self._cache: dict = {}
         self._source_seconds = 0.0
+        self._source_timings: dict = {}
 
     def set_image(self, image_rgb: np.ndarray) -> "Segmenter":
         """Run the source on an (H, W, 3) uint8 RGB image and keep its transition matrix."""
@@ -68,6 +70,8 @@ class Segmenter:
         t0 = time.perf_counter()
         self._transition = self.source.transition(image_rgb)
         self._source_seconds = time.perf_counter() - t0
+        # Sources that time their own stages (EngineSource: preprocess / engine) report them here.
+        self._source_timings = dict(getattr(self.source, "last_timings", None) or {})
         self._image = image_rgb
         R, C = self._transition.grid_shape
         self._cell_colors = self._transition.cell_colors
@@ -105,5 +109,5 @@ class Segmenter:
         _, labels = np.unique(labels, return_inverse=True)
         labels = labels.reshape(H, W)
         t2 = time.perf_counter()
-        timings = {"source": self._source_seconds, "cuts": t1 - t0, "upsample": t2 - t1}
+        timings = {"source": self._source_seconds, **self._source_timings, "cuts": t1 - t0, "upsample": t2 - t1}
         return Segmentation(labels=labels, grid_labels=grid_labels, cut=cut, timings=timings)

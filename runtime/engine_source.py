@@ -1,0 +1,274 @@
+"""``EngineSource``: the random walk from an exported attention model (ONNX or TensorRT engine).
+
+``EngineSource.from_path("models/sd15.onnx")`` reads the model's contract, refuses a file that is
+not a walkcut model or whose contract this runtime cannot honour (the message says what to
+re-export), starts a backend (:mod:`walkcut.runtime.backends`) and checks the graph's inputs and
+outputs against the contract. ``transition(image_rgb)`` then preprocesses the image
+(:mod:`walkcut.runtime.preprocess`), runs the engine and validates its output: a finite,
+non-negative, row-stochastic ``(R*R, R*R)`` matrix, else :class:`EngineOutputError` naming the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from walkcut.runtime.backends import Backend, create_backend, default_threads
+from walkcut.runtime.contract import ContractError, ModelContract
+from walkcut.runtime.pixels import Transition
+from walkcut.runtime.preprocess import preprocess
+
+logger = logging.getLogger(__name__)
+
+#: Largest output grid the cuts handle within memory on an edge board (R = 96: 9216 nodes, a dense
+#: (n, n) float64 matrix of 680 MB). The exporter offers 32 and 64.
+MAX_ATTN_RES = 96
+#: Rows of the attention may miss 1 by this much (fp16 engines); beyond it the output is rejected.
+ROW_SUM_TOLERANCE = 1e-2
+
+_REEXPORT = "re-export it with `walkcut export --model <SD weights> --out models/NAME.onnx`"
+
+
+class EngineOutputError(ValueError):
+    """The engine returned something that is not a transition matrix (NaN, wrong shape, ...)."""
+
+
+# --- ONNX metadata without loading the graph ------------------------------------------------------
+# ModelProto fields (onnx.proto): 1 ir_version, 7 graph, 14 metadata_props (StringStringEntryProto:
+# 1 key, 2 value). Reading them directly skips the weights (gigabytes for SD), so refusing a wrong
+# file is instant and needs neither the `onnx` package nor an inference session.
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("bad varint")
+        b = buf[pos]
+        result |= (b & 0x7F) << shift
+        pos += 1
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _read_varint(f) -> int | None:
+    result = shift = 0
+    while True:
+        byte = f.read(1)
+        if not byte:
+            if shift == 0:
+                return None
+            raise ValueError("truncated varint")
+        b = byte[0]
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise ValueError("bad varint")
+
+
+def _string_pair(buf: bytes) -> tuple[str, str]:
+    pos, key, value = 0, "", ""
+    while pos < len(buf):
+        tag, pos = _varint(buf, pos)
+        if tag & 7 != 2:
+            raise ValueError("bad metadata entry")
+        n, pos = _varint(buf, pos)
+        text = bytes(buf[pos:pos + n]).decode("utf-8")
+        pos += n
+        if tag >> 3 == 1:
+            key = text
+        elif tag >> 3 == 2:
+            value = text
+    return key, value
+
+
+def read_onnx_metadata(path) -> dict[str, str]:
+    """``metadata_props`` of the ONNX file at ``path``, reading past (not into) the graph.
+
+    Raises
+    ------
+    ContractError
+        The file is not an ONNX model.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    meta: dict[str, str] = {}
+    seen: set[int] = set()
+    try:
+        with open(path, "rb") as f:
+            while True:
+                tag = _read_varint(f)
+                if tag is None:
+                    break
+                field_no, wire = tag >> 3, tag & 7
+                if field_no == 0:
+                    raise ValueError("field 0")
+                seen.add(field_no)
+                if wire == 0:
+                    if _read_varint(f) is None:
+                        raise ValueError("truncated")
+                elif wire == 1:
+                    f.seek(8, 1)
+                elif wire == 5:
+                    f.seek(4, 1)
+                elif wire == 2:
+                    n = _read_varint(f)
+                    if n is None or f.tell() + n > size:
+                        raise ValueError("length past the end of the file")
+                    if field_no == 14:
+                        key, value = _string_pair(f.read(n))
+                        meta[key] = value
+                    else:
+                        f.seek(n, 1)
+                else:
+                    raise ValueError(f"wire type {wire}")
+                if f.tell() > size:
+                    raise ValueError("past the end of the file")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ContractError(f"{path} is not an ONNX model ({exc})") from None
+    if not {1, 7} <= seen:
+        raise ContractError(f"{path} is not an ONNX model (no IR version or graph)")
+    return meta
+
+
+def read_contract(path) -> ModelContract:
+    """The contract of a walkcut ``.onnx`` model or ``.engine`` (from ``NAME.engine.json``)."""
+    path = Path(path)
+    if not path.exists():
+        raise ContractError(f"{path}: no such model file")
+    if path.is_dir():
+        raise ContractError(f"{path}: is a directory, expected an .onnx or .engine file")
+    if path.suffix == ".engine":
+        side = path.with_name(path.name + ".json")
+        if not side.exists():
+            raise ContractError(f"{path}: its contract file {side.name} is missing; rebuild the engine "
+                                f"with `walkcut export ... --trt`, which writes both")
+        try:
+            sidecar = json.loads(side.read_text())
+            text = json.dumps(sidecar["contract"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ContractError(f"{side}: not a walkcut engine contract ({exc!r}); rebuild the engine") from None
+        return ModelContract.from_json(text, source=str(path))
+    return ModelContract.from_metadata(read_onnx_metadata(path), source=str(path))
+
+
+def check_contract(contract: ModelContract, *, source: str) -> None:
+    """Raise :class:`ContractError` if this runtime cannot run a model with ``contract``."""
+    contract.check_runtime_support(source=source)
+    if contract.attn_res > MAX_ATTN_RES:
+        raise ContractError(f"{source}: output grid R = {contract.attn_res} is larger than this runtime "
+                            f"handles (R <= {MAX_ATTN_RES}); re-export with `--attn-res 32` or 64")
+
+
+def _static_dims(shape) -> tuple:
+    return tuple(d if isinstance(d, int) else None for d in shape)
+
+
+class EngineSource:
+    """Transition matrices from an attention engine; plugs into :class:`~walkcut.runtime.segmenter.Segmenter`.
+
+    Parameters
+    ----------
+    backend : Backend
+        A started backend (see :func:`~walkcut.runtime.backends.create_backend`).
+    contract : ModelContract
+        The model's contract (input size, normalisation, colour order, output grid).
+    name : str
+        How errors name the model (its path).
+
+    Attributes
+    ----------
+    last_timings : dict
+        Seconds of the last ``transition`` call: ``preprocess`` and ``engine`` (run + output checks).
+    """
+
+    def __init__(self, backend: Backend, contract: ModelContract, *, name: str = "model") -> None:
+        check_contract(contract, source=name)
+        self.backend = backend
+        self.contract = contract
+        self.name = name
+        self.last_timings: dict[str, float] = {}
+        self._check_io()
+
+    @classmethod
+    def from_path(cls, path, *, backend: str = "auto", threads: int | None = None) -> "EngineSource":
+        """Read the contract of ``path`` (``.onnx`` or ``.engine``), check it, start ``backend``."""
+        contract = read_contract(path)
+        check_contract(contract, source=str(path))
+        started = create_backend(path, backend, fp16=contract.precision == "fp16",
+                                 threads=threads if threads is not None else default_threads())
+        return cls(started, contract, name=str(path))
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return (self.contract.attn_res, self.contract.attn_res)
+
+    def _check_io(self) -> None:
+        io = self.contract.io
+        session = getattr(self.backend, "session", None)
+        if session is None:  # the trt backend checks shapes at run time
+            return
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        problems = []
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+            problems.append(f"inputs {[(i.name, i.type) for i in inputs]} (expects one float32 image)")
+        elif _static_dims(inputs[0].shape) not in (io.input_shape, (None, 3, io.image_size, io.image_size)):
+            problems.append(f"input shape {inputs[0].shape} (contract: {list(io.input_shape)})")
+        names = [o.name for o in outputs]
+        if io.output_name not in names:
+            problems.append(f"outputs {names} (expects {io.output_name!r})")
+        else:
+            out = outputs[names.index(io.output_name)]
+            dims = _static_dims(out.shape)
+            if out.type != "tensor(float)" or any(d is not None and d != e for d, e in zip(dims, io.output_shape)) \
+                    or len(dims) != 3:
+                problems.append(f"output {out.name} {out.type} {out.shape} (contract: float32 {list(io.output_shape)})")
+        if problems:
+            raise ContractError(f"{self.name}: the graph does not match its walkcut contract: "
+                                f"{'; '.join(problems)}; {_REEXPORT}")
+        self.backend.output_name = io.output_name
+
+    def transition(self, image_rgb: np.ndarray) -> Transition:
+        """Random walk over the R x R patch grid of ``image_rgb`` ((H, W, 3) uint8 RGB)."""
+        t0 = time.perf_counter()
+        x = preprocess(image_rgb, self.contract)  # (1, 3, S, S)
+        t1 = time.perf_counter()
+        out = self.backend.run(x)
+        P = self._validate(out)
+        t2 = time.perf_counter()
+        self.last_timings = {"preprocess": t1 - t0, "engine": t2 - t1}
+        return Transition(P=P, grid_shape=self.grid_shape, stationary=None, cell_colors=None)
+
+    def _validate(self, out) -> np.ndarray:
+        n = self.contract.io.n_nodes
+        out = np.asarray(out)
+        if out.shape != (1, n, n):
+            raise EngineOutputError(f"{self.name}: engine output has shape {out.shape}, contract says "
+                                    f"{(1, n, n)}; {_REEXPORT}")
+        P = out[0].astype(np.float64)  # (n, n)
+        bad = ~np.isfinite(P)
+        if bad.any():
+            raise EngineOutputError(f"{self.name}: engine output has {int(bad.sum())} NaN/Inf values of {P.size} "
+                                    f"(corrupt weights or fp16 overflow?); try the fp32 export or another backend")
+        if P.min() < -1e-6:
+            raise EngineOutputError(f"{self.name}: engine output has negative entries (min {P.min():.3g}); "
+                                    f"it is not an attention matrix; {_REEXPORT}")
+        np.maximum(P, 0.0, out=P)
+        rows = P.sum(axis=1)
+        worst = float(np.abs(rows - 1.0).max())
+        if worst > ROW_SUM_TOLERANCE:
+            raise EngineOutputError(f"{self.name}: engine output rows sum to {rows.min():.4g}..{rows.max():.4g}, "
+                                    f"not 1; it is not a row-stochastic attention; {_REEXPORT}")
+        P /= rows[:, None]  # exact row sums for the cuts (fp16 rounding)
+        return P
+
+    def describe(self) -> dict:
+        return {"model": self.name, "image_size": self.contract.image_size, "attn_res": self.contract.attn_res,
+                "precision": self.contract.precision, "model_hash": self.contract.model_hash,
+                **self.backend.describe()}
