@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -185,7 +186,8 @@ class EngineSource:
     Attributes
     ----------
     last_timings : dict
-        Seconds of the last ``transition`` call: ``preprocess`` and ``engine`` (run + output checks).
+        Seconds of the last ``transition`` call in this thread: ``preprocess`` and ``engine`` (run +
+        output checks). Per thread, so video workers sharing one source each see their own.
     """
 
     def __init__(self, backend: Backend, contract: ModelContract, *, name: str = "model") -> None:
@@ -193,7 +195,7 @@ class EngineSource:
         self.backend = backend
         self.contract = contract
         self.name = name
-        self.last_timings: dict[str, float] = {}
+        self._local = threading.local()
         self._check_io()
 
     @classmethod
@@ -204,6 +206,10 @@ class EngineSource:
         started = create_backend(path, backend, fp16=contract.precision == "fp16",
                                  threads=threads if threads is not None else default_threads())
         return cls(started, contract, name=str(path))
+
+    @property
+    def last_timings(self) -> dict[str, float]:
+        return getattr(self._local, "timings", {})
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -242,7 +248,7 @@ class EngineSource:
         out = self.backend.run(x)
         P = self._validate(out)
         t2 = time.perf_counter()
-        self.last_timings = {"preprocess": t1 - t0, "engine": t2 - t1}
+        self._local.timings = {"preprocess": t1 - t0, "engine": t2 - t1}
         return Transition(P=P, grid_shape=self.grid_shape, stationary=None, cell_colors=None)
 
     def _validate(self, out) -> np.ndarray:

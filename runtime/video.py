@@ -1,0 +1,495 @@
+"""Video segmentation: a frame reader, a finalising writer, and a pipelined run over them.
+
+Pipeline (threads, bounded queues, so memory stays flat on an endless stream)::
+
+    reader thread --frames--> segment workers (source + cuts + upsample) --results--> main thread
+    (decode)       queue(q)   (``workers`` threads, each its own Segmenter) queue(q)  (reorder, ids,
+                                                                                      draw, encode)
+
+- File mode: the reader blocks when the frame queue is full; no frame is ever dropped.
+- Live mode (camera, stream URL, or ``live=True``): the reader never waits; when the queue is full
+  the oldest waiting frame is dropped (so latency stays bounded) and counted.
+- Ids are made temporally consistent by :class:`~walkcut.runtime.tracking.IdTracker` in frame order.
+- The writer is a context manager writing to a temporary name that is renamed on exit, whatever the
+  exit (end of stream, error, Ctrl-C, SIGTERM turned into an exception by the command): the output
+  is either a finalised, playable file or absent (no frames).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from walkcut.runtime.draw import overlay, palette
+from walkcut.runtime.imageio import atomic_write_bytes, encode_png
+from walkcut.runtime.segmenter import Segmenter
+from walkcut.runtime.tracking import IdTracker
+
+logger = logging.getLogger(__name__)
+
+#: Colours for tracked ids (id k gets colour k mod 64): fixed, so an id keeps its colour.
+ID_COLORS = palette(64)
+#: Timing samples kept per stage (a ring buffer: percentiles over the most recent frames).
+MAX_SAMPLES = 10_000
+_SENTINEL = object()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM turned into an exception (by the command's handler): stops a run like Ctrl-C."""
+
+
+class VideoInputError(ValueError):
+    """The video input cannot be opened or read; the message names it."""
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """What to open: a camera index, a stream URL or a file, and whether it is live."""
+
+    target: int | str
+    live: bool
+    label: str
+
+    @classmethod
+    def parse(cls, text: str, *, live: bool | None = None) -> "VideoInput":
+        """``"0"`` -> camera 0; ``"rtsp://..."``/``"http://..."`` -> stream; else a file path."""
+        text = str(text)
+        if re.fullmatch(r"\d+", text):
+            return cls(int(text), True if live is None else live, f"camera {text}")
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
+            return cls(text, True if live is None else live, text)
+        p = Path(text)
+        if not p.exists():
+            raise VideoInputError(f"{p}: no such file (or give a camera index / stream URL)")
+        if p.is_dir():
+            raise VideoInputError(f"{p}: is a directory, expected a video file")
+        if p.stat().st_size == 0:
+            raise VideoInputError(f"{p}: file is empty (0 bytes)")
+        return cls(str(p), bool(live), str(p))
+
+
+class VideoReader:
+    """Frames from an OpenCV ``VideoCapture`` as a generator of ``(index, frame_bgr)``.
+
+    A file ends at its last frame. A live source that stops delivering (camera unplugged, stream
+    gone) is retried ``retries`` times, then the reader stops with ``lost = True`` and a clear log
+    message instead of an exception, so the run finishes cleanly.
+    """
+
+    def __init__(self, source: VideoInput, *, retries: int = 5, capture=None) -> None:
+        self.source = source
+        self.retries = retries
+        self.lost = False
+        # ``capture``: anything with OpenCV's isOpened/read/get/release (tests pass a fake camera).
+        self.cap = cv2.VideoCapture(source.target) if capture is None else capture
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise VideoInputError(f"{source.label}: cannot open (not a video OpenCV decodes, or the "
+                                  f"camera/stream is unavailable)")
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 240 else 25.0
+        self.size = (int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+    def frames(self):
+        index, failures = 0, 0
+        while True:
+            ok, frame = self.cap.read()
+            if not ok or frame is None:
+                if not self.source.live:
+                    return
+                failures += 1
+                if failures > self.retries:
+                    self.lost = True
+                    logger.error("%s stopped delivering frames (disconnected?); finishing with the %d frames read",
+                                 self.source.label, index)
+                    return
+                time.sleep(0.05 * failures)
+                continue
+            failures = 0
+            yield index, frame
+            index += 1
+
+    def close(self) -> None:
+        self.cap.release()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class VideoWriter:
+    """A video file that is always finalised: written to a temporary name, renamed on exit.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final file name (``.mp4``: mp4v codec).
+    fps : float
+    size : (width, height), optional
+        Frame size; by default the size of the first frame (streams often report none).
+    fourcc : str, default "mp4v"
+        When OpenCV cannot open this codec, the writer falls back to MJPG in an ``.avi`` file
+        (``path`` with the suffix changed) and logs a warning; ``path`` then names the real file.
+
+    Notes
+    -----
+    The container is opened on the first frame under ``.NAME.PID.partSUFFIX`` in the output folder
+    and renamed over ``path`` in ``__exit__`` after ``release()`` wrote its trailer, on every exit
+    path; with no frames, nothing is left behind.
+    """
+
+    def __init__(self, path, fps: float, size: tuple[int, int] | None = None, *, fourcc: str = "mp4v") -> None:
+        if not (np.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.size = None if size is None or not all(size) else (int(size[0]), int(size[1]))
+        self.frames = 0
+        self._writer = None
+        self._tmp: Path | None = None
+        self._fourcc = fourcc
+        self._entered = False
+
+    def _try_open(self, path: Path, fourcc: str) -> bool:
+        self._tmp = path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
+        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*fourcc), self.fps, self.size)
+        if self._writer.isOpened():
+            self.path = path
+            return True
+        self._writer.release()
+        self._writer = None
+        self._tmp.unlink(missing_ok=True)
+        return False
+
+    def _open(self) -> None:
+        if self._try_open(self.path, self._fourcc):
+            return
+        fallback = self.path.with_suffix(".avi")
+        logger.warning("OpenCV cannot write %s with the %s codec; writing MJPG to %s instead",
+                       self.path, self._fourcc, fallback)
+        if not self._try_open(fallback, "MJPG"):
+            raise RuntimeError(f"OpenCV can open no video writer for {self.path} (tried {self._fourcc}, MJPG)")
+
+    def __enter__(self) -> "VideoWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._entered = True
+        return self
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 BGR frame."""
+        if not self._entered:
+            raise RuntimeError("VideoWriter.write() called outside its `with` block")
+        if self.size is None:
+            self.size = (int(frame_bgr.shape[1]), int(frame_bgr.shape[0]))
+        if frame_bgr.shape[1::-1] != self.size:
+            raise ValueError(f"frame size {frame_bgr.shape[1::-1]} differs from the video size {self.size}")
+        if self._writer is None:
+            self._open()
+        self._writer.write(frame_bgr)
+        self.frames += 1
+
+    def __exit__(self, *exc) -> None:
+        self._entered = False
+        if self._writer is not None:
+            self._writer.release()  # writes the container trailer: the file is now playable
+            self._writer = None
+        if self.frames:
+            os.replace(self._tmp, self.path)
+        else:
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
+            logger.warning("no frames were written; %s not created", self.path)
+
+
+@dataclass
+class VideoSummary:
+    """What a run did: frame counts, throughput and per-stage latency percentiles (ms)."""
+
+    frames_read: int = 0
+    frames_written: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+    stop_reason: str = "end of stream"
+    output: str | None = None
+    stages: dict = field(default_factory=dict)  # name -> deque of seconds
+
+    @property
+    def fps(self) -> float:
+        return self.frames_written / self.seconds if self.seconds > 0 else 0.0
+
+    def percentiles(self) -> dict[str, tuple[float, float]]:
+        """``{stage: (p50_ms, p90_ms)}``."""
+        return {k: (1e3 * float(np.percentile(v, 50)), 1e3 * float(np.percentile(v, 90)))
+                for k, v in self.stages.items() if len(v)}
+
+    def lines(self) -> list[str]:
+        out = [f"{self.frames_written} frames written of {self.frames_read} read, {self.dropped} dropped, "
+               f"{self.seconds:.1f} s, {self.fps:.1f} FPS ({self.stop_reason})"
+               + (f" -> {self.output}" if self.output else "")]
+        table = self.percentiles()
+        if table:
+            out.append("latency ms (p50 / p90): " + ", ".join(f"{k} {a:.1f}/{b:.1f}" for k, (a, b) in table.items()))
+        return out
+
+
+_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                 "openblas_set_num_threads64_", "openblas_set_num_threads", "MKL_Set_Num_Threads")
+
+
+def limit_blas_threads(n: int = 1) -> int:
+    """Set the thread count of every BLAS already loaded in this process (OpenBLAS, MKL).
+
+    The cuts' matrices are small (at most R*R = 1024 rows at R = 32): a multi-threaded BLAS spends
+    more time waking threads than computing (measured: 4x the CPU time per frame on 2 cores), and
+    frames are better parallelised across segment workers. Environment variables such as
+    ``OPENBLAS_NUM_THREADS`` only act before numpy is imported, so the loaded libraries are found
+    in ``/proc/self/maps`` and set directly (Linux; elsewhere a no-op). Returns how many were set.
+    """
+    import ctypes  # noqa: PLC0415
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({line.split()[-1] for line in f
+                           if line.rstrip().endswith(".so") or ".so." in line
+                           if "blas" in line.lower() or "mkl_rt" in line.lower()})
+    except OSError:
+        return 0
+    done = 0
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _BLAS_SETTERS:
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter(ctypes.c_int(n))
+                done += 1
+                break
+    logger.debug("BLAS threads set to %d in %d libraries", n, done)
+    return done
+
+
+def display_available() -> bool:
+    """True when a window can be shown: a display server and an OpenCV build with a GUI."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        cv2.namedWindow("walkcut", cv2.WINDOW_NORMAL)
+    except cv2.error:
+        return False
+    return True
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Blocking put that gives up when ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class VideoPipeline:
+    """Segment a video stream frame by frame with consistent ids.
+
+    Parameters
+    ----------
+    make_segmenter : callable returning a Segmenter
+        Called once per worker (Segmenter keeps per-image state; the source may be shared).
+    cut_options : dict
+        Passed to ``Segmenter.segment``.
+    workers : int, default 1
+        Segment threads; more helps when the source releases the GIL (onnxruntime, BLAS).
+    queue_size : int, default 4
+        Bound of each queue.
+    tracker : IdTracker, optional
+        ``None`` for default matching; pass ``track=False`` for raw per-frame ids.
+    """
+
+    def __init__(self, make_segmenter, *, cut_options: dict | None = None, workers: int = 1, queue_size: int = 4,
+                 track: bool = True, tracker: IdTracker | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers!r}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
+        self.make_segmenter = make_segmenter
+        self.cut_options = dict(cut_options or {})
+        self.workers = workers
+        self.queue_size = queue_size
+        self.tracker = (tracker or IdTracker()) if track else None
+        self.stop = threading.Event()
+
+    # --- stage threads -------------------------------------------------------------------------
+    def _read(self, reader: VideoReader, frames: queue.Queue, live: bool, counts: dict, stages: dict,
+              max_frames: int | None) -> None:
+        try:
+            t = time.perf_counter()
+            for index, frame in reader.frames():
+                now = time.perf_counter()
+                stages["decode"].append(now - t)
+                counts["read"] += 1
+                if self.stop.is_set() or (max_frames is not None and counts["read"] > max_frames):
+                    counts["read"] -= 0 if self.stop.is_set() else 1
+                    break
+                if live:
+                    while True:
+                        try:
+                            frames.put_nowait((index, frame, now))
+                            break
+                        except queue.Full:
+                            try:  # drop the oldest waiting frame: keep latency low
+                                frames.get_nowait()
+                                counts["dropped"] += 1
+                            except queue.Empty:
+                                pass
+                elif not _put(frames, (index, frame, now), self.stop):
+                    break
+                t = time.perf_counter()
+        except Exception as exc:  # noqa: BLE001 (handed to the main thread)
+            counts["error"] = f"reading {reader.source.label} failed: {exc}"
+        finally:
+            counts["lost"] = reader.lost
+            for _ in range(self.workers):
+                _put(frames, _SENTINEL, self.stop)
+
+    def _segment(self, frames: queue.Queue, results: queue.Queue) -> None:
+        segmenter = self.make_segmenter()
+        while not self.stop.is_set():
+            try:
+                item = frames.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _SENTINEL:
+                _put(results, _SENTINEL, self.stop)
+                return
+            index, frame, t_read = item
+            try:
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                seg = segmenter.set_image(rgb).segment(**self.cut_options)
+                out = (index, frame, t_read, seg, None)
+            except Exception as exc:  # noqa: BLE001 (handed to the main thread)
+                out = (index, frame, t_read, None, exc)
+            if not _put(results, out, self.stop):
+                return
+
+    # --- main loop -----------------------------------------------------------------------------
+    def run(self, reader: VideoReader, writer: VideoWriter | None = None, *, live: bool | None = None,
+            labels_dir=None, show: bool = False, on_frame=None, max_frames: int | None = None) -> VideoSummary:
+        """Process ``reader`` to the end (or until stopped) and return the summary.
+
+        ``writer`` must be entered already (``with VideoWriter(...) as w``); its exit finalises the
+        file whatever happens here. ``on_frame(index, ids, picture_bgr)`` is called for each frame in
+        order (used by benchmarks and tests). KeyboardInterrupt (and the command's SIGTERM) stop the
+        run cleanly: the summary's ``stop_reason`` says so and the exception is not re-raised.
+        """
+        live = reader.source.live if live is None else live
+        stages = {k: collections.deque(maxlen=MAX_SAMPLES)
+                  for k in ("decode", "source", "preprocess", "engine", "cuts", "upsample", "track", "encode",
+                            "latency")}
+        counts = {"read": 0, "dropped": 0, "error": None, "lost": False}
+        frames: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        results: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        summary = VideoSummary(stages=stages, output=str(writer.path) if writer else None)
+        if labels_dir is not None:
+            Path(labels_dir).mkdir(parents=True, exist_ok=True)
+        threads = [threading.Thread(target=self._read, args=(reader, frames, live, counts, stages, max_frames),
+                                    name="walkcut-decode", daemon=True)]
+        threads += [threading.Thread(target=self._segment, args=(frames, results), name=f"walkcut-segment-{i}",
+                                     daemon=True) for i in range(self.workers)]
+        t_start = time.perf_counter()
+        for t in threads:
+            t.start()
+        pending: dict[int, tuple] = {}
+        next_index, finished, window_t, window_n, shown_fps = 0, 0, t_start, 0, 0.0
+        try:
+            while finished < self.workers and not self.stop.is_set():
+                try:
+                    item = results.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _SENTINEL:
+                    finished += 1
+                else:
+                    pending[item[0]] = item
+                # Emit in frame order. Live indices have gaps (drops): emit what is there; a frame
+                # overtaken by a later one (several workers) is dropped rather than shown late.
+                while pending:
+                    index = min(pending)
+                    if index < next_index:
+                        pending.pop(index)
+                        counts["dropped"] += 1
+                        continue
+                    if index != next_index and not live and finished < self.workers:
+                        break
+                    _, frame, t_read, seg, exc = pending.pop(index)
+                    next_index = index + 1
+                    if exc is not None:
+                        raise exc
+                    for k, v in seg.timings.items():
+                        if k in stages:
+                            stages[k].append(v)
+                    t0 = time.perf_counter()
+                    ids = self.tracker.update(seg.labels) if self.tracker is not None else seg.labels
+                    t1 = time.perf_counter()
+                    picture = cv2.cvtColor(overlay(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), ids, colors=ID_COLORS),
+                                           cv2.COLOR_RGB2BGR)
+                    if writer is not None:
+                        writer.write(picture)
+                    if labels_dir is not None:
+                        atomic_write_bytes(Path(labels_dir) / f"{index:06d}.png",
+                                           encode_png(np.minimum(ids, 65535).astype(np.uint16), rgb=False))
+                    t2 = time.perf_counter()
+                    stages["track"].append(t1 - t0)
+                    stages["encode"].append(t2 - t1)
+                    stages["latency"].append(t2 - t_read)
+                    summary.frames_written += 1
+                    if on_frame is not None:
+                        on_frame(index, ids, picture)
+                    if show:
+                        window_n += 1
+                        if t2 - window_t >= 1.0:
+                            shown_fps, window_t, window_n = window_n / (t2 - window_t), t2, 0
+                        cv2.putText(picture, f"{shown_fps:.1f} FPS", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
+                                    (255, 255, 255), 2, cv2.LINE_AA)
+                        cv2.imshow("walkcut", picture)
+                        if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                            summary.stop_reason = "stopped from the window"
+                            self.stop.set()
+                            break
+        except KeyboardInterrupt as exc:
+            summary.stop_reason = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        except Exception as exc:
+            summary.stop_reason = f"error: {exc}"
+            logger.debug("video run failed", exc_info=True)
+        finally:
+            self.stop.set()
+            for t in threads:
+                t.join(timeout=5.0)
+            summary.seconds = time.perf_counter() - t_start
+            summary.frames_read = counts["read"]
+            summary.dropped = counts["dropped"]
+            if counts["error"] and summary.stop_reason == "end of stream":
+                summary.stop_reason = f"error: {counts['error']}"
+            elif counts["lost"] and summary.stop_reason == "end of stream":
+                summary.stop_reason = f"{reader.source.label} disconnected"
+            if show:
+                cv2.destroyAllWindows()
+        return summary
