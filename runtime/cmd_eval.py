@@ -12,8 +12,9 @@ import math
 
 log = logging.getLogger(__name__)
 
-#: Constant NCut thresholds swept for ODS / OIS on region datasets when --thresholds is not given.
-DEFAULT_REGION_SWEEP = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: Constant NCut thresholds swept for ODS / OIS on region datasets when --thresholds is not given:
+#: 24 values spaced geometrically from 0.003 to 1 (the same sweep as bench/bench_quality_bsds.py).
+DEFAULT_REGION_SWEEP = tuple(float(f"{0.003 * (1 / 0.003) ** (k / 23):.4g}") for k in range(24))
 
 
 def threshold_list(text: str):
@@ -41,7 +42,7 @@ def positive_int(text: str) -> int:
 
 
 def register(subparsers) -> None:
-    from walkcut.runtime.cmd_segment import add_cut_arguments
+    from walkcut.runtime.cmd_segment import add_cut_arguments, add_engine_arguments
     from walkcut.runtime.datasets import DATASETS
 
     p = subparsers.add_parser(
@@ -53,14 +54,13 @@ def register(subparsers) -> None:
     p.add_argument("--root", default=None,
                    help="dataset folder (default: $WALKCUT_DATA/DATASET, else ../shared/data/DATASET)")
     p.add_argument("--split", default="val", help="split (default: val)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--source", choices=("pixels",), default="pixels",
-                     help="weight-free colour + position graph, no model (default)")
-    src.add_argument("--engine", default=None, metavar="MODEL", help="exported attention model")
+    p.add_argument("--source", choices=("pixels",), default="pixels",
+                   help="weight-free colour + position graph, no model (default; --engine replaces it)")
     add_cut_arguments(p)
+    add_engine_arguments(p)
     p.add_argument("--thresholds", type=threshold_list, default=None,
-                   help="constant thresholds of the ODS/OIS sweep, comma-separated, or 'none' (default: "
-                        f"{','.join(map(str, DEFAULT_REGION_SWEEP))} on bsds500, none on the semantic sets)")
+                   help="constant thresholds of the ODS/OIS sweep, comma-separated, or 'none' (default: 24 "
+                        "values from 0.003 to 1, geometric, on bsds500; none on the semantic sets)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N images only")
     p.add_argument("--json", default=None, metavar="OUT", help="write summary + per-image numbers as JSON")
     p.add_argument("--grid-out", default=None, metavar="PNG",
@@ -70,14 +70,14 @@ def register(subparsers) -> None:
 
 
 def build_segment_fn(args):
-    """``segment(image) -> hierarchy_like`` for the parsed arguments (the walkcut Segmenter)."""
-    from walkcut.runtime.cmd_segment import cut_options, make_source
+    """``segment(image) -> hierarchy_like`` for the parsed arguments (the walkcut Segmenter); None when
+    the engine cannot be opened (the reason is already printed)."""
+    from walkcut.runtime.cmd_segment import cut_options, open_source
     from walkcut.runtime.evaluate import walkcut_segment_fn
 
-    try:
-        source = make_source(args)
-    except ModuleNotFoundError as exc:
-        raise SystemExit(f"walkcut eval: --engine needs a runtime part this install lacks ({exc.name})") from exc
+    source = open_source(args)
+    if source is None:
+        return None
     return walkcut_segment_fn(source, **cut_options(args))
 
 
@@ -90,7 +90,10 @@ def run(args) -> int:
     if thresholds is None:
         thresholds = list(DEFAULT_REGION_SWEEP) if ds.protocol == "regions" else None
     thresholds = thresholds or None
-    report = evaluate(ds, build_segment_fn(args), thresholds=thresholds, progress=not args.no_progress)
+    segment = build_segment_fn(args)
+    if segment is None:
+        return 2
+    report = evaluate(ds, segment, thresholds=thresholds, progress=not args.no_progress)
     print(report.table())
     if args.json:
         print(f"json: {report.write_json(args.json)}")

@@ -151,6 +151,13 @@ def test_cli_eval_fixture_layouts(tmp_path, capsys):
     assert "best_threshold" in capsys.readouterr().out
 
 
+def test_cli_eval_missing_engine_is_one_line(tmp_path, capsys):
+    make_coco(tmp_path / "coco", h=16, w=16)
+    rc = _cli(["eval", "cocostuff27", "--root", str(tmp_path / "coco"), "--no-progress",
+               "--engine", str(tmp_path / "missing.onnx")])
+    assert rc == 2 and "missing.onnx" in capsys.readouterr().err
+
+
 def test_cli_eval_wrong_root(tmp_path):
     with pytest.raises(D.DatasetLayoutError, match="leftImg8bit"):
         _cli(["eval", "cityscapes", "--root", str(tmp_path), "--no-progress"])
