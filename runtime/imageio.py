@@ -57,6 +57,15 @@ def to_rgb8(img: np.ndarray, *, source: str = "image") -> np.ndarray:
     raise ImageReadError(f"{source}: unsupported image layout {img.shape}")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide, not for use from threads
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename:
     readers see the old file or the whole new one, never a partial file."""
@@ -65,6 +74,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -10,11 +10,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from walkcut.runtime.cuts import CutResult, Hierarchy, cut_transition_matrix
 from walkcut.runtime.pixels import PixelSource, Transition, grid_cell_colors
 from walkcut.runtime.upsample import upsample_labels
+
+
+def _shrink(image_rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """``image_rgb`` area-averaged to at most ``max_side`` pixels on its longest side (or itself)."""
+    h, w = image_rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return image_rgb
+    scale = max_side / max(h, w)
+    return cv2.resize(image_rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,11 +59,25 @@ class Segmenter:
         Where the random walk comes from: the weight-free pixel graph or an attention engine.
     upsample : {"joint-bilateral", "nearest"}
         How grid labels become pixel labels.
+    max_source_side : int, default 2048
+        The source sees the image shrunk (area averaging) to at most this many pixels on its longest
+        side: it needs only R x R cell colours or an S x S model input, and a 12000 x 12000 photo
+        would otherwise cost gigabytes of float copies. Smaller images are passed unchanged.
+    max_label_side : int, default 4096
+        Boundary-aware upsampling runs at most at this size; larger images get those labels enlarged
+        by nearest neighbour (boundaries within ``side / max_label_side`` pixels of the image edge),
+        which bounds time and memory on huge images. Smaller images are unaffected.
     """
 
-    def __init__(self, source=None, *, upsample: str = "joint-bilateral") -> None:
+    def __init__(self, source=None, *, upsample: str = "joint-bilateral", max_source_side: int = 2048,
+                 max_label_side: int = 4096) -> None:
+        for name, value in (("max_source_side", max_source_side), ("max_label_side", max_label_side)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 64:
+                raise ValueError(f"{name} must be an integer >= 64, got {value!r}")
         self.source = PixelSource() if source is None else source
         self.upsample = upsample
+        self.max_source_side = int(max_source_side)
+        self.max_label_side = int(max_label_side)
         self._image: np.ndarray | None = None
         self._transition: Transition | None = None
         self._cell_colors: np.ndarray | None = None
@@ -68,7 +92,8 @@ class Segmenter:
         if image_rgb.dtype != np.uint8:
             raise TypeError(f"expected a uint8 image, got {image_rgb.dtype}")
         t0 = time.perf_counter()
-        self._transition = self.source.transition(image_rgb)
+        small = _shrink(image_rgb, self.max_source_side)
+        self._transition = self.source.transition(small)
         self._source_seconds = time.perf_counter() - t0
         # Sources that time their own stages (EngineSource: preprocess / engine) report them here.
         self._source_timings = dict(getattr(self.source, "last_timings", None) or {})
@@ -76,7 +101,7 @@ class Segmenter:
         R, C = self._transition.grid_shape
         self._cell_colors = self._transition.cell_colors
         if self._cell_colors is None:
-            self._cell_colors = grid_cell_colors(image_rgb, R) if R == C else None
+            self._cell_colors = grid_cell_colors(small, R) if R == C else None
         self._cache = {}
         return self
 
@@ -102,12 +127,16 @@ class Segmenter:
         R, C = tr.grid_shape
         grid_labels = cut.labels.reshape(R, C)
         H, W = self._image.shape[:2]
+        guide = _shrink(self._image, self.max_label_side)
         labels = upsample_labels(
-            grid_labels, (H, W), image_rgb=self._image, cell_colors=self._cell_colors, method=self.upsample
+            grid_labels, guide.shape[:2], image_rgb=guide, cell_colors=self._cell_colors, method=self.upsample
         )
-        # Upsampling can drop a tiny segment: renumber to 0..K-1 keeping order.
-        _, labels = np.unique(labels, return_inverse=True)
-        labels = labels.reshape(H, W)
+        if guide is not self._image:
+            labels = cv2.resize(labels.astype(np.int32), (W, H), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+        # Upsampling can drop a tiny segment: renumber to 0..K-1 keeping order (a lookup table, not
+        # np.unique, whose sort needs several copies of a huge label map).
+        present = np.bincount(labels.ravel(), minlength=int(grid_labels.max()) + 1) > 0
+        labels = (np.cumsum(present) - 1)[labels]
         t2 = time.perf_counter()
         timings = {"source": self._source_seconds, **self._source_timings, "cuts": t1 - t0, "upsample": t2 - t1}
         return Segmentation(labels=labels, grid_labels=grid_labels, cut=cut, timings=timings)
