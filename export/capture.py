@@ -178,8 +178,18 @@ class CaptureSelfAttnProcessor:
 
 
 def install_capture(unet: torch.nn.Module, selected: list[SelfAttentionLayer], state: CaptureState) -> None:
-    """Swap the processors of ``selected`` layers (execution order) for capturing ones."""
+    """Swap the processors of ``selected`` layers (execution order) for capturing ones.
+
+    Every other ``attn1`` gets diffusers' default processor back, so a UNet wrapped a second time
+    (another preset) keeps no stale capture processor.
+    """
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
     modules = dict(unet.named_modules())
+    chosen = {layer.name for layer in selected}
+    for name, module in modules.items():
+        if _NAME_RE.match(name) and name not in chosen and isinstance(module.processor, CaptureSelfAttnProcessor):
+            module.set_processor(AttnProcessor2_0())
     for i, layer in enumerate(selected):
         attn = modules[layer.name]
         unsupported = [a for a in ("spatial_norm", "group_norm", "norm_q", "norm_k")

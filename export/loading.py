@@ -133,6 +133,7 @@ def detect_checkpoint_arch(path: str | Path) -> str:
 
 def _load_single_file(path: str, *, arch: str | None) -> SDComponents:
     from diffusers import StableDiffusionPipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     try:
         arch_name = arch or detect_checkpoint_arch(path)
@@ -145,7 +146,7 @@ def _load_single_file(path: str, *, arch: str | None) -> SDComponents:
             )
     except ModelSourceError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError, SingleFileComponentError) as exc:
         raise ModelSourceError(
             f"could not load checkpoint file {path!r} ({type(exc).__name__}: {exc}). {_HOW_TO_SUPPLY}"
         ) from exc
