@@ -14,11 +14,11 @@ float ``tau``
     Split while the node's NCut is below ``tau`` (DiffCut uses 0.5 on cosine^10 affinities).
 ``"auto-ncut"``
     Parameter-free: ``tau`` is chosen per image from the tree's own NCut values with Otsu's
-    method on ``log(NCut)``, each split weighted by the number of nodes it divides — the threshold
+    method on ``log(max(NCut, 1e-3))``, each split weighted by the number of nodes it divides — the threshold
     that best separates the split costs into a low-cost group (real boundaries) and a high-cost group
     (cuts through coherent regions). Weighting by size lets the large, consequential splits decide
-    the threshold rather than the many small splits near the leaves (measured on BSDS500 val:
-    bench/RESULTS.md).
+    the threshold rather than the many small splits near the leaves; the floor stops near-zero costs
+    of almost disconnected regions from dominating (both measured on BSDS500 val: bench/RESULTS.md).
 ``"auto-mincut"``
     The same rule applied to the scaled min-cut ``cut(A, B) / vol(A u B)`` — for ``mode="walk"``, the
     probability that one stationary step of the walk inside the node crosses the cut — instead of
@@ -49,6 +49,10 @@ EXPAND_LIMIT = 1.0
 DENSE_SUBGRAPH_MAX_NODES = 1024
 #: Tree costs each rule reads.
 RULE_COST = {"auto-ncut": "ncut", "auto-mincut": "scaled_mincut"}
+#: The automatic rules treat split costs below this as equal: a boundary that the walk crosses less
+#: than once in a thousand steps is certain, and the exact size of such tiny costs (often rounding
+#: noise around 1e-10 on nearly disconnected regions) must not drag the threshold down.
+COST_FLOOR = 1e-3
 #: When a tree has fewer than two split costs the automatic rules have no evidence to separate;
 #: they fall back to these constants.
 FALLBACK_THRESHOLD = {"ncut": 0.5, "scaled_mincut": 0.1}
@@ -122,16 +126,16 @@ class Hierarchy:
         return labels
 
 
-def otsu_threshold(values: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Otsu's threshold (Otsu 1979) on ``log(values)``, optionally weighted.
+def otsu_threshold(values: np.ndarray, weights: np.ndarray | None = None, *, floor: float = 0.0) -> float:
+    """Otsu's threshold (Otsu 1979) on ``log(max(values, floor))``, optionally weighted.
 
     Sorts the values, evaluates the weighted between-group variance of every split into a low and a
     high group, and returns the geometric midpoint of the two values at the best split.
     """
-    values = np.asarray(values, dtype=np.float64)
+    values = np.maximum(np.asarray(values, dtype=np.float64), max(floor, 1e-300))
     w = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64)
     order = np.argsort(values, kind="stable")
-    x = np.log(np.maximum(values[order], 1e-12))
+    x = np.log(values[order])
     w = w[order]
     cw = np.cumsum(w)
     cx = np.cumsum(w * x)
@@ -150,11 +154,11 @@ def resolve_threshold(hierarchy: Hierarchy, threshold) -> tuple[str, float]:
             raise ValueError(f"threshold must be a number or one of {AUTO_RULES}, got {threshold!r}")
         cost = RULE_COST[threshold]
         values, sizes = hierarchy.costs(cost, with_sizes=True)
-        if values.size < 2 or np.ptp(np.log(np.maximum(values, 1e-12))) == 0:
+        if values.size < 2 or np.ptp(np.maximum(values, COST_FLOOR)) == 0:
             logger.info("%s: only %d distinct split costs; using %s < %g", threshold, values.size,
                         cost, FALLBACK_THRESHOLD[cost])
             return cost, FALLBACK_THRESHOLD[cost]
-        return cost, otsu_threshold(values, sizes)
+        return cost, otsu_threshold(values, sizes, floor=COST_FLOOR)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
         raise TypeError(f"threshold must be a number or one of {AUTO_RULES}, got {threshold!r}")
     if not np.isfinite(threshold) or threshold < 0:
@@ -193,7 +197,8 @@ def build_hierarchy(
         else:
             sub = Wc[members][:, members]
             if members.size <= DENSE_SUBGRAPH_MAX_NODES:
-                sub = sub.toarray()  # small subgraphs: dense kernels beat sparse-call overhead
+                # Small subgraphs: dense single-precision kernels beat sparse-call overhead.
+                sub = sub.toarray().astype(np.float32)
         node.volume = float(sub.sum(dtype=np.float64))
         split = bipartition(sub, min_size=min_size, solver=solver, seed=seed)
         if split is not None:

@@ -5,7 +5,8 @@ limited to a disc of ``radius`` cells,
 
     w_ij = exp(-|c_i - c_j|^2 / (2 sigma_c^2)) * exp(-|x_i - x_j|^2 / (2 sigma_x^2)),  |x_i - x_j| <= radius,
 
-with ``c`` the mean CIE Lab colour of a cell and ``x`` its grid position. The walk is
+with ``c`` the mean CIE Lab colour of a cell and ``x`` its grid position, plus a self-loop of
+weight 1 (a cell is fully similar to itself; it keeps every degree positive). The walk is
 ``P = D^-1 W``; it is reversible, so its stationary distribution is known in closed form,
 ``pi = d / sum(d)``, and is handed to the cuts with the matrix.
 
@@ -116,7 +117,9 @@ class PixelSource:
         w = np.exp(-cdist2 / (2 * sigma_c**2) - dist2 / (2 * sigma_x**2))
         n = R * R
         W = sp.csr_matrix((w, (rows, cols)), shape=(n, n))
-        W = (W + W.T) * 0.5  # exact symmetry despite rounding
+        # Exact symmetry despite rounding; the self-loop (a cell is fully similar to itself) keeps
+        # every degree >= 1 even where all neighbour weights underflow, so P = D^-1 W always exists.
+        W = (W + W.T) * 0.5 + sp.identity(n, format="csr")
         d = np.asarray(W.sum(axis=1)).ravel()
         P = sp.diags(1.0 / d) @ W
         return Transition(P=sp.csr_matrix(P), grid_shape=(R, R), stationary=d / d.sum(), cell_colors=colors)
