@@ -285,6 +285,88 @@ def limit_blas_threads(n: int = 1) -> int:
     return done
 
 
+def _child_loop(conn, factory) -> None:
+    """Body of a segment process: build a Segmenter once, then segment frames sent over ``conn``."""
+    limit_blas_threads(1)
+    try:
+        segmenter = factory()
+    except Exception as exc:  # noqa: BLE001 (reported to the parent)
+        conn.send(("error", exc))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if msg is None:
+            return
+        image, options = msg
+        try:
+            seg = segmenter.set_image(image).segment(**options)
+            labels = seg.labels.astype(np.uint16 if seg.labels.max() < 65536 else np.int32)
+            conn.send(("ok", (labels, seg.grid_labels, seg.timings)))
+        except Exception as exc:  # noqa: BLE001 (reported to the parent)
+            conn.send(("error", exc))
+
+
+@dataclass(frozen=True, eq=False)
+class FrameSegmentation:
+    """What a segment process returns: labels (H, W), grid labels and timings (no hierarchy)."""
+
+    labels: np.ndarray
+    grid_labels: np.ndarray
+    timings: dict
+
+
+class ProcessSegmenter:
+    """A Segmenter living in its own process, so segment workers run truly in parallel.
+
+    Threads share one interpreter lock, and much of the cuts' work is Python between small LAPACK
+    calls; one process per worker uses every core. ``factory`` (picklable, e.g. a module-level
+    function or ``functools.partial``) builds the Segmenter inside the child. Results carry labels
+    and timings only (not the cut hierarchy), which is all the video pipeline uses.
+    """
+
+    def __init__(self, factory) -> None:
+        import multiprocessing as mp  # noqa: PLC0415
+
+        ctx = mp.get_context("spawn")  # no fork after threads have started
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_child_loop, args=(child, factory), daemon=True, name="walkcut-segment")
+        self._proc.start()
+        child.close()
+        status, payload = self._conn.recv()
+        if status != "ready":
+            self.close()
+            raise payload
+        self._image = None
+
+    def set_image(self, image_rgb: np.ndarray) -> "ProcessSegmenter":
+        self._image = image_rgb
+        return self
+
+    def segment(self, **options) -> FrameSegmentation:
+        if self._image is None:
+            raise RuntimeError("call set_image() before segment()")
+        self._conn.send((self._image, options))
+        status, payload = self._conn.recv()
+        if status != "ok":
+            raise payload
+        labels, grid_labels, timings = payload
+        return FrameSegmentation(labels=labels, grid_labels=grid_labels, timings=timings)
+
+    def close(self) -> None:
+        try:
+            self._conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self._proc.join(timeout=2.0)
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._conn.close()
+
+
 def display_available() -> bool:
     """True when a window can be shown: a display server and an OpenCV build with a GUI."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -371,7 +453,19 @@ class VideoPipeline:
                 _put(frames, _SENTINEL, self.stop)
 
     def _segment(self, frames: queue.Queue, results: queue.Queue) -> None:
-        segmenter = self.make_segmenter()
+        try:
+            segmenter = self.make_segmenter()
+        except Exception as exc:  # noqa: BLE001 (handed to the main thread)
+            _put(results, (-1, None, 0.0, None, exc), self.stop)
+            _put(results, _SENTINEL, self.stop)
+            return
+        try:
+            self._segment_loop(segmenter, frames, results)
+        finally:
+            if hasattr(segmenter, "close"):
+                segmenter.close()
+
+    def _segment_loop(self, segmenter, frames: queue.Queue, results: queue.Queue) -> None:
         while not self.stop.is_set():
             try:
                 item = frames.get(timeout=0.1)
@@ -433,6 +527,8 @@ class VideoPipeline:
                 # overtaken by a later one (several workers) is dropped rather than shown late.
                 while pending:
                     index = min(pending)
+                    if pending[index][4] is not None and index < next_index:
+                        raise pending[index][4]  # a worker failed to start
                     if index < next_index:
                         pending.pop(index)
                         counts["dropped"] += 1
