@@ -1,0 +1,56 @@
+// Every default and tuning constant the Python runtime uses, in one place so they can be kept in
+// sync with walkcut/runtime/*.py (the names say which Python constant each mirrors).
+#pragma once
+
+namespace walkcut::defaults {
+
+// runtime/cuts.py
+inline constexpr double kExpandLimit = 1.0;            // EXPAND_LIMIT
+inline constexpr double kFallbackNcut = 0.5;           // FALLBACK_THRESHOLD["ncut"]
+inline constexpr double kFallbackScaledMincut = 0.1;   // FALLBACK_THRESHOLD["scaled_mincut"]
+inline constexpr int kMaxSegments = 32;                // cut_transition_matrix(max_segments=32)
+inline constexpr int kMinSizeDivisor = 256;            // default_min_size: max(1, n // 256)
+inline constexpr double kCostFloor = 1e-3;             // COST_FLOOR: auto rules see max(cost, 1e-3)
+inline constexpr int kDenseSubgraphMaxNodes = 1024;    // DENSE_SUBGRAPH_MAX_NODES
+
+// runtime/spectral.py
+inline constexpr int kDenseMaxNodes = 160;             // DENSE_MAX_NODES
+inline constexpr int kIterativeMinNodes = 16;          // ITERATIVE_MIN_NODES
+inline constexpr int kDenseFallbackMaxNodes = 6000;    // DENSE_FALLBACK_MAX_NODES
+inline constexpr double kEigenTol = 1e-3;              // fiedler_vector(tol=1e-3)
+inline constexpr int kLanczosNcv = 24;                 // eigsh(ncv=min(m - 1, 24))
+
+// runtime/graph.py
+inline constexpr double kRowTol = 1e-2;                // check_transition_matrix(row_tol)
+inline constexpr double kStationaryTol = 1e-9;         // stationary_distribution(tol)
+inline constexpr int kStationaryPowerIter = 50;        // stationary_distribution(max_power_iter)
+inline constexpr int kStationaryDenseMax = 32;         // n <= 32: dense eig
+inline constexpr int kStationaryNcv = 16;              // eigs(ncv=min(n - 1, 16))
+
+// runtime/segmenter.py
+inline constexpr int kMaxSourceSide = 2048;            // Segmenter(max_source_side)
+inline constexpr int kMaxLabelSide = 4096;             // Segmenter(max_label_side)
+
+// runtime/pixels.py
+inline constexpr int kGrid = 32;                       // PixelSource.grid
+inline constexpr double kMinRadius = 1.5;              // max(1.5, 3 * grid / 32)
+inline constexpr double kRadiusPer32 = 3.0;
+inline constexpr double kColorScale = 1.0;             // PixelSource.color_scale
+inline constexpr double kMinSigmaColor = 1.0;          // max(median, 1.0)
+inline constexpr double kPixelSelfLoop = 1.0;          // W + identity: a cell is fully similar to itself
+
+// runtime/upsample.py
+inline constexpr double kUpsampleSigmaColor = 0.1;     // upsample_labels(sigma_color)
+inline constexpr double kUpsampleSpatialDenom = 0.5;   // exp(-dist^2 / 0.5)
+
+// runtime/draw.py
+inline constexpr double kOverlayAlpha = 0.45;
+inline constexpr double kBoundaryPixelsPer = 400.0;    // thick = max(1, round(max(H, W) / 400))
+
+// runtime/contract.py
+inline constexpr const char* kMetadataKey = "walkcut.contract";
+inline constexpr int kContractVersion = 1;
+inline constexpr const char* kInputName = "image";
+inline constexpr const char* kOutputName = "attention";
+
+}  // namespace walkcut::defaults

@@ -1,0 +1,402 @@
+// Two-way NCut (Fiedler vector + exact sweep) and the best-first hierarchy
+// (runtime/spectral.py, runtime/cuts.py).
+#include <Spectra/SymEigsSolver.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <queue>
+#include <random>
+#include <stdexcept>
+#include <type_traits>
+
+#include "walkcut/cuts.hpp"
+
+namespace walkcut {
+namespace {
+
+struct Split {
+  std::vector<char> side;  // 1 for nodes in A (local indices)
+  double ncut, cut, volume;
+};
+
+// ---- sub-graphs --------------------------------------------------------------------------------
+Dense submatrix(const Dense& W, const std::vector<int>& idx) { return W(idx, idx); }
+
+Sparse submatrix(const Sparse& W, const std::vector<int>& idx) {
+  std::vector<int> local(W.rows(), -1);
+  for (size_t k = 0; k < idx.size(); ++k) local[idx[k]] = static_cast<int>(k);
+  std::vector<Eigen::Triplet<double>> trip;
+  for (size_t k = 0; k < idx.size(); ++k)
+    for (Sparse::InnerIterator it(W, idx[k]); it; ++it)
+      if (local[it.col()] >= 0) trip.emplace_back(static_cast<int>(k), local[it.col()], it.value());
+  Sparse S(idx.size(), idx.size());
+  S.setFromTriplets(trip.begin(), trip.end());
+  return S;
+}
+
+Vector row_sums(const Dense& W) { return W.rowwise().sum(); }
+Vector row_sums(const Sparse& W) { return W * Vector::Ones(W.cols()); }
+double total(const Dense& W) { return W.sum(); }
+double total(const Sparse& W) { return W.sum(); }
+
+// ---- eigensolvers ------------------------------------------------------------------------------
+// Deflated symmetric operator M - u u^T, M = D^-1/2 W D^-1/2: its top eigenvector is the Fiedler
+// direction, so the solver needs one eigenpair only.
+struct DenseOp {
+  using Scalar = double;
+  Dense M;  // already deflated
+  Eigen::Index rows() const { return M.rows(); }
+  Eigen::Index cols() const { return M.cols(); }
+  void perform_op(const double* x, double* y) const {
+    Eigen::Map<Vector>(y, M.rows()).noalias() = M * Eigen::Map<const Vector>(x, M.rows());
+  }
+};
+
+struct SparseOp {
+  using Scalar = double;
+  Sparse M;
+  Vector u;
+  Eigen::Index rows() const { return M.rows(); }
+  Eigen::Index cols() const { return M.cols(); }
+  void perform_op(const double* x, double* y) const {
+    Eigen::Map<const Vector> xv(x, M.rows());
+    Eigen::Map<Vector> yv(y, M.rows());
+    yv.noalias() = M * xv;
+    yv -= u * u.dot(xv);
+  }
+};
+
+Dense dense_of(const DenseOp& op) { return op.M; }
+Dense dense_of(const SparseOp& op) { return Dense(op.M) - op.u * op.u.transpose(); }
+
+DenseOp make_op(const Dense& W, const Vector& inv_sqrt_d, const Vector& u) {
+  DenseOp op{inv_sqrt_d.asDiagonal() * W * inv_sqrt_d.asDiagonal()};
+  op.M.noalias() -= u * u.transpose();
+  return op;
+}
+
+SparseOp make_op(const Sparse& W, const Vector& inv_sqrt_d, const Vector& u) {
+  return SparseOp{Sparse(inv_sqrt_d.asDiagonal() * W * inv_sqrt_d.asDiagonal()), u};
+}
+
+Vector top_dense(const Dense& A) {
+  Eigen::SelfAdjointEigenSolver<Dense> es(A);  // eigenvalues ascending
+  if (es.info() != Eigen::Success) throw std::runtime_error("dense eigensolver failed");
+  return es.eigenvectors().col(A.rows() - 1);
+}
+
+template <class Op>
+std::optional<Vector> top_lanczos(Op& op, const Vector& v0, int ncv, int maxit, double tol) {
+  Spectra::SymEigsSolver<Op> solver(op, 1, ncv);
+  solver.init(v0.data());
+  solver.compute(Spectra::SortRule::LargestAlge, maxit, tol, Spectra::SortRule::LargestAlge);
+  if (solver.info() != Spectra::CompInfo::Successful) return std::nullopt;
+  Vector v = solver.eigenvectors().col(0);
+  if (!v.allFinite()) return std::nullopt;
+  return v;
+}
+
+// Second generalised eigenvector y of (D - W) y = lambda D y, sign fixed (largest |y_i| positive).
+template <class Matrix>
+Vector fiedler_vector(const Matrix& W, const Vector& d, const CutOptions& opt) {
+  const int m = static_cast<int>(W.rows());
+  const Vector sqrt_d = d.cwiseSqrt();
+  const Vector u = sqrt_d / sqrt_d.norm();
+  auto op = make_op(W, sqrt_d.cwiseInverse(), u);
+  Vector v;
+  if (m <= defaults::kDenseMaxNodes || m <= defaults::kIterativeMinNodes) {
+    v = top_dense(dense_of(op));
+  } else {
+    std::mt19937_64 rng(opt.seed);
+    std::uniform_real_distribution<double> uni(-1.0, 1.0);
+    Vector v0(m);
+    for (int i = 0; i < m; ++i) v0[i] = uni(rng);
+    v0 -= u * u.dot(v0);  // start orthogonal to the known top eigenvector
+    // Fallback chain: Lanczos, Lanczos with a larger Krylov space, dense (bounded size).
+    std::optional<Vector> got = top_lanczos(op, v0, std::min(m - 1, defaults::kLanczosNcv), 50 * m, opt.eigen_tol);
+    if (!got) got = top_lanczos(op, v0, std::min(m - 1, 3 * defaults::kLanczosNcv), 200 * m, opt.eigen_tol);
+    if (!got) {
+      if (m > defaults::kDenseFallbackMaxNodes)
+        throw std::runtime_error("all eigensolvers failed on " + std::to_string(m) + " nodes");
+      got = top_dense(dense_of(op));
+    }
+    v = *got;
+  }
+  Vector y = v.cwiseQuotient(sqrt_d);
+  Eigen::Index at;
+  y.cwiseAbs().maxCoeff(&at);
+  if (y[at] < 0) y = -y;
+  return y;
+}
+
+// ---- exact sweep ---------------------------------------------------------------------------------
+// lower[p] = sum of W between the p-th node in y-order and the nodes before it.
+Vector lower_sums(const Dense& W, const std::vector<int>& pos) {
+  const int m = static_cast<int>(W.rows());
+  Vector lower = Vector::Zero(m);
+  for (int i = 0; i < m; ++i) {  // column i is contiguous; W is symmetric
+    const double* col = W.col(i).data();
+    const int pi = pos[i];
+    double s = 0.0;
+    for (int j = 0; j < m; ++j) s += pos[j] < pi ? col[j] : 0.0;
+    lower[pi] = s;
+  }
+  return lower;
+}
+
+Vector lower_sums(const Sparse& W, const std::vector<int>& pos) {
+  Vector lower = Vector::Zero(W.rows());
+  for (int i = 0; i < W.outerSize(); ++i)
+    for (Sparse::InnerIterator it(W, i); it; ++it)
+      if (pos[it.col()] < pos[i]) lower[pos[i]] += it.value();
+  return lower;
+}
+
+double diag_at(const Dense& W, int i) { return W(i, i); }
+double diag_at(const Sparse& W, int i) { return W.coeff(i, i); }
+
+template <class Matrix>
+std::optional<Split> sweep_ncut(const Matrix& W, const Vector& d, const Vector& y, int min_size) {
+  const int m = static_cast<int>(W.rows());
+  if (m < 2 * min_size || m < 2) return std::nullopt;
+  std::vector<int> order(m), pos(m);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return y[a] < y[b]; });
+  for (int p = 0; p < m; ++p) pos[order[p]] = p;
+  const Vector lower = lower_sums(W, pos);
+  // Sequential prefix sums, as numpy's cumsum.
+  std::vector<double> assoc(m), vol(m);
+  double a = 0.0, v = 0.0;
+  for (int p = 0; p < m; ++p) {
+    a += 2.0 * lower[p] + diag_at(W, order[p]);
+    v += d[order[p]];
+    assoc[p] = a, vol[p] = v;
+  }
+  const double tot = vol[m - 1];
+  double best = kInf;
+  int kb = min_size - 1;
+  for (int k = min_size - 1; k < m - min_size; ++k) {
+    const double cut = std::max(vol[k] - assoc[k], 0.0);
+    double nc = cut / vol[k] + cut / (tot - vol[k]);
+    if (!std::isfinite(nc)) nc = kInf;
+    if (nc < best) best = nc, kb = k;
+  }
+  Split s{std::vector<char>(m, 0), best, std::max(vol[kb] - assoc[kb], 0.0), tot};
+  for (int p = 0; p <= kb; ++p) s.side[order[p]] = 1;
+  return s;
+}
+
+template <class Matrix>
+std::optional<Split> bipartition(const Matrix& W, int min_size, const CutOptions& opt) {
+  const int m = static_cast<int>(W.rows());
+  const int need = std::max(2, 2 * min_size);
+  if (m < need) return std::nullopt;
+  const Vector d = row_sums(W);
+  std::vector<int> live;
+  for (int i = 0; i < m; ++i)
+    if (d[i] > 0) live.push_back(i);
+  if (static_cast<int>(live.size()) < need) return std::nullopt;
+  if (static_cast<int>(live.size()) < m) {
+    // Zero-degree nodes carry no volume and no cut: they join the larger side.
+    auto inner = bipartition(submatrix(W, live), min_size, opt);
+    if (!inner) return std::nullopt;
+    const long in_a = std::count(inner->side.begin(), inner->side.end(), 1);
+    Split s{std::vector<char>(m, in_a * 2 >= static_cast<long>(live.size()) ? 1 : 0), inner->ncut, inner->cut,
+            inner->volume};
+    for (size_t k = 0; k < live.size(); ++k) s.side[live[k]] = inner->side[k];
+    return s;
+  }
+  return sweep_ncut(W, d, fiedler_vector(W, d, opt), min_size);
+}
+
+// ---- hierarchy -----------------------------------------------------------------------------------
+struct Growing {
+  HierarchyNode node;
+  std::vector<int> a, b;  // sides of the best split
+};
+
+template <class Matrix>
+Hierarchy build_hierarchy(const Matrix& W, int min_size, const CutOptions& opt) {
+  const int n = static_cast<int>(W.rows());
+  Hierarchy tree;
+  tree.n = n;
+  const Vector deg = row_sums(W);
+  std::vector<int> active;
+  for (int i = 0; i < n; ++i) (deg[i] > 0 ? active : tree.isolated).push_back(i);
+  std::vector<Growing> nodes;
+  auto add = [&](std::vector<int> members, int parent, int depth) {
+    Growing g;
+    const Matrix sub = submatrix(W, members);
+    g.node.parent = parent;
+    g.node.depth = depth;
+    g.node.volume = total(sub);
+    std::optional<Split> split;
+    // Small sparse subgraphs are cut as dense arrays: dense kernels beat sparse overhead there.
+    if constexpr (std::is_same_v<Matrix, Sparse>) {
+      if (static_cast<int>(members.size()) <= defaults::kDenseSubgraphMaxNodes)
+        split = bipartition(Dense(sub), min_size, opt);
+      else
+        split = bipartition(sub, min_size, opt);
+    } else {
+      split = bipartition(sub, min_size, opt);
+    }
+    if (split) {
+      g.node.ncut = split->ncut;
+      g.node.mincut = split->cut;
+      g.node.scaled_mincut = split->volume > 0 ? split->cut / split->volume : kInf;
+      for (size_t k = 0; k < members.size(); ++k) (split->side[k] ? g.a : g.b).push_back(members[k]);
+    }
+    g.node.members = std::move(members);
+    nodes.push_back(std::move(g));
+    return static_cast<int>(nodes.size()) - 1;
+  };
+  // Min-heap on (cost, id), ties broken by id as Python's heapq does.
+  using Entry = std::pair<double, int>;
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+  if (!active.empty()) {
+    add(active, -1, 0);
+    heap.emplace(nodes[0].node.ncut, 0);
+  }
+  int n_leaves = 1;
+  while (!heap.empty() && n_leaves < opt.max_segments) {
+    const auto [cost, i] = heap.top();
+    heap.pop();
+    if (!(cost < defaults::kExpandLimit)) break;
+    std::vector<int> a = nodes[i].a, b = nodes[i].b;
+    if (!(a[0] < b[0])) std::swap(a, b);  // children ordered by smallest member
+    const int depth = nodes[i].node.depth + 1;
+    const int ka = add(std::move(a), i, depth);
+    const int kb = add(std::move(b), i, depth);
+    nodes[i].node.children[0] = ka;
+    nodes[i].node.children[1] = kb;
+    heap.emplace(nodes[ka].node.ncut, ka);
+    heap.emplace(nodes[kb].node.ncut, kb);
+    ++n_leaves;
+  }
+  for (auto& g : nodes) tree.nodes.push_back(std::move(g.node));
+  if (tree.nodes.empty()) tree.nodes.emplace_back();  // every node isolated: an empty root
+  return tree;
+}
+
+}  // namespace
+
+Threshold Threshold::parse(const std::string& text) {
+  Threshold t;
+  if (text == "auto-ncut") return t;
+  if (text == "auto-mincut") return t.kind = Kind::kAutoMincut, t;
+  size_t used = 0;
+  double v = 0.0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || !std::isfinite(v) || v < 0)
+    throw std::invalid_argument("threshold must be a number >= 0, auto-ncut or auto-mincut, got '" + text + "'");
+  t.kind = Kind::kValue;
+  t.value = v;
+  return t;
+}
+
+void CutOptions::validate() const {
+  if (mode != "walk" && mode != "dot" && mode != "cosine")
+    throw std::invalid_argument("mode must be walk, dot or cosine, got '" + mode + "'");
+  if (power < 1) throw std::invalid_argument("power must be an integer >= 1, got " + std::to_string(power));
+  if (max_segments < 1)
+    throw std::invalid_argument("max_segments must be an integer >= 1, got " + std::to_string(max_segments));
+  if (min_size != -1 && min_size < 1)
+    throw std::invalid_argument("min_size must be an integer >= 1, got " + std::to_string(min_size));
+  if (!(eigen_tol > 0) || !std::isfinite(eigen_tol))
+    throw std::invalid_argument("eigen_tol must be a positive number, got " + std::to_string(eigen_tol));
+  if (!(exponent > 0) || !std::isfinite(exponent))
+    throw std::invalid_argument("exponent must be a positive finite number, got " + std::to_string(exponent));
+}
+
+void Hierarchy::costs(bool scaled, std::vector<double>* values, std::vector<double>* sizes) const {
+  for (const auto& node : nodes)
+    if (std::isfinite(node.cost(scaled))) {
+      values->push_back(node.cost(scaled));
+      if (sizes) sizes->push_back(static_cast<double>(node.members.size()));
+    }
+}
+
+std::vector<int> Hierarchy::labels(double threshold, bool scaled) const {
+  std::vector<const HierarchyNode*> leaves, stack{&nodes[0]};
+  while (!stack.empty()) {
+    const HierarchyNode* node = stack.back();
+    stack.pop_back();
+    if (node->has_children() && node->cost(scaled) < threshold) {
+      stack.push_back(&nodes[node->children[1]]);
+      stack.push_back(&nodes[node->children[0]]);
+    } else if (!node->members.empty()) {
+      leaves.push_back(node);
+    }
+  }
+  std::sort(leaves.begin(), leaves.end(), [](auto* a, auto* b) { return a->members[0] < b->members[0]; });
+  std::vector<int> out(n, 0);
+  for (size_t k = 0; k < leaves.size(); ++k)
+    for (int i : leaves[k]->members) out[i] = static_cast<int>(k);
+  for (int i : isolated) out[i] = static_cast<int>(leaves.size());
+  return out;
+}
+
+int CutResult::n_segments() const {
+  return labels.empty() ? 0 : *std::max_element(labels.begin(), labels.end()) + 1;
+}
+
+double otsu_threshold(const std::vector<double>& values, const std::vector<double>& weights, double floor) {
+  // Weighted Otsu on log costs; the threshold is the geometric midpoint of the two boundary values.
+  const size_t n = values.size();
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return values[a] < values[b]; });
+  std::vector<double> x(n), cw(n), cx(n);
+  double sw = 0.0, sx = 0.0;
+  for (size_t k = 0; k < n; ++k) {
+    const double w = weights.empty() ? 1.0 : weights[order[k]];
+    x[k] = std::log(std::max(values[order[k]], std::max(floor, 1e-300)));
+    sw += w, sx += w * x[k];
+    cw[k] = sw, cx[k] = sx;
+  }
+  double best = -kInf;
+  size_t b = 0;
+  for (size_t k = 0; k + 1 < n; ++k) {
+    if (x[k + 1] == x[k]) continue;  // never cut between equal values
+    const double w_lo = cw[k], w_hi = cw[n - 1] - w_lo;
+    const double diff = cx[k] / w_lo - (cx[n - 1] - cx[k]) / w_hi;
+    const double between = w_lo * w_hi * diff * diff;
+    if (between > best) best = between, b = k;
+  }
+  return std::exp(0.5 * (x[b] + x[b + 1]));
+}
+
+CutResult cut_affinity(const Affinity& W, const CutOptions& opt) {
+  opt.validate();
+  const int n = W.size();
+  const int min_size = opt.min_size == -1 ? std::max(1, n / defaults::kMinSizeDivisor) : opt.min_size;
+  CutResult res;
+  res.hierarchy = W.sparse ? build_hierarchy(W.csr, min_size, opt)
+                           : build_hierarchy(W.dense, min_size, opt);
+  if (opt.threshold.kind == Threshold::Kind::kValue) {
+    res.threshold = opt.threshold.value;
+  } else {
+    res.scaled = opt.threshold.kind == Threshold::Kind::kAutoMincut;
+    std::vector<double> values, sizes;
+    res.hierarchy.costs(res.scaled, &values, &sizes);
+    // Costs below the floor count as equal: their exact size is often rounding noise.
+    double lo = kInf, hi = -kInf;
+    for (double v : values) {
+      const double l = std::max(v, defaults::kCostFloor);
+      lo = std::min(lo, l), hi = std::max(hi, l);
+    }
+    if (values.size() < 2 || hi - lo == 0)  // no evidence to separate: the fixed fallback
+      res.threshold = res.scaled ? defaults::kFallbackScaledMincut : defaults::kFallbackNcut;
+    else
+      res.threshold = otsu_threshold(values, sizes, defaults::kCostFloor);  // each split weighted by the nodes it divides
+  }
+  res.labels = res.hierarchy.labels(res.threshold, res.scaled);
+  return res;
+}
+
+}  // namespace walkcut
