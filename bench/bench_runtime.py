@@ -30,7 +30,6 @@ STAGES = ("preprocess", "engine", "cuts", "upsample")
 
 def export(args) -> int:
     import torch
-
     from walkcut.export.api import build_contract
     from walkcut.export.configs import build_random_components, load_architecture
     from walkcut.export.loading import empty_prompt_embedding, weights_hash
@@ -61,7 +60,6 @@ def export(args) -> int:
 
 def measure(args) -> int:
     import numpy as np
-
     from walkcut.runtime.engine_source import EngineSource
     from walkcut.runtime.imageio import read_image
     from walkcut.runtime.segmenter import Segmenter

@@ -8,10 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 import numpy as np
-
+from tqdm import tqdm
 from walkcut.runtime.contract import ContractError
 from walkcut.runtime.cuts import AUTO_RULES
 from walkcut.runtime.draw import overlay
@@ -55,7 +53,7 @@ def cut_options(args) -> dict:
 def make_source(args):
     """The transition-matrix source the arguments ask for."""
     if getattr(args, "engine", None):
-        from walkcut.runtime.engine_source import EngineSource  # noqa: PLC0415 (optional runtime part)
+        from walkcut.runtime.engine_source import EngineSource
 
         return EngineSource.from_path(args.engine, backend=getattr(args, "backend", "auto"))
     return PixelSource(grid=args.grid)
@@ -63,7 +61,7 @@ def make_source(args):
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     """``--engine`` / ``--backend``, shared by segment and video."""
-    from walkcut.runtime.backends import BACKENDS  # noqa: PLC0415 (keeps the parser import light)
+    from walkcut.runtime.backends import BACKENDS
 
     g = p.add_argument_group("engine")
     g.add_argument("--engine", type=Path, default=None, metavar="MODEL",
@@ -75,7 +73,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_source(args):
     """``make_source`` with model problems turned into a one-line error; None when it failed."""
-    from walkcut.runtime.backends import BackendUnavailable  # noqa: PLC0415
+    from walkcut.runtime.backends import BackendUnavailable
 
     try:
         return make_source(args)
@@ -135,7 +133,7 @@ def run(args) -> int:
                 (args.out / f"{stem}_labels.png", encode_png(labels16, rgb=False)),
                 (args.out / f"{stem}_overlay.png", encode_png(overlay(image, labels16))),
             ])
-        except Exception as exc:  # noqa: BLE001 (one bad file must not stop the batch)
+        except Exception as exc:
             failed.append(path)
             message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             tqdm.write(f"walkcut: error: {message.splitlines()[0] if message else type(exc).__name__}",

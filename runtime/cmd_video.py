@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import signal
@@ -55,23 +54,23 @@ def build_segmenter(*, engine=None, backend="auto", grid=32, label_side=0) -> Se
     """A Segmenter over an engine or the pixel source (module level: picklable for worker processes)."""
     limits = {"max_label_side": max(64, label_side)} if label_side else {}
     if engine:
-        from walkcut.runtime.engine_source import EngineSource  # noqa: PLC0415
+        from walkcut.runtime.engine_source import EngineSource
 
         return Segmenter(EngineSource.from_path(engine, backend=backend), **limits)
-    from walkcut.runtime.pixels import PixelSource  # noqa: PLC0415
+    from walkcut.runtime.pixels import PixelSource
 
     return Segmenter(PixelSource(grid=grid), **limits)
 
 
 def run(args) -> int:
-    from walkcut.runtime.video import (  # noqa: PLC0415 (keeps `walkcut --help` light)
+    from walkcut.runtime.video import (
+        ProcessSegmenter,
+        Terminated,
         VideoInput,
         VideoInputError,
         VideoPipeline,
         VideoReader,
         VideoWriter,
-        Terminated,
-        ProcessSegmenter,
         display_available,
         limit_blas_threads,
     )

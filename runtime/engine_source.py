@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from walkcut.runtime.backends import Backend, create_backend, default_threads
 from walkcut.runtime.contract import ContractError, ModelContract
 from walkcut.runtime.pixels import Transition
@@ -199,7 +198,7 @@ class EngineSource:
         self._check_io()
 
     @classmethod
-    def from_path(cls, path, *, backend: str = "auto", threads: int | None = None) -> "EngineSource":
+    def from_path(cls, path, *, backend: str = "auto", threads: int | None = None) -> EngineSource:
         """Read the contract of ``path`` (``.onnx`` or ``.engine``), check it, start ``backend``."""
         contract = read_contract(path)
         check_contract(contract, source=str(path))

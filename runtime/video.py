@@ -30,10 +30,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from walkcut.runtime.draw import overlay, palette
 from walkcut.runtime.imageio import atomic_write_bytes, encode_png
-from walkcut.runtime.segmenter import Segmenter
 from walkcut.runtime.tracking import IdTracker
 
 logger = logging.getLogger(__name__)
@@ -62,7 +60,7 @@ class VideoInput:
     label: str
 
     @classmethod
-    def parse(cls, text: str, *, live: bool | None = None) -> "VideoInput":
+    def parse(cls, text: str, *, live: bool | None = None) -> VideoInput:
         """``"0"`` -> camera 0; ``"rtsp://..."``/``"http://..."`` -> stream; else a file path."""
         text = str(text)
         if re.fullmatch(r"\d+", text):
@@ -123,7 +121,7 @@ class VideoReader:
     def close(self) -> None:
         self.cap.release()
 
-    def __enter__(self) -> "VideoReader":
+    def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -183,7 +181,7 @@ class VideoWriter:
         if not self._try_open(fallback, "MJPG"):
             raise RuntimeError(f"OpenCV can open no video writer for {self.path} (tried {self._fourcc}, MJPG)")
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._entered = True
         return self
@@ -258,7 +256,7 @@ def limit_blas_threads(n: int = 1) -> int:
     ``OPENBLAS_NUM_THREADS`` only act before numpy is imported, so the loaded libraries are found
     in ``/proc/self/maps`` and set directly (Linux; elsewhere a no-op). Returns how many were set.
     """
-    import ctypes  # noqa: PLC0415
+    import ctypes
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n!r}")
@@ -329,7 +327,7 @@ class ProcessSegmenter:
     """
 
     def __init__(self, factory) -> None:
-        import multiprocessing as mp  # noqa: PLC0415
+        import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # no fork after threads have started
         self._conn, child = ctx.Pipe()
@@ -342,7 +340,7 @@ class ProcessSegmenter:
             raise payload
         self._image = None
 
-    def set_image(self, image_rgb: np.ndarray) -> "ProcessSegmenter":
+    def set_image(self, image_rgb: np.ndarray) -> ProcessSegmenter:
         self._image = image_rgb
         return self
 

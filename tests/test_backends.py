@@ -12,7 +12,6 @@ import logging
 
 import numpy as np
 import pytest
-
 from walkcut.runtime.backends import (
     BACKENDS,
     BackendUnavailable,
@@ -26,7 +25,7 @@ from walkcut.runtime.preprocess import preprocess
 from walkcut.runtime.segmenter import Segmenter
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 
 def build_fake_model(path, *, image_size=64, attn_res=8, beta=20.0, nan=False, metadata=True,

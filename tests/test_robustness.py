@@ -10,7 +10,6 @@ import textwrap
 import cv2
 import numpy as np
 import pytest
-
 from test_backends import build_fake_model
 from walkcut.runtime.cli import main
 from walkcut.runtime.imageio import ImageReadError, read_image
@@ -169,7 +168,7 @@ def test_12000_square_image_keeps_memory_bounded(tmp_path):
     del img
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-c", BIG, "segment", str(path), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     peak_mb = int(proc.stdout.split("PEAK_MB")[1])
     # The decoded image alone is 432 MB and the int64 label map 1.15 GB; a bounded pipeline stays

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -12,7 +13,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from walkcut.runtime.cli import main
 from walkcut.runtime.pixels import PixelSource
 from walkcut.runtime.segmenter import Segmenter
@@ -111,11 +111,10 @@ def test_video_input_parsing(tmp_path):
 
 def test_writer_finalises_on_exception(tmp_path):
     out = tmp_path / "o.mp4"
-    with pytest.raises(KeyboardInterrupt):
-        with VideoWriter(out, 10) as w:
-            for t in range(5):
-                w.write(scene(t))
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), VideoWriter(out, 10) as w:
+        for t in range(5):
+            w.write(scene(t))
+        raise KeyboardInterrupt
     assert out.exists() and count_frames(out) == 5
     assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]  # no temporary left
 
@@ -169,7 +168,7 @@ def test_matching_makes_ids_more_stable(tmp_path):
     clip = write_clip(tmp_path / "c.mp4", n=10)
     _, tracked = run_pipeline(clip, track=True)
     _, raw = run_pipeline(clip, track=False)
-    change = lambda seq: np.mean([change_fraction(a, b) for (_, a), (_, b) in zip(seq, seq[1:])])  # noqa: E731
+    change = lambda seq: np.mean([change_fraction(a, b) for (_, a), (_, b) in itertools.pairwise(seq)])
     assert change(tracked) < change(raw)
 
 
@@ -179,7 +178,7 @@ class FakeCamera:
     def __init__(self, n):
         self.n, self.i = n, 0
 
-    def isOpened(self):  # noqa: N802 (OpenCV's name)
+    def isOpened(self):
         return True
 
     def get(self, prop):
