@@ -120,6 +120,35 @@ def run_preset(args) -> dict:
     return row
 
 
+def flop_table(args) -> dict:
+    """GFLOPs per component and preset, counted on the meta device (nothing is computed)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from walkcut.export.configs import build_random_components, load_architecture
+    from walkcut.export.wrapper import AttentionExportModel
+
+    arch = load_architecture(args.arch)
+    unet, vae, _ = build_random_components(arch, device="meta")
+    f = 2 ** (len(arch.vae["block_out_channels"]) - 1)
+    x = torch.zeros(1, 3, args.image_size, args.image_size, device="meta")
+    emb = torch.zeros(1, arch.tokenizer["model_max_length"], arch.unet["cross_attention_dim"], device="meta")
+    latent = torch.zeros(1, 4, args.image_size // f, args.image_size // f, device="meta")
+    gflops = {}
+
+    def count(name, fn):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            fn()
+        gflops[name] = round(counter.get_total_flops() / 1e9, 1)
+
+    count("vae_encoder", lambda: vae.quant_conv(vae.encoder(x)))
+    count("unet_full_step", lambda: unet(latent, torch.tensor(300, device="meta"), encoder_hidden_states=emb))
+    for preset in args.presets.split(","):
+        w = AttentionExportModel(unet, vae, emb, image_size=args.image_size, attn_res=args.attn_res, layers=preset)
+        count(f"wrapper_{preset}", lambda: w(x))
+    return {"arch": arch.name, "image_size": args.image_size, "gflops": gflops}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="sd15")
@@ -132,7 +161,11 @@ def main(argv=None) -> int:
     p.add_argument("--out-dir", default=str(ROOT / "models"))
     p.add_argument("--keep", action="store_true", help="keep the exported ONNX files")
     p.add_argument("--json", help="append results to this JSON-lines file")
+    p.add_argument("--flops", action="store_true", help="only count FLOPs per preset (meta device, seconds)")
     args = p.parse_args(argv)
+    if args.flops:
+        print(json.dumps(flop_table(args)), flush=True)
+        return 0
     if args.layers:  # child: one preset
         print(json.dumps(run_preset(args)), flush=True)
         return 0
