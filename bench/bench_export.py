@@ -48,7 +48,6 @@ def run_preset(args) -> dict:
     import onnxruntime as ort
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-
     from walkcut.export.api import build_contract
     from walkcut.export.configs import build_random_components, load_architecture
     from walkcut.export.loading import empty_prompt_embedding, weights_hash
@@ -106,13 +105,13 @@ def run_preset(args) -> dict:
         t = time.perf_counter()
         sess = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
         load_s = time.perf_counter() - t
-        timing = _timed(lambda: sess.run(None, {"image": xn}), args.runs)
+        timing = _timed(lambda s=sess: s.run(None, {"image": xn}), args.runs)
         got = sess.run(None, {"image": xn})[0]
         timing["session_load_s"] = round(load_s, 1)
         timing["rel_error_vs_torch"] = float(np.abs(got - reference).max() / np.abs(reference).max())
         timing["speedup_vs_torch"] = round(row["torch_eager"]["median_s"] / timing["median_s"], 2)
         row[name] = timing
-        del sess
+        sess = None  # free the session before the next variant
     row["peak_rss_gib"] = round(_peak_rss_gib(), 2)
     if not args.keep:
         out.unlink(missing_ok=True)
@@ -124,7 +123,6 @@ def flop_table(args) -> dict:
     """GFLOPs per component and preset, counted on the meta device (nothing is computed)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-
     from walkcut.export.configs import build_random_components, load_architecture
     from walkcut.export.wrapper import AttentionExportModel
 
@@ -145,7 +143,7 @@ def flop_table(args) -> dict:
     count("unet_full_step", lambda: unet(latent, torch.tensor(300, device="meta"), encoder_hidden_states=emb))
     for preset in args.presets.split(","):
         w = AttentionExportModel(unet, vae, emb, image_size=args.image_size, attn_res=args.attn_res, layers=preset)
-        count(f"wrapper_{preset}", lambda: w(x))
+        count(f"wrapper_{preset}", lambda w=w: w(x))
     return {"arch": arch.name, "image_size": args.image_size, "gflops": gflops}
 
 
@@ -174,7 +172,7 @@ def main(argv=None) -> int:
     for preset in args.presets.split(";" if ":" in args.presets else ","):
         cmd = [sys.executable, __file__, "--layers", preset] + [
             a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--presets")]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode or not lines:
             print(json.dumps({"layers": preset, "error": res.stderr[-3000:]}), flush=True)

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _load_export_modules():
     """Import walkcut's export modules from the repository without installing walkcut."""
     try:
-        from walkcut.export import configs, loading, wrapper  # noqa: F401 (installed: use it)
+        from walkcut.export import configs, loading, wrapper
 
         return configs, wrapper, loading
     except ImportError:
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
         err = float((out.float().cpu() - ref).abs().max() / ref.abs().max())
         row_err = float((out.float().sum(-1) - 1).abs().max())
 
-        def eager():
+        def eager(w=w):
             with torch.no_grad():
                 return w(x)
 

@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 
 import torch
+from walkcut.runtime.contract import ModelContract
 
 from walkcut import __version__
-from walkcut.runtime.contract import ModelContract
 
 from .configs import alphas_cumprod, load_architecture
 from .loading import load_components, weights_hash
@@ -45,6 +45,7 @@ def export_model(model: str, out: str | Path, *, image_size: int = 512, attn_res
     """
     torch.manual_seed(0)
     components = load_components(model, arch=arch, local_files_only=local_files_only, token=token)
+    # SD 1.x and 2.x share the training schedule; it only matters with --noise
     schedule = alphas_cumprod(load_architecture(components.arch or "sd15"))
     wrapper = AttentionExportModel(
         components.unet, components.vae, components.prompt_embedding, image_size=image_size,

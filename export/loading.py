@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .configs import CHECKPOINT_TYPE_TO_ARCH, ARCHITECTURES, load_architecture, write_diffusers_config_folder
+from .configs import ARCHITECTURES, CHECKPOINT_TYPE_TO_ARCH, load_architecture, write_diffusers_config_folder
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _load_pretrained(model: str, *, source: str, local_files_only: bool, token: 
         del text_encoder
         vae = AutoencoderKL.from_pretrained(model, subfolder="vae", **kw).eval()
         unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", **kw).eval()
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         where = "hub id" if source == "hub" else "folder"
         raise ModelSourceError(
             f"could not load Stable Diffusion weights from {where} {model!r} ({type(exc).__name__}: "

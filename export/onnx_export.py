@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from walkcut.runtime.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelContract
 
 logger = logging.getLogger(__name__)
@@ -230,6 +229,18 @@ def read_contract(path: str | Path) -> ModelContract:
     return ModelContract.from_metadata(meta, source=str(path))
 
 
-__all__ = ["ExportResult", "VerificationError", "export_onnx", "read_contract", "sample_image",
-           "trace_to_onnx", "count_nodes", "run_onnxruntime", "compare", "METADATA_KEY", "OPSET",
-           "FP32_TOLERANCE", "FP16_TOLERANCE"]
+__all__ = [
+    "FP16_TOLERANCE",
+    "FP32_TOLERANCE",
+    "METADATA_KEY",
+    "OPSET",
+    "ExportResult",
+    "VerificationError",
+    "compare",
+    "count_nodes",
+    "export_onnx",
+    "read_contract",
+    "run_onnxruntime",
+    "sample_image",
+    "trace_to_onnx",
+]

@@ -16,18 +16,17 @@ pytest.importorskip("diffusers")
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-import torch  # noqa: E402
-
-from export_fixtures import TINY_ATTN_RES, TINY_IMAGE_SIZE, tiny_sd  # noqa: E402,F401
-from walkcut.runtime.cli import main  # noqa: E402
-from walkcut.runtime.contract import METADATA_KEY, ModelContract  # noqa: E402
+import torch
+from export_fixtures import TINY_ATTN_RES, TINY_IMAGE_SIZE, tiny_sd  # noqa: F401
+from walkcut.runtime.cli import main
+from walkcut.runtime.contract import METADATA_KEY, ModelContract
 
 SIZE_ARGS = ["--image-size", str(TINY_IMAGE_SIZE), "--attn-res", str(TINY_ATTN_RES), "--no-progress"]
 N = TINY_ATTN_RES**2
 
 
-def _export(tiny_sd, out: Path, *extra: str) -> int:
-    return main(["export", "--model", str(tiny_sd), "--out", str(out), *SIZE_ARGS, *extra])
+def _export(model_dir, out: Path, *extra: str) -> int:
+    return main(["export", "--model", str(model_dir), "--out", str(out), *SIZE_ARGS, *extra])
 
 
 def _run(path: Path, image: np.ndarray) -> np.ndarray:
@@ -84,7 +83,6 @@ def test_output_changes_with_image(exported):
 
 def test_contract_round_trips(exported):
     import onnx
-
     from walkcut.export.onnx_export import read_contract
 
     model = onnx.load(str(exported))
@@ -117,7 +115,6 @@ def test_fp16_export_close_to_fp32(exported, tiny_sd, tmp_path):  # noqa: F811
 def test_encoder_graph_is_truncated(exported, tiny_sd):  # noqa: F811
     """The encoder preset traces fewer nodes than all; eager stops at the last selected layer."""
     import onnx
-
     from walkcut.export.onnx_export import count_nodes, sample_image, trace_to_onnx
 
     x = sample_image(TINY_IMAGE_SIZE)
@@ -153,7 +150,7 @@ def test_noise_option_changes_output(tiny_sd):  # noqa: F811
     from walkcut.export.wrapper import AttentionExportModel
 
     c = load_components(str(tiny_sd))
-    kw = dict(image_size=TINY_IMAGE_SIZE, attn_res=TINY_ATTN_RES)
+    kw = {"image_size": TINY_IMAGE_SIZE, "attn_res": TINY_ATTN_RES}
     x = sample_image(TINY_IMAGE_SIZE)
     with torch.no_grad():
         clean = AttentionExportModel(c.unet, c.vae, c.prompt_embedding, **kw)(x)
@@ -171,7 +168,7 @@ def test_wrapper_rejects_bad_values(tiny_sd, kw, match):  # noqa: F811
     from walkcut.export.wrapper import AttentionExportModel
 
     c = load_components(str(tiny_sd))
-    args = dict(image_size=TINY_IMAGE_SIZE, attn_res=TINY_ATTN_RES) | kw
+    args = {"image_size": TINY_IMAGE_SIZE, "attn_res": TINY_ATTN_RES} | kw
     with pytest.raises(ValueError, match=match):
         AttentionExportModel(c.unet, c.vae, c.prompt_embedding, **args)
 
@@ -229,3 +226,32 @@ def test_export_help_does_not_import_torch():
             "from walkcut.runtime.cli import build_parser\n"
             "build_parser().parse_args(['export', '--model', 'x', '--out', 'y.onnx'])")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("r,big_r", [(16, 8), (8, 8), (4, 8), (8, 32)])
+def test_resample_known_answers(r, big_r):
+    """Uniform stays uniform, identity pools to identity, rows stay stochastic, replication is exact."""
+    from walkcut.export.aggregate import resample_attention
+
+    n, m = r * r, big_r * big_r
+    uniform = resample_attention(torch.full((1, n, n), 1.0 / n), r, big_r)
+    torch.testing.assert_close(uniform, torch.full((1, m, m), 1.0 / m))
+    eye = resample_attention(torch.eye(n)[None], r, big_r)
+    torch.testing.assert_close(eye.sum(-1), torch.ones(1, m))
+    if r >= big_r:
+        torch.testing.assert_close(eye, torch.eye(m)[None])
+    else:  # each coarse query is copied to its f x f block of fine queries
+        f = big_r // r
+        grid = eye.reshape(big_r, big_r, m)
+        torch.testing.assert_close(grid[0, 0], grid[f - 1, f - 1])
+        assert eye[0].argmax(-1)[0] == 0  # a query still attends most to its own place
+
+
+def test_aggregate_weights_follow_resolution():
+    from walkcut.export.aggregate import aggregate_attention, resolution_weights
+
+    assert resolution_weights((64, 32, 16, 8)) == pytest.approx((8 / 15, 4 / 15, 2 / 15, 1 / 15))
+    a = torch.eye(16)[None]  # r = 4: identity
+    b = torch.full((1, 16, 16), 1 / 16)  # uniform
+    out = aggregate_attention([(4, a), (4, b)], 4, (4,), (1.0,))  # same resolution: mean of layers
+    torch.testing.assert_close(out, (a + b) / 2)

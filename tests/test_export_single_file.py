@@ -8,13 +8,12 @@ import pytest
 pytest.importorskip("diffusers")
 ort = pytest.importorskip("onnxruntime")
 
-from export_fixtures import TINY_ATTN_RES, TINY_IMAGE_SIZE, tiny_sd, write_ldm_checkpoint  # noqa: E402,F401
-from walkcut.runtime.cli import main  # noqa: E402
+from export_fixtures import TINY_ATTN_RES, TINY_IMAGE_SIZE, tiny_sd, write_ldm_checkpoint  # noqa: F401
+from walkcut.runtime.cli import main
 
 
 def test_single_file_matches_folder(tiny_sd, tmp_path):  # noqa: F811
     import torch
-
     from walkcut.export.loading import load_components
 
     ckpt = write_ldm_checkpoint(tiny_sd, tmp_path / "tiny.safetensors")

@@ -11,7 +11,6 @@ import json
 import types
 
 import pytest
-
 from walkcut.runtime.contract import ModelContract
 
 
