@@ -2,6 +2,7 @@
 // backend_trt.cpp, compiled only with their SDKs).
 #include <algorithm>
 #include <filesystem>
+#include <iostream>
 #include <stdexcept>
 
 #include "walkcut/backend.hpp"
@@ -49,6 +50,8 @@ class OpenCvDnnBackend : public AttentionBackend {
                                "); use --backend ort or trt");
     }
     if (net_.empty()) throw std::runtime_error(path + ": OpenCV DNN loaded an empty network");
+    std::cerr << "walkcut_demo: warning: OpenCV DNN output is not verified against ONNX Runtime (OpenCV 4.6 "
+                 "differs on MatMul/Softmax graphs); prefer --backend ort or trt\n";
   }
   std::string name() const override { return "opencv-dnn"; }
   Dense run(const cv::Mat& blob) override {
@@ -85,11 +88,13 @@ std::unique_ptr<AttentionBackend> create_backend(const std::string& path, const 
   if (pick == "auto") {
     const auto have = compiled_backends();
     auto has = [&](const char* b) { return std::find(have.begin(), have.end(), b) != have.end(); };
+    // OpenCV DNN is never picked automatically: it cannot run the exported attention graph
+    // (OpenCV 4.6 lacks LayerNormalization; 5.0 fails on its Transpose), only simpler graphs.
     if (engine) pick = "trt";
     else if (has("ort")) pick = "ort";
-    else if (has("opencv-dnn")) pick = "opencv-dnn";
-    else throw std::runtime_error("no engine backend was compiled into this build; rebuild with "
-                                  "-DWALKCUT_WITH_ORT=ON (ONNXRUNTIME_ROOT=...) or use --source pixels");
+    else throw std::runtime_error("no backend that runs the exported attention graph was compiled into this build; "
+                                  "rebuild with -DWALKCUT_WITH_ORT=ON -DONNXRUNTIME_ROOT=... (or pass --backend "
+                                  "opencv-dnn for simple graphs), or drop --model to use the pixels source");
   }
   if (engine && pick != "trt")
     throw std::runtime_error(path + ": a TensorRT engine needs --backend trt");

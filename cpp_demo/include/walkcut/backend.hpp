@@ -25,7 +25,8 @@ class AttentionBackend {
 std::vector<std::string> compiled_backends();
 
 // `name`: auto | ort | trt | opencv-dnn. A requested backend that was not compiled raises with the
-// CMake option that enables it; `auto` picks trt for engines, else ort, else opencv-dnn.
+// CMake option that enables it; `auto` picks trt for engines, else ort (never opencv-dnn, which
+// cannot run the exported attention graph).
 std::unique_ptr<AttentionBackend> create_backend(const std::string& model_path, const std::string& name,
                                                  const Contract& contract);
 
