@@ -17,26 +17,11 @@ import resource
 import time
 
 import numpy as np
-import scipy.linalg as sla
 
 from walkcut.runtime import cut_affinity, cut_transition_matrix
 from walkcut.runtime.imageio import read_image
 from walkcut.runtime.pixels import PixelSource, grid_cell_colors
-
-
-def synthetic_attention(R: int, k: int = 16, dim: int = 64, seed: int = 0) -> np.ndarray:
-    """Row-stochastic softmax(F F^T / T) over an R x R grid with k planted regions."""
-    rng = np.random.default_rng(seed)
-    n = R * R
-    yy, xx = np.divmod(np.arange(n), R)
-    seeds = rng.uniform(0, R, (k, 2))
-    region = np.argmin((yy[:, None] - seeds[:, 0]) ** 2 + (xx[:, None] - seeds[:, 1]) ** 2, axis=1)
-    F = rng.standard_normal((k, dim))[region] + 0.5 * rng.standard_normal((n, dim))
-    F /= np.linalg.norm(F, axis=1, keepdims=True)
-    S = 8.0 * (F @ F.T)
-    S -= S.max(axis=1, keepdims=True)
-    P = np.exp(S)
-    return P / P.sum(axis=1, keepdims=True)
+from walkcut.runtime.reference import dense_recursive_ncut, synthetic_attention
 
 
 def cosine_color_position(image_rgb: np.ndarray, R: int, exponent: float = 10.0) -> np.ndarray:
@@ -49,36 +34,6 @@ def cosine_color_position(image_rgb: np.ndarray, R: int, exponent: float = 10.0)
     F = F - F.mean(axis=0)
     F /= np.linalg.norm(F, axis=1, keepdims=True) + 1e-12
     return np.maximum(F @ F.T, 0.0) ** exponent
-
-
-def dense_reference(W: np.ndarray, tau: float, min_size: int = 4) -> np.ndarray:
-    """Recursive NCut as DiffCut's published code structures it: a full dense eigendecomposition
-    per node and the split point searched over 100 evenly spaced thresholds of the eigenvector."""
-    labels = np.zeros(W.shape[0], dtype=np.int64)
-    stack, next_label = [np.arange(W.shape[0])], 0
-    while stack:
-        idx = stack.pop()
-        sub = W[np.ix_(idx, idx)]
-        d = sub.sum(axis=1)
-        best = None
-        if idx.size >= 2 * min_size and (d > 0).all():
-            s = 1.0 / np.sqrt(d)
-            _, vec = sla.eigh(np.eye(idx.size) - s[:, None] * sub * s[None, :])
-            y = vec[:, 1] * s
-            for t in np.linspace(y.min(), y.max(), 100)[1:-1]:
-                a = y > t
-                if a.sum() < min_size or (~a).sum() < min_size:
-                    continue
-                cut = sub[np.ix_(a, ~a)].sum()
-                ncut = cut / d[a].sum() + cut / d[~a].sum()
-                if best is None or ncut < best[0]:
-                    best = (ncut, a)
-        if best is not None and best[0] < tau:
-            stack += [idx[best[1]], idx[~best[1]]]
-        else:
-            labels[idx] = next_label
-            next_label += 1
-    return labels
 
 
 def timed(fn, repeat: int):
@@ -113,7 +68,7 @@ def main(argv=None) -> int:
         print(f"| attention-like walk (dense) | {R * R} | {med:.1f} | {p90:.1f} | {r.n_segments} | {len(r.hierarchy.nodes)} |")
     if not args.skip_reference:
         W = cosine_color_position(image, 32)
-        med_ref, _, ref = timed(lambda: dense_reference(W, 0.9), 1)
+        med_ref, _, ref = timed(lambda: dense_recursive_ncut(W, 0.9), 1)
         med, p90, r = timed(lambda: cut_affinity(W, threshold=0.9, max_segments=64), args.repeat)
         print(f"\ncosine^10 colour/position graph, n=1024, tau=0.9: dense-eigh reference {med_ref:.0f} ms "
               f"({ref.max() + 1} segments); walkcut {med:.1f} ms ({r.n_segments} segments); "

@@ -27,6 +27,7 @@ float ``tau``
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import math
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import ThreadpoolController
 
 from walkcut.runtime.graph import affinity, zero_degree_nodes
 from walkcut.runtime.spectral import bipartition
@@ -270,6 +272,24 @@ class CutResult:
         return CutResult(self.hierarchy.labels(tau, cost=cost), self.hierarchy, tau, threshold, cost)
 
 
+_THREADPOOLS: ThreadpoolController | None = None
+
+
+def _blas_limit(threads: int | None):
+    """Context limiting BLAS threads (``None``: leave them alone).
+
+    The cuts run many small dense products: one BLAS thread is as fast as two on an idle 2-core CPU,
+    and ten times faster when other processes compete for the cores (spinning BLAS threads;
+    bench/RESULTS.md), which is the normal case on a robot or in the video pipeline.
+    """
+    global _THREADPOOLS
+    if threads is None:
+        return contextlib.nullcontext()
+    if _THREADPOOLS is None:  # created late: it only sees BLAS libraries already loaded
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS.limit(limits=threads, user_api="blas")
+
+
 def default_min_size(n: int) -> int:
     """Smallest segment: 1/256 of the nodes (4 patches on a 32 x 32 grid), at least 1."""
     return max(1, n // 256)
@@ -283,7 +303,7 @@ def _check_int(name: str, value, low: int) -> int:
 
 def cut_affinity(
     W, *, threshold="auto-ncut", min_size: int | None = None, max_segments: int = 32,
-    solver: str = "auto", seed: int = 0,
+    solver: str = "auto", seed: int = 0, blas_threads: int | None = 1,
 ) -> CutResult:
     """Recursive Normalized Cut of a symmetric non-negative affinity ``W`` (dense or sparse).
 
@@ -296,7 +316,8 @@ def cut_affinity(
     max_segments = _check_int("max_segments", max_segments, 1)
     if isinstance(threshold, str) and threshold not in AUTO_RULES:
         raise ValueError(f"threshold must be a number or one of {AUTO_RULES}, got {threshold!r}")
-    tree = build_hierarchy(W, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed)
+    with _blas_limit(blas_threads):
+        tree = build_hierarchy(W, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed)
     cost, tau = resolve_threshold(tree, threshold)
     return CutResult(tree.labels(tau, cost=cost), tree, tau, threshold, cost)
 
@@ -313,6 +334,7 @@ def cut_transition_matrix(
     stationary=None,
     solver: str = "auto",
     seed: int = 0,
+    blas_threads: int | None = 1,
 ) -> CutResult:
     """Segment the nodes of a random walk by recursive Normalized Cuts.
 
@@ -338,6 +360,9 @@ def cut_transition_matrix(
         Eigensolver; failures fall back ``arpack -> lobpcg -> dense`` with a warning.
     seed : int, default 0
         Seeds the eigensolver start vectors: the same input gives the same labels.
+    blas_threads : int or None, default 1
+        BLAS threads while cutting (``None``: unchanged). One is fastest for these small products
+        and robust when other processes share the cores.
 
     Returns
     -------
@@ -354,7 +379,9 @@ def cut_transition_matrix(
     ----------
     Shi & Malik, TPAMI 2000; Meila & Shi, AISTATS 2001; Couairon et al. (DiffCut), NeurIPS 2024.
     """
-    W = affinity(P, mode=mode, power=_check_int("power", power, 1), stationary=stationary, exponent=exponent)
+    with _blas_limit(blas_threads):
+        W = affinity(P, mode=mode, power=_check_int("power", power, 1), stationary=stationary, exponent=exponent)
     return cut_affinity(
-        W, threshold=threshold, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed
+        W, threshold=threshold, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed,
+        blas_threads=blas_threads,
     )

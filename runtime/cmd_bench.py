@@ -1,0 +1,176 @@
+"""``walkcut bench``: stage timings of the segmentation pipeline, and the cuts against a dense reference.
+
+Stages: ``preprocess`` + ``engine`` (with ``--engine``) or ``source`` (the pixel graph), ``cuts``,
+``upsample`` and ``video encode`` (overlay drawn and written to an MP4 frame). Each is run
+``--warmup`` times, then ``--runs`` times; the table gives median and p90 in milliseconds, with the
+machine, backend, precision and the model file's SHA-256 prefix. ``--json`` writes the same numbers.
+
+``--compare-dense`` times the cutting stage alone against :func:`walkcut.runtime.reference.dense_recursive_ncut`
+(one dense ``eigh`` per node, 100-threshold split search) on well-separated synthetic attention graphs,
+and checks that both give the same partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from walkcut import __version__
+from walkcut.runtime.cmd_segment import add_cut_arguments, add_engine_arguments, cut_options, open_source
+from walkcut.runtime.draw import overlay
+from walkcut.runtime.imageio import ImageReadError, atomic_write_bytes, read_image
+from walkcut.runtime.segmenter import Segmenter
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def file_hash(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def stats_ms(seconds: list[float]) -> dict:
+    a = 1e3 * np.asarray(seconds)
+    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)), "runs": int(a.size)}
+
+
+def synthetic_scene(h: int = 360, w: int = 480, seed: int = 0) -> np.ndarray:
+    """A deterministic test picture (coloured regions + noise) when no image is given."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    seeds = rng.uniform(0, 1, (8, 2)) * (h, w)
+    region = np.argmin((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2, axis=2)
+    colors = rng.integers(30, 225, (8, 3))
+    noise = rng.normal(0, 8, (h, w, 3))
+    return np.clip(colors[region] + noise, 0, 255).astype(np.uint8)
+
+
+def bench_pipeline(image: np.ndarray, source, options: dict, *, runs: int, warmup: int) -> dict:
+    seg = Segmenter(source)
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = cv2.VideoWriter(str(Path(tmp) / "bench.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25.0,
+                                 (image.shape[1], image.shape[0]))
+        try:
+            for i in range(warmup + runs):
+                seg.set_image(image)
+                result = seg.segment(**options)
+                t0 = time.perf_counter()
+                frame = overlay(image, result.labels)
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                encode = time.perf_counter() - t0
+                if i < warmup:
+                    continue
+                t = dict(result.timings)
+                if "engine" in t:
+                    t.pop("source", None)
+                t["video encode"] = encode
+                t["total"] = sum(t.values())
+                for k, v in t.items():
+                    times.setdefault(k, []).append(v)
+        finally:
+            writer.release()
+    return {"stages": {k: stats_ms(v) for k, v in times.items()}, "segments": result.n_segments}
+
+
+def bench_compare_dense(*, runs: int, grids=(16, 24, 32), tau: float = 0.3) -> list[dict]:
+    from walkcut.runtime import cut_affinity  # noqa: PLC0415
+    from walkcut.runtime.graph import affinity  # noqa: PLC0415
+    from walkcut.runtime.reference import dense_recursive_ncut, synthetic_attention  # noqa: PLC0415
+
+    rows = []
+    for R in grids:
+        P = synthetic_attention(R, k=6, sharpness=12.0, seed=R)
+        W = np.asarray(affinity(P, mode="walk"), dtype=np.float64)
+        t_ref, t_fast = [], []
+        for _ in range(runs):
+            t = time.perf_counter()
+            ref = dense_recursive_ncut(W, tau, min_size=max(1, W.shape[0] // 256))
+            t_ref.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            fast = cut_affinity(W, threshold=tau, max_segments=64).labels
+            t_fast.append(time.perf_counter() - t)
+        pairs = np.unique(np.stack([ref, fast]), axis=1).shape[1]
+        same = pairs == np.unique(ref).size == np.unique(fast).size
+        rows.append({"n": R * R, "segments_reference": int(ref.max() + 1), "segments_walkcut": int(fast.max() + 1),
+                     "same_partition": bool(same), "reference_ms": stats_ms(t_ref)["median_ms"],
+                     "walkcut_ms": stats_ms(t_fast)["median_ms"],
+                     "speedup": float(np.median(t_ref) / np.median(t_fast))})
+    return rows
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="time each pipeline stage (median / p90), or the cuts vs a dense reference",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("image", nargs="?", type=Path, default=None,
+                   help="image to time on (default: a synthetic 480x360 scene)")
+    p.add_argument("--source", choices=("pixels",), default="pixels")
+    add_engine_arguments(p)
+    add_cut_arguments(p)
+    p.add_argument("--runs", type=int, default=10, help="timed runs per stage (default: 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: 2)")
+    p.add_argument("--compare-dense", action="store_true",
+                   help="time the cuts against the dense-eigh reference on synthetic graphs instead")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON here")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.runs < 1 or args.warmup < 0:
+        print(f"walkcut: error: --runs must be >= 1 and --warmup >= 0 (got {args.runs}, {args.warmup})", file=sys.stderr)
+        return 2
+    info = {"walkcut": __version__, "cpu": cpu_name(), "python": platform.python_version()}
+    if args.compare_dense:
+        rows = bench_compare_dense(runs=args.runs)
+        report = {**info, "compare_dense": rows}
+        print(f"cuts vs dense-eigh reference ({info['cpu']})")
+        print("| n | reference ms | walkcut ms | speed-up | same partition | segments (ref / walkcut) |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['n']} | {r['reference_ms']:.1f} | {r['walkcut_ms']:.1f} | {r['speedup']:.0f}x | "
+                  f"{'yes' if r['same_partition'] else 'NO'} | {r['segments_reference']} / {r['segments_walkcut']} |")
+        ok = all(r["same_partition"] for r in rows)
+    else:
+        try:
+            image = read_image(args.image) if args.image else synthetic_scene()
+        except ImageReadError as exc:
+            print(f"walkcut: error: {exc}", file=sys.stderr)
+            return 1
+        source = open_source(args)
+        if source is None:
+            return 1
+        desc = source.describe() if hasattr(source, "describe") else {"source": "pixels", "grid": args.grid}
+        if args.engine:
+            desc["model_sha256"] = file_hash(args.engine)
+        res = bench_pipeline(image, source, cut_options(args), runs=args.runs, warmup=args.warmup)
+        report = {**info, **desc, "image": str(args.image or "synthetic 480x360"),
+                  "image_shape": list(image.shape), **res}
+        print(" ".join(f"{k}={v}" for k, v in desc.items()) + f"; cpu={info['cpu']}; image={report['image']} "
+              f"{image.shape[1]}x{image.shape[0]}; {res['segments']} segments")
+        print("| stage | median ms | p90 ms |")
+        print("|---|---|---|")
+        for name, s in res["stages"].items():
+            print(f"| {name} | {s['median_ms']:.1f} | {s['p90_ms']:.1f} |")
+        ok = True
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(report, indent=2).encode())
+    return 0 if ok else 1

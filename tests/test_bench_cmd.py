@@ -1,0 +1,38 @@
+"""`walkcut bench`: stage table and JSON, and the dense-reference comparison."""
+
+import json
+
+import numpy as np
+
+from conftest import planted_walk, same_partition
+from walkcut.runtime.cli import main
+from walkcut.runtime.cmd_bench import bench_compare_dense
+from walkcut.runtime.graph import affinity
+from walkcut.runtime.reference import dense_recursive_ncut
+
+
+def test_bench_prints_stages_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--runs", "2", "--warmup", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    for stage in ("source", "cuts", "upsample", "video encode", "total"):
+        assert f"| {stage} |" in text
+    report = json.loads(out.read_text())
+    assert report["stages"]["cuts"]["runs"] == 2
+    assert report["stages"]["total"]["median_ms"] >= report["stages"]["cuts"]["median_ms"] > 0
+
+
+def test_bench_bad_image_is_a_clear_error(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "nope.png")]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_dense_reference_agrees_on_planted_graph():
+    P, truth = planted_walk([40, 30, 50], p_out=0.01, seed=9)
+    W = np.asarray(affinity(P), dtype=np.float64)
+    assert same_partition(dense_recursive_ncut(W, 0.3), truth)
+
+
+def test_compare_dense_reports_same_partition():
+    (row,) = bench_compare_dense(runs=1, grids=(12,))
+    assert row["same_partition"] and row["n"] == 144 and row["speedup"] > 0
