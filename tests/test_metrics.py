@@ -1,6 +1,8 @@
 """Known-answer and invariance tests of walkcut.runtime.metrics (hand-computed cases in comments)."""
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +181,26 @@ def test_semantic_accumulates_and_permutation_invariant():
     assert perfect.miou == 1.0 and perfect.pixel_accuracy == 1.0
     with pytest.raises(ValueError, match="num_classes"):
         M.SemanticCounts(0)
+
+
+DATA = Path(os.environ.get("WALKCUT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not (DATA / "bsds500").is_dir(), reason="../shared/data/bsds500 is absent")
+def test_human_consistency_near_published_figures():
+    # Each annotation scored against the others (bench/human_consistency.py does all 100 images:
+    # 0.728 / 0.867 / 1.161 bits); published human BSDS500 figures are about 0.72 / 0.88 / 1.17.
+    from walkcut.runtime.datasets import load_dataset
+
+    num = den = 0.0
+    pri, voi = [], []
+    for s in load_dataset("bsds500", DATA / "bsds500", limit=15):
+        for k in range(len(s.gt)):
+            r = M.score_regions(s.gt[k], [g for j, g in enumerate(s.gt) if j != k])
+            num, den = num + r.covering_num, den + r.covering_den
+            pri.append(r.pri)
+            voi.append(r.voi)
+    assert 0.62 < num / den < 0.82
+    assert 0.80 < np.mean(pri) < 0.94
+    assert 0.8 < np.mean(voi) < 1.6  # in nats it would be ~0.8: the base matters
