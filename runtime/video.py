@@ -397,7 +397,8 @@ class VideoPipeline:
     cut_options : dict
         Passed to ``Segmenter.segment``.
     workers : int, default 1
-        Segment threads; more helps when the source releases the GIL (onnxruntime, BLAS).
+        Segment worker threads. Threads help while the source runs outside the interpreter lock
+        (onnxruntime); for the cuts, make ``make_segmenter`` return a :class:`ProcessSegmenter`.
     queue_size : int, default 4
         Bound of each queue.
     tracker : IdTracker, optional
@@ -493,6 +494,7 @@ class VideoPipeline:
         run cleanly: the summary's ``stop_reason`` says so and the exception is not re-raised.
         """
         live = reader.source.live if live is None else live
+        self.stop.clear()
         stages = {k: collections.deque(maxlen=MAX_SAMPLES)
                   for k in ("decode", "source", "preprocess", "engine", "cuts", "upsample", "track", "encode",
                             "latency")}
