@@ -177,3 +177,16 @@ def test_12000_square_image_keeps_memory_bounded(tmp_path):
     labels = cv2.imread(str(out / "huge_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (side, side)
     assert len(np.unique(labels[::100, ::100])) >= 2
+
+
+def test_segmenter_size_caps_keep_full_resolution_labels():
+    from walkcut.runtime.pixels import PixelSource
+    from walkcut.runtime.segmenter import Segmenter
+
+    img = cv2.resize(good_image(), (300, 200), interpolation=cv2.INTER_NEAREST)
+    capped = Segmenter(PixelSource(grid=8), max_source_side=64, max_label_side=64).set_image(img).segment()
+    full = Segmenter(PixelSource(grid=8)).set_image(img).segment()
+    assert capped.labels.shape == full.labels.shape == (200, 300)
+    assert (capped.labels[:, :140] == capped.labels[0, 0]).all() and capped.labels[0, 0] != capped.labels[0, -1]
+    with pytest.raises(ValueError, match="max_source_side"):
+        Segmenter(max_source_side=10)
