@@ -7,7 +7,7 @@ max 32 segments, the runtime's eigen tolerance); each time is the median of --re
 warm-up, cuts only (graph already in memory; the C++ side reports its own timer, so .npy reading and
 process start are excluded). Also measures a clean build of cpp_demo (the CI cost).
 
-    python bench/bench_cpp.py [--repeat 3] [--image examples/astronaut.jpg] [--build-dir DIR]
+    python bench/bench_cpp.py [--repeat 3] [--image examples/astronaut.jpg] [--build-dir DIR] [--skip-build]
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--image", type=Path, default=REPO / "examples" / "astronaut.jpg")
     p.add_argument("--build-dir", type=Path, default=Path(tempfile.gettempdir()) / "walkcut_bench_cpp_build")
+    p.add_argument("--skip-build", action="store_true", help="reuse an existing build in --build-dir (no build timing)")
     args = p.parse_args()
 
     from test_cpp_demo import agreement, attention_like
@@ -79,8 +80,9 @@ def main() -> int:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
-    build_s = build(args.build_dir)
-    print(f"clean build of cpp_demo (configure + compile, -j{os.cpu_count()}): {build_s:.1f} s")
+    if not args.skip_build:
+        build_s = build(args.build_dir)
+        print(f"clean build of cpp_demo (configure + compile, -j{os.cpu_count()}): {build_s:.1f} s")
     demo = args.build_dir / "walkcut_demo"
     image = read_image(args.image)
     rows = []

@@ -333,8 +333,12 @@ def test_bad_input_gives_clear_error(demo, tmp_path):
     future = _model_with_metadata(tmp_path / "future.onnx", {"walkcut.contract": '{"contract_version": 99, '
                                                              '"image_size": 64, "attn_res": 8}'})
     fails("--image", EXAMPLES[0], "--model", future, expect="contract version is not supported")
-    bgr16 = _model_with_metadata(tmp_path / "norm.onnx", {"walkcut.contract": '{"contract_version": 1, '
+    norm = _model_with_metadata(tmp_path / "norm.onnx", {"walkcut.contract": '{"contract_version": 1, '
                                  '"image_size": 64, "attn_res": 8, "normalization": "zero_to_one"}'})
-    fails("--image", EXAMPLES[0], "--model", bgr16, expect="normalization 'zero_to_one' is not supported")
+    fails("--image", EXAMPLES[0], "--model", norm, expect="normalization 'zero_to_one' is not supported")
+    huge = _model_with_metadata(tmp_path / "huge.onnx", {"walkcut.contract": '{"contract_version": 1, '
+                                '"image_size": 512, "attn_res": 128}'})
+    fails("--image", EXAMPLES[0], "--model", huge, expect="larger than this runtime handles")
+    fails("--image", EXAMPLES[0], "--exponent", "sharp", expect="--exponent expects a number", rc=2)
     (tmp_path / "x.engine").write_bytes(b"\0" * 16)
     fails("--image", EXAMPLES[0], "--model", tmp_path / "x.engine", expect="no contract file")

@@ -238,6 +238,10 @@ Contract contract_from_object(const Json& root, const std::string& src) {
   if (c.image_size <= 0 || c.image_size % 64)
     throw std::runtime_error(src + ": image_size must be a positive multiple of 64, got " + std::to_string(c.image_size));
   if (c.attn_res < 2) throw std::runtime_error(src + ": attn_res must be an integer >= 2, got " + std::to_string(c.attn_res));
+  if (c.attn_res > defaults::kMaxAttnRes)
+    throw std::runtime_error(src + ": output grid R = " + std::to_string(c.attn_res) +
+                             " is larger than this runtime handles (R <= " + std::to_string(defaults::kMaxAttnRes) +
+                             "); re-export with `--attn-res 32` or 64");
   if (c.weights.size() != c.resolutions.size())
     throw std::runtime_error(src + ": weights and resolutions differ in length; re-export the model");
   if (c.normalization != "minus_one_to_one")

@@ -45,11 +45,14 @@ double total(const Sparse& W) { return W.sum(); }
 // direction, so the solver needs one eigenpair only.
 struct DenseOp {
   using Scalar = double;
-  Dense M;  // already deflated
+  Dense M;                 // already deflated
+  Eigen::MatrixXf Mf;      // single-precision copy for the products: they are memory-bound, and
+                           // the Python runtime also cuts dense graphs in float32
   Eigen::Index rows() const { return M.rows(); }
   Eigen::Index cols() const { return M.cols(); }
   void perform_op(const double* x, double* y) const {
-    Eigen::Map<Vector>(y, M.rows()).noalias() = M * Eigen::Map<const Vector>(x, M.rows());
+    const Eigen::VectorXf xf = Eigen::Map<const Vector>(x, M.rows()).cast<float>();
+    Eigen::Map<Vector>(y, M.rows()) = (Mf * xf).cast<double>();
   }
 };
 
@@ -71,8 +74,9 @@ Dense dense_of(const DenseOp& op) { return op.M; }
 Dense dense_of(const SparseOp& op) { return Dense(op.M) - op.u * op.u.transpose(); }
 
 DenseOp make_op(const Dense& W, const Vector& inv_sqrt_d, const Vector& u) {
-  DenseOp op{inv_sqrt_d.asDiagonal() * W * inv_sqrt_d.asDiagonal()};
+  DenseOp op{inv_sqrt_d.asDiagonal() * W * inv_sqrt_d.asDiagonal(), {}};
   op.M.noalias() -= u * u.transpose();
+  op.Mf = op.M.cast<float>();
   return op;
 }
 
@@ -105,7 +109,7 @@ Vector fiedler_vector(const Matrix& W, const Vector& d, const CutOptions& opt) {
   const Vector u = sqrt_d / sqrt_d.norm();
   auto op = make_op(W, sqrt_d.cwiseInverse(), u);
   Vector v;
-  if (m <= defaults::kDenseMaxNodes || m <= defaults::kIterativeMinNodes) {
+  if (m <= defaults::kIterativeMinNodes) {
     v = top_dense(dense_of(op));
   } else {
     std::mt19937_64 rng(opt.seed);
@@ -113,9 +117,12 @@ Vector fiedler_vector(const Matrix& W, const Vector& d, const CutOptions& opt) {
     Vector v0(m);
     for (int i = 0; i < m; ++i) v0[i] = uni(rng);
     v0 -= u * u.dot(v0);  // start orthogonal to the known top eigenvector
-    // Fallback chain: Lanczos, Lanczos with a larger Krylov space, dense (bounded size).
-    std::optional<Vector> got = top_lanczos(op, v0, std::min(m - 1, defaults::kLanczosNcv), 50 * m, opt.eigen_tol);
-    if (!got) got = top_lanczos(op, v0, std::min(m - 1, 3 * defaults::kLanczosNcv), 200 * m, opt.eigen_tol);
+    // Up to kDenseMaxNodes the Python runtime solves exactly (LAPACK, top eigenpair only); a full
+    // Eigen eigendecomposition costs O(m^3) per node, so Lanczos to near machine precision stands
+    // in for it here. Fallback chain: Lanczos, Lanczos with a larger Krylov space, dense.
+    const double tol = m <= defaults::kDenseMaxNodes ? defaults::kSmallGraphTol : opt.eigen_tol;
+    std::optional<Vector> got = top_lanczos(op, v0, std::min(m - 1, defaults::kLanczosNcv), 50 * m, tol);
+    if (!got) got = top_lanczos(op, v0, std::min(m - 1, 3 * defaults::kLanczosNcv), 200 * m, tol);
     if (!got) {
       if (m > defaults::kDenseFallbackMaxNodes)
         throw std::runtime_error("all eigensolvers failed on " + std::to_string(m) + " nodes");

@@ -63,6 +63,17 @@ int to_int(const std::string& flag, const std::string& v) {
   return x;
 }
 
+double to_double(const std::string& flag, const std::string& v) {
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &used);
+  } catch (const std::exception&) {
+  }
+  if (used == 0 || used != v.size()) throw UsageError(flag + " expects a number, got '" + v + "'");
+  return x;
+}
+
 Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -91,8 +102,8 @@ Args parse(int argc, char** argv) {
     else if (f == "--threshold") a.pipe.cuts.threshold = Threshold::parse(v);
     else if (f == "--max-segments") a.pipe.cuts.max_segments = to_int(f, v);
     else if (f == "--min-size") a.pipe.cuts.min_size = to_int(f, v);
-    else if (f == "--exponent") a.pipe.cuts.exponent = std::stod(v);
-    else if (f == "--eigen-tol") a.pipe.cuts.eigen_tol = std::stod(v);
+    else if (f == "--exponent") a.pipe.cuts.exponent = to_double(f, v);
+    else if (f == "--eigen-tol") a.pipe.cuts.eigen_tol = to_double(f, v);
     else if (f == "--max-frames") a.max_frames = to_int(f, v);
     else if (f == "--repeat") a.repeat = to_int(f, v);
     else throw UsageError("unknown option '" + f + "'");

@@ -19,6 +19,7 @@ inline constexpr int kIterativeMinNodes = 16;          // ITERATIVE_MIN_NODES
 inline constexpr int kDenseFallbackMaxNodes = 6000;    // DENSE_FALLBACK_MAX_NODES
 inline constexpr double kEigenTol = 1e-3;              // fiedler_vector(tol=1e-3)
 inline constexpr int kLanczosNcv = 24;                 // eigsh(ncv=min(m - 1, 24))
+inline constexpr double kSmallGraphTol = 1e-10;        // C++ only: Lanczos in place of dense eigh
 
 // runtime/graph.py
 inline constexpr double kRowTol = 1e-2;                // check_transition_matrix(row_tol)
@@ -50,6 +51,7 @@ inline constexpr double kBoundaryPixelsPer = 400.0;    // thick = max(1, round(m
 // runtime/contract.py
 inline constexpr const char* kMetadataKey = "walkcut.contract";
 inline constexpr int kContractVersion = 1;
+inline constexpr int kMaxAttnRes = 96;                 // engine_source.MAX_ATTN_RES
 inline constexpr const char* kInputName = "image";
 inline constexpr const char* kOutputName = "attention";
 
