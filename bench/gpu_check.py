@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     presets = args.presets.split(",")
     with torch.no_grad():
         for preset in presets:
-            w = wrapper_mod.AttentionExportModel(unet, vae, emb, image_size=size, attn_res=res, layers=preset).eval()
+            w = wrapper_mod.AttentionExportModel(unet, vae, emb, image_size=size, attn_res=res, layers=preset).eval().to(dev)
             refs[preset] = w(x).float().cpu()
     unet.to(half)
     vae.to(half)
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     rows.append(("VAE encoder", str(half).replace("torch.", ""), "eager", med, p90, "", ""))
 
     for preset in presets:
-        w = wrapper_mod.AttentionExportModel(unet, vae, emb_h, image_size=size, attn_res=res, layers=preset).eval()
+        w = wrapper_mod.AttentionExportModel(unet, vae, emb_h, image_size=size, attn_res=res, layers=preset).eval().to(dev)
         with torch.no_grad():
             out = w(x)
         ref = refs[preset]

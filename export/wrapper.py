@@ -72,7 +72,7 @@ class AttentionExportModel(nn.Module):
         self.quant_conv = vae.quant_conv if getattr(vae.config, "use_quant_conv", True) else None
         self.unet = unet
         self.register_buffer("prompt_embedding", prompt_embedding.detach().clone(), persistent=False)
-        self.register_buffer("t", torch.tensor(timestep, dtype=torch.int64), persistent=False)
+        self.register_buffer("t", torch.tensor(timestep, dtype=torch.int64, device=prompt_embedding.device), persistent=False)
         if self.noise:
             if alphas_cumprod is None:
                 raise ValueError("noise=True needs alphas_cumprod (the training schedule)")
