@@ -74,7 +74,11 @@ def _deflated_operator(W, inv_sqrt_d: np.ndarray, u: np.ndarray):
 def _solve_dense(M) -> np.ndarray:
     A = M.toarray() if sp.issparse(M) else (M @ np.eye(M.shape[0]) if isinstance(M, LinearOperator) else M)
     m = A.shape[0]
-    _, vec = sla.eigh(A, subset_by_index=[m - 1, m - 1], check_finite=False)
+    # driver="evx": with a repeated top eigenvalue (a graph of several identical components) the
+    # default "evr" can return no vector for a one-index subset.
+    _, vec = sla.eigh(A, subset_by_index=[m - 1, m - 1], driver="evx", check_finite=False)
+    if vec.shape[1] == 0:
+        vec = sla.eigh(A, check_finite=False)[1][:, -1:]
     return vec[:, 0]
 
 

@@ -120,6 +120,16 @@ def test_disconnected_components_are_separated():
     assert same_partition(cut_transition_matrix(P, threshold=0.5).labels, truth)
 
 
+def test_identical_components_repeated_eigenvalue():
+    """Three identical disconnected blocks: the deflated top eigenvalue is 1 twice; the dense
+    solver must still return a vector (regression: LAPACK evr returned none)."""
+    block = np.full((20, 20), 1.0 / 20)
+    P = np.kron(np.eye(3), block)
+    truth = np.repeat(np.arange(3), 20)
+    for solver in ("dense", "auto"):
+        assert same_partition(cut_transition_matrix(P, threshold=0.5, solver=solver).labels, truth)
+
+
 def test_zero_degree_nodes_warn_and_form_their_own_segment():
     P, truth = planted_walk([30, 30], seed=5)
     P = np.pad(P, ((0, 3), (0, 3)))  # three nodes with no edges at all
