@@ -65,24 +65,33 @@ def upsample_labels(
         y1 = min(H, y0 + band)
         gy = (np.arange(y0, y1) + 0.5) * R / H
         cy0 = np.floor(gy - 0.5).astype(np.int64)
-        pix = image_rgb[y0:y1].astype(np.float32) / 255.0
+        pix = image_rgb[y0:y1].astype(np.float32) * np.float32(1.0 / 255.0)
+        inv2s2 = np.float32(1.0 / (2 * sigma_color**2))
         cand_labels, cand_weights = [], []
         for oy in range(1 - reach, reach + 1):
             cy = np.clip(cy0 + oy, 0, R - 1)
-            wy = np.exp(-((gy - (cy + 0.5)) ** 2) / 0.5)  # spatial sigma 0.5 cell
+            wy = np.exp(-((gy - (cy + 0.5)) ** 2) / 0.5).astype(np.float32)  # spatial sigma 0.5 cell
+            rows_col = cell_colors[cy]  # (h, C, 3)
+            rows_lab = grid_labels[cy]  # (h, C)
             for ox in range(1 - reach, reach + 1):
                 cx = np.clip(cx0 + ox, 0, C - 1)
-                wx = np.exp(-((gx - (cx + 0.5)) ** 2) / 0.5)
-                col = cell_colors[cy][:, cx]  # (h, W, 3)
-                dc = ((pix - col) ** 2).sum(axis=2)
-                cand_weights.append(wy[:, None] * wx[None, :] * np.exp(-dc / (2 * sigma_color**2)))
-                cand_labels.append(grid_labels[cy][:, cx])
-        L = np.stack(cand_labels)  # (4 * reach^2, h, W)
-        Wt = np.stack(cand_weights).astype(np.float32)
-        # Score of each candidate's label = sum of the weights of candidates with the same label.
-        score = np.zeros_like(Wt)
-        for a in range(L.shape[0]):
-            score[a] = (Wt * (L == L[a])).sum(axis=0)
-        best = np.argmax(score, axis=0)
-        out[y0:y1] = np.take_along_axis(L, best[None], axis=0)[0]
+                wx = np.exp(-((gx - (cx + 0.5)) ** 2) / 0.5).astype(np.float32)
+                diff = pix - rows_col[:, cx]  # (h, W, 3)
+                dc = np.einsum("hwc,hwc->hw", diff, diff)
+                w = np.exp(dc * -inv2s2)
+                w *= wy[:, None]
+                w *= wx[None, :]
+                cand_weights.append(w)
+                cand_labels.append(rows_lab[:, cx])
+        # Score of each candidate's label = sum of the weights of the candidates sharing it;
+        # accumulated over candidate pairs (k^2/2 products instead of k^2 full reductions).
+        score = [w.copy() for w in cand_weights]
+        k = len(cand_labels)
+        for a in range(k):
+            for b in range(a + 1, k):
+                same = cand_labels[a] == cand_labels[b]
+                score[a] += cand_weights[b] * same
+                score[b] += cand_weights[a] * same
+        best = np.argmax(np.stack(score), axis=0)
+        out[y0:y1] = np.take_along_axis(np.stack(cand_labels), best[None], axis=0)[0]
     return out
