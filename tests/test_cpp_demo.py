@@ -201,6 +201,16 @@ def test_image_labels_match_python(demo, tmp_path, image, R):
     _check_image(demo, tmp_path, image, R)
 
 
+@pytest.mark.parametrize("kind", ["uint16", "gray"])
+def test_other_pixel_formats_match_python(demo, tmp_path, kind):
+    """16-bit and grayscale files are read as the Python reader does (high byte; gray replicated)."""
+    bgr = cv2.resize(cv2.imread(str(EXAMPLES[0])), (96, 64))
+    img = bgr.astype(np.uint16) * 257 + 3 if kind == "uint16" else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    path = tmp_path / f"{kind}.png"
+    cv2.imwrite(str(path), img)
+    _check_image(demo, tmp_path, path, 16)
+
+
 def test_bsds_val_labels_match_python(demo, tmp_path):
     if not BSDS_VAL.is_dir():
         pytest.skip(f"BSDS500 val images not found at {BSDS_VAL}")

@@ -2,6 +2,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -77,7 +78,14 @@ NpyArray read_npy(const std::string& path) {
 
 cv::Mat to_rgb8(const cv::Mat& decoded, const std::string& source) {
   cv::Mat img = decoded, out;
-  if (img.depth() == CV_16U) img.convertTo(img, CV_8U, 1.0 / 256.0);
+  if (img.depth() == CV_16U) {  // keep the high byte (truncate), as the Python reader's `>> 8`
+    cv::Mat high(img.size(), CV_8UC(img.channels()));
+    cv::Mat src = img.isContinuous() ? img : img.clone();
+    const auto* in = src.ptr<std::uint16_t>();
+    auto* out = high.ptr<std::uint8_t>();
+    for (size_t i = 0; i < src.total() * src.channels(); ++i) out[i] = static_cast<std::uint8_t>(in[i] >> 8);
+    img = high;
+  }
   else if (img.depth() == CV_32F || img.depth() == CV_64F) img.convertTo(img, CV_8U, 255.0);
   else if (img.depth() != CV_8U) throw std::runtime_error(source + ": unsupported pixel type");
   switch (img.channels()) {
