@@ -34,7 +34,7 @@ source
   --grid R            pixels source grid (default 32)
 cuts (defaults as the Python runtime)
   --mode walk|dot|cosine   --power T   --threshold auto-ncut|auto-mincut|NUMBER
-  --max-segments K (32)    --min-size M (n/256)   --exponent E (1)   --eigen-tol TOL (1e-3)
+  --max-segments K (32)    --min-size M (n/256)   --exponent E (1)   --eigen-tol TOL (1e-5)
 other
   --max-frames N      stop video/camera after N frames
   --out DIR           output folder (created)

@@ -17,7 +17,7 @@ inline constexpr int kDenseSubgraphMaxNodes = 1024;    // DENSE_SUBGRAPH_MAX_NOD
 inline constexpr int kDenseMaxNodes = 160;             // DENSE_MAX_NODES
 inline constexpr int kIterativeMinNodes = 16;          // ITERATIVE_MIN_NODES
 inline constexpr int kDenseFallbackMaxNodes = 6000;    // DENSE_FALLBACK_MAX_NODES
-inline constexpr double kEigenTol = 1e-3;              // fiedler_vector(tol=1e-3)
+inline constexpr double kEigenTol = 1e-5;              // fiedler_vector(tol=1e-5)
 inline constexpr int kLanczosNcv = 24;                 // eigsh(ncv=min(m - 1, 24))
 inline constexpr double kSmallGraphTol = 1e-10;        // C++ only: Lanczos in place of dense eigh
 
