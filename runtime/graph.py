@@ -118,10 +118,10 @@ def matrix_power(P, t: int):
     return sp.csr_matrix(result) if sp.issparse(result) else result
 
 
-def stationary_distribution(P, *, tol: float = 1e-9, max_power_iter: int = 50) -> np.ndarray:
+def stationary_distribution(P, *, tol: float = 1e-9, max_power_iter: int = 10) -> np.ndarray:
     """Stationary distribution ``pi`` (``pi @ P = pi``, ``sum(pi) = 1``) of a row-stochastic ``P``.
 
-    A few power-iteration steps first (enough when the walk mixes fast); if they have not converged,
+    Ten power-iteration steps first (enough when the walk mixes fast); if they have not converged,
     ARPACK (implicitly restarted Arnoldi) on ``P^T`` for the eigenvalue with the largest real part, 1,
     started from the last iterate. Attention walks with strong segments have eigenvalues close to 1
     (slow mixing), where Arnoldi needs far fewer products with ``P`` than power iteration

@@ -24,7 +24,7 @@ inline constexpr double kSmallGraphTol = 1e-10;        // C++ only: Lanczos in p
 // runtime/graph.py
 inline constexpr double kRowTol = 1e-2;                // check_transition_matrix(row_tol)
 inline constexpr double kStationaryTol = 1e-9;         // stationary_distribution(tol)
-inline constexpr int kStationaryPowerIter = 50;        // stationary_distribution(max_power_iter)
+inline constexpr int kStationaryPowerIter = 10;        // stationary_distribution(max_power_iter)
 inline constexpr int kStationaryDenseMax = 32;         // n <= 32: dense eig
 inline constexpr int kStationaryNcv = 16;              // eigs(ncv=min(n - 1, 16))
 
