@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from walkcut.runtime.contract import ModelContract
+from walkcut.runtime.imageio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +36,6 @@ def require_tensorrt():
     except ImportError as exc:
         raise RuntimeError(INSTALL_HINT) from exc
     return tensorrt
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def engine_paths(onnx_path: str | Path) -> tuple[Path, Path]:
@@ -109,7 +97,7 @@ def build_engine(onnx_path: str | Path, contract: ModelContract, *, fp16: bool |
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     engine_path, json_path = engine_paths(onnx_path)
-    _write_atomic(engine_path, bytes(serialized))
+    atomic_write_bytes(engine_path, bytes(serialized))
     sidecar = {
         "contract": json.loads(contract.to_json()),
         "tensorrt_version": trt.__version__,
@@ -117,5 +105,5 @@ def build_engine(onnx_path: str | Path, contract: ModelContract, *, fp16: bool |
         "strongly_typed": strongly_typed,
         "onnx": onnx_path.name,
     }
-    _write_atomic(json_path, json.dumps(sidecar, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(json_path, json.dumps(sidecar, indent=2, sort_keys=True).encode())
     return engine_path

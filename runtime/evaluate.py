@@ -25,8 +25,6 @@ import heapq
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +34,7 @@ import cv2
 import numpy as np
 from walkcut.runtime import metrics
 from walkcut.runtime.datasets import EvalDataset
+from walkcut.runtime.imageio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -188,17 +187,10 @@ def _jsonable(x):
 
 
 def write_bytes_atomic(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Create ``path``'s folder and write ``data`` whole or not at all (see ``atomic_write_bytes``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
     return path
 
 
