@@ -170,8 +170,10 @@ def main(argv=None) -> int:
     print(json.dumps({"machine": platform.node(), "cpu_count": os.cpu_count(),
                       "processor": platform.processor(), "python": platform.python_version()}), flush=True)
     for preset in args.presets.split(";" if ":" in args.presets else ","):
-        cmd = [sys.executable, __file__, "--layers", preset] + [
-            a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--presets")]
+        cmd = [sys.executable, __file__, "--layers", preset, "--arch", args.arch,
+               "--image-size", str(args.image_size), "--attn-res", str(args.attn_res),
+               "--runs", str(args.runs), "--out-dir", args.out_dir]
+        cmd += ["--ort-variants"] * args.ort_variants + ["--keep"] * args.keep
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode or not lines:

@@ -173,7 +173,7 @@ def export_onnx(wrapper, out_path: str | Path, contract: ModelContract, *, fp16:
     ------
     VerificationError
         If the onnxruntime output differs from the torch wrapper by more than the tolerance, or
-        its rows do not sum to 1. The file is kept for inspection.
+        its rows do not sum to 1. The written files are removed first.
     """
     if contract.precision != ("fp16" if fp16 else "fp32"):
         raise ValueError(f"contract precision {contract.precision!r} does not match fp16={fp16}")
@@ -215,7 +215,10 @@ def export_onnx(wrapper, out_path: str | Path, contract: ModelContract, *, fp16:
                        n_nodes=n_nodes, rel_error=rel, max_abs_error=max_abs, row_sum_error=row,
                        tolerance=tolerance)
     if verify and not (rel <= tolerance and row <= ROW_SUM_TOLERANCE):
-        raise VerificationError(f"verification failed: {out.summary()}")
+        # a model that failed its check must not be picked up by the runtime: remove it
+        path.unlink(missing_ok=True)
+        path.with_name(f"{path.name}.data").unlink(missing_ok=True)
+        raise VerificationError(f"verification failed (model removed): {out.summary()}")
     logger.info("exported %s", out.summary())
     return out
 

@@ -255,3 +255,12 @@ def test_aggregate_weights_follow_resolution():
     b = torch.full((1, 16, 16), 1 / 16)  # uniform
     out = aggregate_attention([(4, a), (4, b)], 4, (4,), (1.0,))  # same resolution: mean of layers
     torch.testing.assert_close(out, (a + b) / 2)
+
+
+def test_failed_verification_leaves_no_model(tiny_sd, tmp_path, monkeypatch):
+    from walkcut.export import onnx_export
+
+    monkeypatch.setattr(onnx_export, "FP32_TOLERANCE", -1.0)  # no export can pass this
+    out = tmp_path / "m.onnx"
+    assert _export(tiny_sd, out) == 2
+    assert list(tmp_path.iterdir()) == []
