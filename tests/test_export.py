@@ -257,7 +257,7 @@ def test_aggregate_weights_follow_resolution():
     torch.testing.assert_close(out, (a + b) / 2)
 
 
-def test_failed_verification_leaves_no_model(tiny_sd, tmp_path, monkeypatch):
+def test_failed_verification_leaves_no_model(tiny_sd, tmp_path, monkeypatch):  # noqa: F811
     from walkcut.export import onnx_export
 
     monkeypatch.setattr(onnx_export, "FP32_TOLERANCE", -1.0)  # no export can pass this
