@@ -210,13 +210,18 @@ def build_hierarchy(
         nodes.append(node)
         return len(nodes) - 1
 
-    heap: list[tuple[float, int]] = []
+    def growth_key(i: int) -> tuple[float, int, int]:
+        # Costs below COST_FLOOR are equally certain boundaries: among them the larger node grows
+        # first, so rounding noise in near-zero costs cannot change which nodes get grown.
+        return (max(nodes[i].ncut, COST_FLOOR), -nodes[i].members.size, i)
+
+    heap: list[tuple[float, int, int]] = []
     if active.size:
         add(active, -1, 0)
-        heapq.heappush(heap, (nodes[0].ncut, 0))
+        heapq.heappush(heap, growth_key(0))
     n_leaves = 1
     while heap and n_leaves < max_segments:
-        cost, i = heapq.heappop(heap)
+        cost, _, i = heapq.heappop(heap)
         if not cost < EXPAND_LIMIT:
             break
         a, b = nodes[i].sides
@@ -224,7 +229,7 @@ def build_hierarchy(
         kids = (add(a, i, nodes[i].depth + 1), add(b, i, nodes[i].depth + 1))
         nodes[i].children = kids
         for k in kids:
-            heapq.heappush(heap, (nodes[k].ncut, k))
+            heapq.heappush(heap, growth_key(k))
         n_leaves += 1
     frozen = tuple(
         HierarchyNode(

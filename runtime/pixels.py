@@ -12,7 +12,7 @@ weight 1 (a cell is fully similar to itself; it keeps every degree positive). Th
 
 Defaults (chosen on BSDS500 val, see bench/RESULTS.md): ``radius`` 3 cells at R = 32 (scaled with R,
 so it covers the same image area), ``sigma_x = radius / 2``, and ``sigma_c`` self-tuned per image as
-``color_scale`` (0.7) times the median colour distance between neighbouring cells (so the graph
+``color_scale`` (1.0) times the median colour distance between neighbouring cells (so the graph
 adapts to low- and high-contrast images alike).
 
 References
@@ -67,15 +67,16 @@ class PixelSource:
         R: the graph has R * R nodes.
     radius : float, optional
         Neighbourhood radius in cells; default ``3 * grid / 32`` (at least 1.5).
-    color_scale : float, default 0.7
-        ``sigma_c`` = ``color_scale`` x the median Lab distance between neighbouring cells. On the 100
-        BSDS500 val images, 0.7 gave auto-ncut Covering 0.530 against 0.514 at 1.0 (2.0 and 4.0 were
-        worse on a 30-image subset; bench/RESULTS.md).
+    color_scale : float, default 1.0
+        ``sigma_c`` = ``color_scale`` x the median Lab distance between neighbouring cells. 0.7 scored
+        3% higher auto-ncut Covering on BSDS500 val (0.530 vs 0.514) but made the cuts 2x slower and
+        sensitive to rounding (the C++ and Python cuts no longer agreed); 2.0 and 4.0 were worse
+        (bench/RESULTS.md).
     """
 
     grid: int = 32
     radius: float | None = None
-    color_scale: float = 0.7
+    color_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not 4 <= self.grid <= 256:

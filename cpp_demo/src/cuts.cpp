@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 #include <queue>
+#include <tuple>
 #include <random>
 #include <stdexcept>
 #include <type_traits>
@@ -258,16 +259,21 @@ Hierarchy build_hierarchy(const Matrix& W, int min_size, const CutOptions& opt) 
     nodes.push_back(std::move(g));
     return static_cast<int>(nodes.size()) - 1;
   };
-  // Min-heap on (cost, id), ties broken by id as Python's heapq does.
-  using Entry = std::pair<double, int>;
+  // Min-heap on (max(cost, floor), -size, id), as build_hierarchy's growth_key: costs below the
+  // floor are equally certain, so the larger node grows first and rounding cannot reorder them.
+  using Entry = std::tuple<double, long, int>;
   std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+  auto key = [&](int k) {
+    return Entry(std::max(nodes[k].node.ncut, defaults::kCostFloor),
+                 -static_cast<long>(nodes[k].node.members.size()), k);
+  };
   if (!active.empty()) {
     add(active, -1, 0);
-    heap.emplace(nodes[0].node.ncut, 0);
+    heap.push(key(0));
   }
   int n_leaves = 1;
   while (!heap.empty() && n_leaves < opt.max_segments) {
-    const auto [cost, i] = heap.top();
+    const auto [cost, neg_size, i] = heap.top();
     heap.pop();
     if (!(cost < defaults::kExpandLimit)) break;
     std::vector<int> a = nodes[i].a, b = nodes[i].b;
@@ -277,8 +283,8 @@ Hierarchy build_hierarchy(const Matrix& W, int min_size, const CutOptions& opt) 
     const int kb = add(std::move(b), i, depth);
     nodes[i].node.children[0] = ka;
     nodes[i].node.children[1] = kb;
-    heap.emplace(nodes[ka].node.ncut, ka);
-    heap.emplace(nodes[kb].node.ncut, kb);
+    heap.push(key(ka));
+    heap.push(key(kb));
     ++n_leaves;
   }
   for (auto& g : nodes) tree.nodes.push_back(std::move(g.node));

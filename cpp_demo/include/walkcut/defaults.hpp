@@ -36,7 +36,7 @@ inline constexpr int kMaxLabelSide = 4096;             // Segmenter(max_label_si
 inline constexpr int kGrid = 32;                       // PixelSource.grid
 inline constexpr double kMinRadius = 1.5;              // max(1.5, 3 * grid / 32)
 inline constexpr double kRadiusPer32 = 3.0;
-inline constexpr double kColorScale = 0.7;             // PixelSource.color_scale
+inline constexpr double kColorScale = 1.0;             // PixelSource.color_scale
 inline constexpr double kMinSigmaColor = 1.0;          // max(median, 1.0)
 inline constexpr double kPixelSelfLoop = 1.0;          // W + identity: a cell is fully similar to itself
 
