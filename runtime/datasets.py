@@ -220,6 +220,20 @@ def _layout_error(name: str, root: Path, missing: Path, layout: str) -> DatasetL
         f"{name}: {missing} not found under root {root}. Expected layout:\n{layout}")
 
 
+def _paired_items(name: str, root: Path, img_dir: Path, pattern: str, gt_for, layout: str) -> list:
+    """``(id, image path, ground-truth path)`` for every image matching ``pattern`` in ``img_dir``;
+    a missing ground truth or an empty folder raises the layout error."""
+    items = []
+    for img in sorted(img_dir.glob(pattern)):
+        gt = gt_for(img)
+        if not gt.is_file():
+            raise _layout_error(name, root, gt, layout)
+        items.append((img.stem, img, gt))
+    if not items:
+        raise _layout_error(name, root, img_dir / pattern, layout)
+    return items
+
+
 def _check_split(name: str, split: str, allowed: tuple) -> None:
     if split not in allowed:
         raise ValueError(f"{name}: split must be one of {allowed}, got {split!r}")
@@ -234,14 +248,7 @@ def _bsds500(root: Path, split: str, crop: bool) -> EvalDataset:
     for d in (img_dir, gt_dir):
         if not d.is_dir():
             raise _layout_error("bsds500", root, d, _BSDS_LAYOUT)
-    items = []
-    for img in sorted(img_dir.glob("*.jpg")):
-        gt = gt_dir / f"{img.stem}.mat"
-        if not gt.is_file():
-            raise _layout_error("bsds500", root, gt, _BSDS_LAYOUT)
-        items.append((img.stem, img, gt))
-    if not items:
-        raise _layout_error("bsds500", root, img_dir / "*.jpg", _BSDS_LAYOUT)
+    items = _paired_items("bsds500", root, img_dir, "*.jpg", lambda img: gt_dir / f"{img.stem}.mat", _BSDS_LAYOUT)
 
     def read(sid, img, gt):
         from scipy.io import loadmat  # only this loader needs it
@@ -268,14 +275,7 @@ def _camvid(root: Path, split: str, crop: bool) -> EvalDataset:
     for d in (img_dir, gt_dir):
         if not d.is_dir():
             raise _layout_error("camvid", root, d, _CAMVID_LAYOUT)
-    items = []
-    for img in sorted(img_dir.glob("*.png")):
-        gt = gt_dir / img.name
-        if not gt.is_file():
-            raise _layout_error("camvid", root, gt, _CAMVID_LAYOUT)
-        items.append((img.stem, img, gt))
-    if not items:
-        raise _layout_error("camvid", root, img_dir / "*.png", _CAMVID_LAYOUT)
+    items = _paired_items("camvid", root, img_dir, "*.png", lambda img: gt_dir / img.name, _CAMVID_LAYOUT)
 
     def read(sid, img, gt):
         lab = _read_label(gt).astype(np.uint8)
