@@ -1,6 +1,7 @@
 """Recursive Normalized Cuts: build the binary hierarchy once, prune it with a stopping rule.
 
-The hierarchy is grown best-first: the leaf whose best split has the lowest NCut is split next, until
+The hierarchy is grown best-first: the leaf whose best split has the lowest NCut is split next (costs
+below ``COST_FLOOR`` count as equal, the larger leaf first), until
 ``max_segments`` leaves exist or no leaf has a split with NCut below ``EXPAND_LIMIT``. Every node
 records its members, the NCut of its best split, the cut weight and its volume. A stopping rule then
 prunes the tree: a node is split if its parent was and its cost is below the threshold; the flat
