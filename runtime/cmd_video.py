@@ -56,10 +56,11 @@ def build_segmenter(*, engine=None, backend="auto", grid=32, label_side=0) -> Se
     if engine:
         from walkcut.runtime.engine_source import EngineSource
 
-        return Segmenter(EngineSource.from_path(engine, backend=backend), **limits)
+        return Segmenter(EngineSource.from_path(engine, backend=backend), warm_start=True, **limits)
     from walkcut.runtime.pixels import PixelSource
 
-    return Segmenter(PixelSource(grid=grid), **limits)
+    # Consecutive frames are alike: each root eigen-solve starts from the previous frame's vector.
+    return Segmenter(PixelSource(grid=grid), warm_start=True, **limits)
 
 
 def run(args) -> int:

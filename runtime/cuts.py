@@ -91,6 +91,8 @@ class Hierarchy:
     n: int
     nodes: tuple[HierarchyNode, ...]
     isolated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: The root's Fiedler vector (over the root's members), a warm start for a similar next graph.
+    root_vector: np.ndarray | None = None
 
     @property
     def root(self) -> HierarchyNode:
@@ -183,7 +185,7 @@ class _Growing:
 
 
 def build_hierarchy(
-    W, *, min_size: int, max_segments: int, solver: str = "auto", seed: int = 0
+    W, *, min_size: int, max_segments: int, solver: str = "auto", seed: int = 0, warm_start=None
 ) -> Hierarchy:
     """Grow the cut hierarchy of a symmetric affinity ``W`` best-first (see module docstring)."""
     n = W.shape[0]
@@ -193,7 +195,10 @@ def build_hierarchy(
     Wc = W if dense else sp.csr_matrix(W)
     nodes: list[_Growing] = []
 
+    root_vector = None
+
     def add(members: np.ndarray, parent: int, depth: int) -> int:
+        nonlocal root_vector
         node = _Growing(members=members, parent=parent, depth=depth)
         if dense:
             sub = Wc[np.ix_(members, members)]
@@ -203,7 +208,10 @@ def build_hierarchy(
                 # Small subgraphs: dense single-precision kernels beat sparse-call overhead.
                 sub = sub.toarray().astype(np.float32)
         node.volume = float(sub.sum(dtype=np.float64))
-        split = bipartition(sub, min_size=min_size, solver=solver, seed=seed)
+        start = warm_start if parent < 0 else None
+        split = bipartition(sub, min_size=min_size, solver=solver, seed=seed, start=start)
+        if parent < 0 and split is not None:
+            root_vector = split.vector
         if split is not None:
             node.ncut, node.mincut = split.ncut, split.cut
             node.scaled = split.cut / split.volume if split.volume > 0 else math.inf
@@ -241,7 +249,7 @@ def build_hierarchy(
     )
     if not frozen:  # every node isolated: a single root holding nothing
         frozen = (HierarchyNode(0, -1, 0, np.zeros(0, np.int64), 0.0, math.inf, math.inf, math.inf),)
-    return Hierarchy(n=n, nodes=frozen, isolated=isolated)
+    return Hierarchy(n=n, nodes=frozen, isolated=isolated, root_vector=root_vector)
 
 
 @dataclass(frozen=True, eq=False)
@@ -309,7 +317,7 @@ def _check_int(name: str, value, low: int) -> int:
 
 def cut_affinity(
     W, *, threshold="auto-ncut", min_size: int | None = None, max_segments: int = 32,
-    solver: str = "auto", seed: int = 0, blas_threads: int | None = 1,
+    solver: str = "auto", seed: int = 0, blas_threads: int | None = 1, warm_start=None,
 ) -> CutResult:
     """Recursive Normalized Cut of a symmetric non-negative affinity ``W`` (dense or sparse).
 
@@ -323,7 +331,8 @@ def cut_affinity(
     if isinstance(threshold, str) and threshold not in AUTO_RULES:
         raise ValueError(f"threshold must be a number or one of {AUTO_RULES}, got {threshold!r}")
     with _blas_limit(blas_threads):
-        tree = build_hierarchy(W, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed)
+        tree = build_hierarchy(W, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed,
+                               warm_start=warm_start)
     cost, tau = resolve_threshold(tree, threshold)
     return CutResult(tree.labels(tau, cost=cost), tree, tau, threshold, cost)
 
@@ -341,6 +350,7 @@ def cut_transition_matrix(
     solver: str = "auto",
     seed: int = 0,
     blas_threads: int | None = 1,
+    warm_start=None,
 ) -> CutResult:
     """Segment the nodes of a random walk by recursive Normalized Cuts.
 
@@ -369,6 +379,10 @@ def cut_transition_matrix(
     blas_threads : int or None, default 1
         BLAS threads while cutting (``None``: unchanged). One is fastest for these small products
         and robust when other processes share the cores.
+    warm_start : (m,) array, optional
+        Start vector for the root split, e.g. the previous video frame's ``hierarchy.root_vector``
+        (ignored when its length differs). Fewer Lanczos products on similar graphs; where the top
+        eigenvalues nearly coincide it also keeps the choice of the previous frame.
 
     Returns
     -------
@@ -389,5 +403,5 @@ def cut_transition_matrix(
         W = affinity(P, mode=mode, power=_check_int("power", power, 1), stationary=stationary, exponent=exponent)
     return cut_affinity(
         W, threshold=threshold, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed,
-        blas_threads=blas_threads,
+        blas_threads=blas_threads, warm_start=warm_start,
     )

@@ -44,6 +44,7 @@ class Bipartition:
     ncut: float
     cut: float
     volume: float  # vol(A) + vol(B)
+    vector: np.ndarray | None = None  # (m,) the generalised eigenvector y the sweep ran on
 
 
 def fix_sign(v: np.ndarray) -> np.ndarray:
@@ -103,7 +104,9 @@ def _solve_lobpcg(M, v0: np.ndarray, tol: float) -> np.ndarray:
 _SOLVER_FUNCS = {"arpack": _solve_arpack, "lobpcg": _solve_lobpcg}
 
 
-def fiedler_vector(W, d: np.ndarray, *, solver: str = "auto", seed: int = 0, tol: float = 1e-5) -> np.ndarray:
+def fiedler_vector(
+    W, d: np.ndarray, *, solver: str = "auto", seed: int = 0, tol: float = 1e-5, start: np.ndarray | None = None
+) -> np.ndarray:
     """Second generalised eigenvector ``y`` of ``(D - W) y = lambda D y`` (sign fixed).
 
     Parameters
@@ -122,6 +125,9 @@ def fiedler_vector(W, d: np.ndarray, *, solver: str = "auto", seed: int = 0, tol
         Relative residual of the iterative solvers. 1e-5 is the loosest that gave the same labels for
         every seed on BSDS val pixel graphs (1e-3 agreed on only 57-100% of nodes across seeds where
         the second and third eigenvalues nearly coincide), at 15% more time than 1e-3.
+    start : (m,) array, optional
+        A guess of ``y`` (e.g. the previous video frame's), used as the iterative solvers' start
+        vector instead of the seeded random one: fewer products when the guess is close.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -132,9 +138,14 @@ def fiedler_vector(W, d: np.ndarray, *, solver: str = "auto", seed: int = 0, tol
     if solver == "dense" or (solver == "auto" and m <= DENSE_MAX_NODES) or m <= ITERATIVE_MIN_NODES:
         chain = ["dense"]
     else:
-        start = "arpack" if solver == "auto" else solver
-        chain = [start] + [s for s in ("arpack", "lobpcg") if s != start] + ["dense"]
+        first = "arpack" if solver == "auto" else solver
+        chain = [first] + [s for s in ("arpack", "lobpcg") if s != first] + ["dense"]
     v0 = np.random.default_rng(seed).uniform(-1.0, 1.0, m)
+    if start is not None and start.shape == (m,) and np.all(np.isfinite(start)):
+        guess = np.asarray(start, dtype=np.float64) * sqrt_d  # y -> v of the symmetric problem
+        guess -= u * (u @ guess)
+        if np.linalg.norm(guess) > 1e-8 * np.linalg.norm(sqrt_d):
+            v0 = guess + 1e-3 * np.linalg.norm(guess) / np.sqrt(m) * v0  # keep every direction present
     v0 -= u * (u @ v0)  # start orthogonal to the known top eigenvector
     if isinstance(M, np.ndarray):
         v0 = v0.astype(M.dtype)
@@ -193,7 +204,9 @@ def sweep_ncut(W, d: np.ndarray, y: np.ndarray, *, min_size: int = 1) -> Biparti
     return Bipartition(side=side, ncut=float(ncut[best]), cut=float(cut[kb]), volume=float(total))
 
 
-def bipartition(W, *, min_size: int = 1, solver: str = "auto", seed: int = 0) -> Bipartition | None:
+def bipartition(
+    W, *, min_size: int = 1, solver: str = "auto", seed: int = 0, start: np.ndarray | None = None
+) -> Bipartition | None:
     """Best 2-way Normalized Cut of ``W`` (spectral relaxation + exact sweep).
 
     Nodes without edges inside ``W`` cannot be placed by the eigenvector; they carry no volume and
@@ -217,5 +230,6 @@ def bipartition(W, *, min_size: int = 1, solver: str = "auto", seed: int = 0) ->
         if inner.side.sum() * 2 >= inner.side.size:
             side[~live] = True
         return Bipartition(side=side, ncut=inner.ncut, cut=inner.cut, volume=inner.volume)
-    y = fiedler_vector(W, d, solver=solver, seed=seed)
-    return sweep_ncut(W, d, y, min_size=min_size)
+    y = fiedler_vector(W, d, solver=solver, seed=seed, start=start)
+    split = sweep_ncut(W, d, y, min_size=min_size)
+    return None if split is None else Bipartition(split.side, split.ncut, split.cut, split.volume, vector=y)

@@ -247,3 +247,14 @@ def test_hierarchy_is_frozen(planted):
     tree: Hierarchy = cut_transition_matrix(P).hierarchy
     with pytest.raises(AttributeError):
         tree.root.ncut = 0.0  # type: ignore[misc]
+
+
+def test_warm_start_gives_the_same_partition_and_exposes_root_vector(planted):
+    P, truth = planted
+    cold = cut_transition_matrix(P)
+    vec = cold.hierarchy.root_vector
+    assert vec is not None and vec.shape == (P.shape[0],)
+    warm = cut_transition_matrix(P, warm_start=vec)
+    assert same_partition(warm.labels, truth)
+    # A hint of the wrong length is ignored, not an error.
+    assert same_partition(cut_transition_matrix(P, warm_start=np.ones(3)).labels, truth)
