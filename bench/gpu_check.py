@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import cuda_graph  # bench/cuda_graph.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -134,20 +136,11 @@ def main(argv=None) -> int:
         label = f"wrapper {preset} ({len(w.selected)} layers)"
         rows.append((label, str(half).replace("torch.", ""), "eager", med, p90, f"{err:.2e}", f"{row_err:.1e}"))
         if cuda and not args.no_cuda_graphs:
-            static_x = x.clone()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream), torch.no_grad():
-                for _ in range(3):  # warm up allocations and cuDNN choices outside the graph
-                    w(static_x)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph), torch.no_grad():
-                static_out = w(static_x)
-            med, p90 = _time(graph.replay, runs, warmup, sync)
+            replay, static_out = cuda_graph.capture(w, x.clone())
+            med, p90 = _time(replay, runs, warmup, sync)
             g_err = float((static_out.float().cpu() - ref).abs().max() / ref.abs().max())
             rows.append((label, str(half).replace("torch.", ""), "CUDA graph", med, p90, f"{g_err:.2e}", ""))
-            del graph, static_out
+            del replay, static_out
 
     print("gpu_check: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     header = ("what", "dtype", "mode", "median ms", "p90 ms", "rel err vs fp32", "|row sum-1|")

@@ -13,6 +13,8 @@ import argparse
 import statistics
 import time
 
+import cuda_graph  # bench/cuda_graph.py, beside this script
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -21,7 +23,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-
     from walkcut.export import configs, wrapper
 
     dev = torch.device("cuda")
@@ -52,17 +53,7 @@ def main(argv=None) -> int:
         return statistics.median(ts), sorted(ts)[int(0.9 * (len(ts) - 1))]
 
     def graphed(fn):
-        static_x = x.clone()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s), torch.no_grad():
-            for _ in range(3):
-                fn(static_x)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g), torch.no_grad():
-            out = fn(static_x)
-        return g.replay, out
+        return cuda_graph.capture(fn, x.clone())
 
     rows = []
 
@@ -74,26 +65,21 @@ def main(argv=None) -> int:
             med, p90 = timed(call)
             err = float((out.float() - ref).abs().max() / ref.abs().max())
             rows.append((name, f"{med:.2f}", f"{p90:.2f}", f"{err:.1e}", f"{setup:.0f} s"))
-        except Exception as exc:  # a failing variant is a result, not a crash
+        except Exception as exc:  # noqa: BLE001 (a failing variant is a result, not a crash)
             rows.append((name, "failed", "", "", f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"))
 
-    def eager():
-        def call():
-            with torch.no_grad():
-                return model(x)
-        return call, call()
+    def direct(fn):
+        def make():
+            def call():
+                with torch.no_grad():
+                    return fn(x)
+            return call, call()
+        return make
 
-    run("eager", eager)
-    run("eager + CUDA graph", lambda: graphed(model))
     compiled = torch.compile(model)
-
-    def comp():
-        def call():
-            with torch.no_grad():
-                return compiled(x)
-        return call, call()
-
-    run("torch.compile (inductor)", comp)
+    run("eager", direct(model))
+    run("eager + CUDA graph", lambda: graphed(model))
+    run("torch.compile (inductor)", direct(compiled))
     run("torch.compile + CUDA graph", lambda: graphed(compiled))
     print(f"gpu_compile: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, SD 1.5 arch (random weights), "
           f"S=512, R=32, preset {args.preset}, fp16")

@@ -15,6 +15,8 @@ import argparse
 import statistics
 import time
 
+import cuda_graph  # bench/cuda_graph.py, beside this script
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,7 +28,6 @@ def main(argv=None) -> int:
 
     import numpy as np
     import torch
-
     from walkcut.export import configs, wrapper
     from walkcut.runtime import cut_transition_matrix
     from walkcut.runtime.contract import ModelContract
@@ -54,18 +55,10 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 return model(static_x)
     else:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(3):
-                model(static_x)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.no_grad():
-            static_out = model(static_x)
+        replay_graph, static_out = cuda_graph.capture(model, static_x)
 
         def replay():
-            graph.replay()
+            replay_graph()
             return static_out
 
     times = {k: [] for k in ("preprocess", "attention (GPU + copy)", "cuts", "upsample", "total")}
