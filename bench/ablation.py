@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
-
-from walkcut.runtime import metrics
-from walkcut.runtime.datasets import load_dataset
 from walkcut.runtime.imageio import atomic_write_bytes
-from walkcut.runtime.pixels import PixelSource
 from walkcut.runtime.segmenter import Segmenter
+from walkcut.runtime.sources.pixels import PixelSource
+
+from walkcut.eval import metrics
+from walkcut.eval.datasets import load_dataset
 
 RULES = (0.01, 0.03, 0.1, 0.3, "auto-ncut", "auto-mincut")
 MODES = ("walk", "dot", "cosine")

@@ -1,6 +1,6 @@
 """What a user would pick instead: scikit-image's ``felzenszwalb`` and ``slic``, and a 4 x 4 grid of blocks.
 
-Scored with walkcut's own metric code (walkcut.runtime.metrics) and dataset loaders, so the numbers
+Scored with walkcut's own metric code (walkcut.eval.metrics) and dataset loaders, so the numbers
 sit next to ``walkcut eval`` ones:
 
 * BSDS500 val (regions): Covering / PRI / VoI at ODS and OIS over a sweep of each method's main
@@ -35,8 +35,9 @@ import time
 import numpy as np
 from skimage import __version__ as skimage_version
 from skimage.segmentation import felzenszwalb, slic
-from walkcut.runtime import metrics
-from walkcut.runtime.datasets import load_dataset
+
+from walkcut.eval import metrics
+from walkcut.eval.datasets import load_dataset
 
 FH_SCALES = (50, 100, 200, 400, 700, 1000, 1500, 2500, 4000, 8000)
 SLIC_SEGMENTS = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100, 200)

@@ -41,7 +41,7 @@ def build(build_dir: Path) -> float:
 
 
 def python_cuts(P, stationary, repeat: int):
-    from walkcut.runtime.cuts import cut_transition_matrix
+    from walkcut.runtime.cuts.hierarchy import cut_transition_matrix
 
     cut_transition_matrix(P, stationary=stationary)  # warm-up
     times, labels = [], None
@@ -76,7 +76,7 @@ def main() -> int:
 
     from test_cpp_demo import agreement, attention_like
     from walkcut.runtime.imageio import read_image
-    from walkcut.runtime.pixels import PixelSource
+    from walkcut.runtime.sources.pixels import PixelSource
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")

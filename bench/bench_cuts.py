@@ -17,16 +17,16 @@ import resource
 import time
 
 import numpy as np
-
 from walkcut.runtime import cut_affinity, cut_transition_matrix
 from walkcut.runtime.imageio import read_image
-from walkcut.runtime.pixels import PixelSource, grid_cell_colors
-from walkcut.runtime.reference import dense_recursive_ncut, synthetic_attention
+from walkcut.runtime.sources.pixels import PixelSource, grid_cell_colors
+
+from walkcut.eval.reference import dense_recursive_ncut, synthetic_attention
 
 
 def cosine_color_position(image_rgb: np.ndarray, R: int, exponent: float = 10.0) -> np.ndarray:
     """cosine^exponent affinity of [Lab colour, position] features on an R x R grid."""
-    import cv2  # noqa: PLC0415
+    import cv2
 
     lab = cv2.cvtColor(grid_cell_colors(image_rgb, R), cv2.COLOR_RGB2LAB).reshape(-1, 3) / 100.0
     yy, xx = np.divmod(np.arange(R * R), R)

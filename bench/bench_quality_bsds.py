@@ -19,12 +19,11 @@ import time
 
 import numpy as np
 from tqdm import tqdm
-
-from walkcut.runtime.cuts import resolve_threshold
-from walkcut.runtime.datasets import load_dataset
-from walkcut.runtime.metrics import score_regions, summarize_region_sweep
-from walkcut.runtime.pixels import PixelSource
 from walkcut.runtime.segmenter import Segmenter
+from walkcut.runtime.sources.pixels import PixelSource
+
+from walkcut.eval.datasets import load_dataset
+from walkcut.eval.metrics import score_regions, summarize_region_sweep
 
 THRESHOLDS = np.geomspace(0.003, 1.0, 24)
 

@@ -60,9 +60,9 @@ def export(args) -> int:
 
 def measure(args) -> int:
     import numpy as np
-    from walkcut.runtime.engine_source import EngineSource
     from walkcut.runtime.imageio import read_image
     from walkcut.runtime.segmenter import Segmenter
+    from walkcut.runtime.sources.engine import EngineSource
 
     assert "torch" not in sys.modules
     image = read_image(args.image)

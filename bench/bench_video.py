@@ -70,7 +70,7 @@ def bench_fps(args) -> dict:
     clip = build_clip(1)
     out = SCRATCH / "out.mp4"
     load_before = os.getloadavg()
-    cmd = [sys.executable, "-m", "walkcut.runtime.cli", "video", str(clip), "--out", str(out), *video_options(args)]
+    cmd = [sys.executable, "-m", "walkcut.cli", "video", str(clip), "--out", str(out), *video_options(args)]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t
@@ -82,8 +82,9 @@ def bench_fps(args) -> dict:
 
 
 def _make_pipeline(args, track=True):
-    from walkcut.runtime.cmd_video import VIDEO_MAX_SEGMENTS, build_segmenter
     from walkcut.runtime.video import ProcessSegmenter, VideoPipeline, limit_blas_threads
+
+    from walkcut.cli.video import VIDEO_MAX_SEGMENTS, build_segmenter
 
     limit_blas_threads(1)
     factory = functools.partial(build_segmenter, grid=args.grid, label_side=args.label_side)
@@ -117,8 +118,8 @@ def _keep_ids(store, index, ids, picture) -> None:
 
 def bench_consistency(args) -> dict:
     import numpy as np
-    from walkcut.runtime.tracking import change_fraction
     from walkcut.runtime.video import VideoInput, VideoReader
+    from walkcut.runtime.video.tracking import change_fraction
 
     clip = build_clip(1)
     result = {"test": "consistency"}

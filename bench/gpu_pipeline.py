@@ -30,9 +30,9 @@ def main(argv=None) -> int:
     import torch
     from walkcut.export import configs, wrapper
     from walkcut.runtime import cut_transition_matrix
-    from walkcut.runtime.contract import ModelContract
     from walkcut.runtime.imageio import read_image
-    from walkcut.runtime.preprocess import preprocess
+    from walkcut.runtime.sources.contract import ModelContract
+    from walkcut.runtime.sources.preprocess import preprocess
     from walkcut.runtime.upsample import upsample_labels
 
     dev = torch.device("cpu" if args.tiny else "cuda")

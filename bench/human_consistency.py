@@ -1,6 +1,6 @@
 """Human consistency on BSDS500: each annotation scored against the other annotations of its image.
 
-This checks our region metrics (walkcut.runtime.metrics) against the published "human" rows of the
+This checks our region metrics (walkcut.eval.metrics) against the published "human" rows of the
 BSDS benchmark. For each image with annotations G_1..G_m, annotation G_k plays the segmentation and
 {G_j : j != k} the ground truth, aggregated exactly as a segmentation would be (covering counts pooled
 over annotators, PRI and VoI averaged over them). The image's score is the mean over k (covering:
@@ -21,8 +21,9 @@ import sys
 import time
 
 import numpy as np
-from walkcut.runtime import metrics
-from walkcut.runtime.datasets import load_dataset
+
+from walkcut.eval import metrics
+from walkcut.eval.datasets import load_dataset
 
 
 def human_scores(gts):

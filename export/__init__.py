@@ -8,5 +8,5 @@ Modules: :mod:`~walkcut.export.configs` (architecture JSON in ``models/``),
 (layer selection and the explicit self-attention processor), :mod:`~walkcut.export.aggregate`
 (in-graph aggregation), :mod:`~walkcut.export.wrapper` (the exported ``nn.Module``),
 :mod:`~walkcut.export.onnx_export` (atomic export and verification), :mod:`~walkcut.export.trt`
-(TensorRT engine), :mod:`~walkcut.export.api` (one call), :mod:`~walkcut.export.cli` (``walkcut export``).
+(TensorRT engine), :mod:`~walkcut.export.api` (one call), :mod:`~walkcut.cli.export` (``walkcut export``).
 """

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import torch
-from walkcut.runtime.contract import ModelContract
+from walkcut.runtime.sources.contract import ModelContract
 
 from walkcut import __version__
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from walkcut.runtime.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelContract
+from walkcut.runtime.sources.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelContract
 
 logger = logging.getLogger(__name__)
 

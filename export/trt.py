@@ -17,8 +17,8 @@ import json
 import logging
 from pathlib import Path
 
-from walkcut.runtime.contract import ModelContract
 from walkcut.runtime.imageio import atomic_write_bytes
+from walkcut.runtime.sources.contract import ModelContract
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,21 @@
-"""walkcut runtime: numpy, scipy, OpenCV and onnxruntime only; never torch."""
+"""walkcut runtime: numpy, scipy, OpenCV and onnxruntime only; never torch.
 
-from walkcut.runtime.cuts import CutResult, Hierarchy, HierarchyNode, cut_affinity, cut_transition_matrix
-from walkcut.runtime.graph import affinity, stationary_distribution
+- :mod:`walkcut.runtime.cuts`: the cut engine.
+- :mod:`walkcut.runtime.sources`: where the random walk comes from (pixel graph, exported engine).
+- :mod:`walkcut.runtime.video`: video input/output, the pipelined run, id tracking.
+- :mod:`walkcut.runtime.segmenter`, :mod:`~walkcut.runtime.upsample`, :mod:`~walkcut.runtime.draw`,
+  :mod:`~walkcut.runtime.imageio`: one image end to end.
+"""
+
+from walkcut.runtime.cuts import (
+    CutResult,
+    Hierarchy,
+    HierarchyNode,
+    affinity,
+    cut_affinity,
+    cut_transition_matrix,
+    stationary_distribution,
+)
 
 __all__ = [
     "CutResult",

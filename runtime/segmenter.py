@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-
-from walkcut.runtime.cuts import CutResult, Hierarchy, cut_transition_matrix
-from walkcut.runtime.pixels import PixelSource, Transition, grid_cell_colors
+from walkcut.runtime.cuts.hierarchy import CutResult, Hierarchy, cut_transition_matrix
+from walkcut.runtime.sources.pixels import PixelSource, Transition, grid_cell_colors
 from walkcut.runtime.upsample import upsample_labels
 
 
@@ -91,7 +90,7 @@ class Segmenter:
         self.warm_start = bool(warm_start)
         self._previous_root: np.ndarray | None = None
 
-    def set_image(self, image_rgb: np.ndarray) -> "Segmenter":
+    def set_image(self, image_rgb: np.ndarray) -> Segmenter:
         """Run the source on an (H, W, 3) uint8 RGB image and keep its transition matrix."""
         if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {getattr(image_rgb, 'shape', type(image_rgb))}")

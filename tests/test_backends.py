@@ -12,17 +12,17 @@ import logging
 
 import numpy as np
 import pytest
-from walkcut.runtime.backends import (
+from walkcut.runtime.segmenter import Segmenter
+from walkcut.runtime.sources.backends import (
     BACKENDS,
     BackendUnavailable,
     OrtBackend,
     available_backends,
     create_backend,
 )
-from walkcut.runtime.contract import ContractError, ModelContract
-from walkcut.runtime.engine_source import EngineOutputError, EngineSource, read_contract, read_onnx_metadata
-from walkcut.runtime.preprocess import preprocess
-from walkcut.runtime.segmenter import Segmenter
+from walkcut.runtime.sources.contract import ContractError, ModelContract
+from walkcut.runtime.sources.engine import EngineOutputError, EngineSource, read_contract, read_onnx_metadata
+from walkcut.runtime.sources.preprocess import preprocess
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper
@@ -87,7 +87,7 @@ def quadrant_image(h=90, w=140):
 
 def test_cpu_backend_is_available_and_auto_picks_it(fake_model, caplog):
     assert "ort-cpu" in available_backends()
-    with caplog.at_level(logging.INFO, logger="walkcut.runtime.backends"):
+    with caplog.at_level(logging.INFO, logger="walkcut.runtime.sources.backends"):
         backend = create_backend(fake_model, "auto")
     assert backend.name in available_backends()
     assert any("picked" in r.message for r in caplog.records)
@@ -123,7 +123,7 @@ def test_auto_with_engine_falls_back_to_the_onnx_beside_it(tmp_path, caplog):
         pytest.skip("TensorRT is installed here")
     build_fake_model(tmp_path / "m.onnx")
     (tmp_path / "m.engine").write_bytes(b"\0" * 16)
-    with caplog.at_level(logging.WARNING, logger="walkcut.runtime.backends"):
+    with caplog.at_level(logging.WARNING, logger="walkcut.runtime.sources.backends"):
         backend = create_backend(tmp_path / "m.engine", "auto")
     assert backend.name.startswith("ort-")
     assert any(r.levelno == logging.WARNING and "falling back" in r.message for r in caplog.records)

@@ -3,12 +3,12 @@
 import json
 
 import numpy as np
-
 from conftest import planted_walk, same_partition
-from walkcut.runtime.cli import main
-from walkcut.runtime.cmd_bench import bench_compare_dense
-from walkcut.runtime.graph import affinity
-from walkcut.runtime.reference import dense_recursive_ncut
+from walkcut.runtime.cuts.graph import affinity
+
+from walkcut.cli import main
+from walkcut.cli.bench import bench_compare_dense
+from walkcut.eval.reference import dense_recursive_ncut
 
 
 def test_bench_prints_stages_and_writes_json(tmp_path, capsys):

@@ -33,7 +33,7 @@ EIGEN_TOL = 1e-6
 
 @pytest.fixture(autouse=True)
 def tight_python_tolerance(monkeypatch):
-    from walkcut.runtime import spectral
+    from walkcut.runtime.cuts import spectral
 
     monkeypatch.setitem(spectral.fiedler_vector.__kwdefaults__, "tol", EIGEN_TOL)
 
@@ -104,7 +104,7 @@ def attention_like(R: int, *, regions: int = 6, seed: int = 0) -> np.ndarray:
 
 
 def python_cut(P, *, stationary=None, **options):
-    from walkcut.runtime.cuts import cut_transition_matrix
+    from walkcut.runtime.cuts.hierarchy import cut_transition_matrix
 
     return cut_transition_matrix(P, stationary=stationary, **options).labels
 
@@ -158,7 +158,7 @@ def test_zero_degree_nodes_form_the_last_label(demo, tmp_path):
 
 def _pixel_transition(image_path: Path, R: int):
     from walkcut.runtime.imageio import read_image
-    from walkcut.runtime.pixels import PixelSource
+    from walkcut.runtime.sources.pixels import PixelSource
 
     return PixelSource(grid=R).transition(read_image(image_path))
 
@@ -181,8 +181,8 @@ def _image_cases():
 
 def _check_image(demo, tmp_path, image: Path, R: int):
     from walkcut.runtime.imageio import read_image
-    from walkcut.runtime.pixels import PixelSource
     from walkcut.runtime.segmenter import Segmenter
+    from walkcut.runtime.sources.pixels import PixelSource
 
     expected = Segmenter(PixelSource(grid=R)).set_image(read_image(image)).segment()
     proc = run_demo(demo, "--image", image, "--grid", R, "--out", tmp_path, "--eigen-tol", EIGEN_TOL)

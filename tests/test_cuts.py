@@ -8,12 +8,11 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from conftest import planted_walk, same_partition
 from walkcut.runtime import cut_affinity, cut_transition_matrix
-from walkcut.runtime import spectral
-from walkcut.runtime.cuts import Hierarchy, otsu_threshold
-from walkcut.runtime.graph import DisconnectedGraphWarning, affinity, stationary_distribution
+from walkcut.runtime.cuts import spectral
+from walkcut.runtime.cuts.graph import DisconnectedGraphWarning, affinity, stationary_distribution
+from walkcut.runtime.cuts.hierarchy import Hierarchy, otsu_threshold
 
 
 @pytest.mark.parametrize("mode", ["walk", "dot", "cosine"])
@@ -183,7 +182,7 @@ def test_forced_solver_failure_falls_back_without_looping(planted, monkeypatch, 
     monkeypatch.setattr(spectral, "DENSE_MAX_NODES", 8)
     monkeypatch.setitem(spectral._SOLVER_FUNCS, "arpack", broken("arpack"))
     monkeypatch.setitem(spectral._SOLVER_FUNCS, "lobpcg", broken("lobpcg"))
-    with caplog.at_level(logging.WARNING, logger="walkcut.runtime.spectral"):
+    with caplog.at_level(logging.WARNING, logger="walkcut.runtime.cuts.spectral"):
         result = cut_transition_matrix(P)
     assert same_partition(result.labels, truth)
     assert "falling back" in caplog.text

@@ -1,4 +1,4 @@
-"""walkcut.runtime.datasets on tiny fixture folders in each public layout, and on ../shared/data."""
+"""walkcut.eval.datasets on tiny fixture folders in each public layout, and on ../shared/data."""
 
 import os
 from pathlib import Path
@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 from scipy.io import savemat
-from walkcut.runtime import datasets as D
+
+from walkcut.eval import datasets as D
 
 DATA = Path(os.environ.get("WALKCUT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

@@ -1,4 +1,4 @@
-"""walkcut.runtime.evaluate and ``walkcut eval``: fake segmenters with known scores, fixture layouts, real data."""
+"""walkcut.eval.evaluate and ``walkcut eval``: fake segmenters with known scores, fixture layouts, real data."""
 
 import json
 import os
@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 from test_datasets import make_bsds, make_cityscapes, make_coco
-from walkcut.runtime import datasets as D
-from walkcut.runtime import metrics as M
-from walkcut.runtime.evaluate import EvalReport, evaluate, label_colors, write_bytes_atomic
+
+from walkcut.eval import datasets as D
+from walkcut.eval import metrics as M
+from walkcut.eval.evaluate import EvalReport, evaluate, label_colors, write_bytes_atomic
 
 DATA = Path(os.environ.get("WALKCUT_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
@@ -128,7 +129,7 @@ def test_atomic_write_and_colors(tmp_path):
 
 def _cli(argv):
     pytest.importorskip("walkcut.runtime.segmenter")
-    from walkcut.runtime.cli import main
+    from walkcut.cli import main
 
     return main(argv)
 

@@ -18,8 +18,9 @@ ort = pytest.importorskip("onnxruntime")
 
 import torch
 from export_fixtures import TINY_ATTN_RES, TINY_IMAGE_SIZE, tiny_sd  # noqa: F401
-from walkcut.runtime.cli import main
-from walkcut.runtime.contract import METADATA_KEY, ModelContract
+from walkcut.runtime.sources.contract import METADATA_KEY, ModelContract
+
+from walkcut.cli import main
 
 SIZE_ARGS = ["--image-size", str(TINY_IMAGE_SIZE), "--attn-res", str(TINY_ATTN_RES), "--no-progress"]
 N = TINY_ATTN_RES**2
@@ -223,7 +224,7 @@ def test_export_help_does_not_import_torch():
     import sys
 
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from walkcut.runtime.cli import build_parser\n"
+            "from walkcut.cli import build_parser\n"
             "build_parser().parse_args(['export', '--model', 'x', '--out', 'y.onnx'])")
     subprocess.run([sys.executable, "-c", code], check=True)
 

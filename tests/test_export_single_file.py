@@ -9,7 +9,8 @@ pytest.importorskip("diffusers")
 ort = pytest.importorskip("onnxruntime")
 
 from export_fixtures import TINY_ATTN_RES, TINY_IMAGE_SIZE, tiny_sd, write_ldm_checkpoint  # noqa: F401
-from walkcut.runtime.cli import main
+
+from walkcut.cli import main
 
 
 def test_single_file_matches_folder(tiny_sd, tmp_path):  # noqa: F811

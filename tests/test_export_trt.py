@@ -11,7 +11,7 @@ import json
 import types
 
 import pytest
-from walkcut.runtime.contract import ModelContract
+from walkcut.runtime.sources.contract import ModelContract
 
 
 def _fake_tensorrt(version: str, record: dict):

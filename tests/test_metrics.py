@@ -1,4 +1,4 @@
-"""Known-answer and invariance tests of walkcut.runtime.metrics (hand-computed cases in comments)."""
+"""Known-answer and invariance tests of walkcut.eval.metrics (hand-computed cases in comments)."""
 
 import math
 import os
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from walkcut.runtime import metrics as M
+
+from walkcut.eval import metrics as M
 
 # seg = [[0, 0],      gt = [[0, 1],
 #        [1, 1]]            [0, 1]]
@@ -191,7 +192,7 @@ DATA = Path(os.environ.get("WALKCUT_DATA", Path(__file__).resolve().parents[1].p
 def test_human_consistency_near_published_figures():
     # Each annotation scored against the others (bench/human_consistency.py does all 100 images:
     # 0.728 / 0.867 / 1.161 bits); published human BSDS500 figures are about 0.72 / 0.88 / 1.17.
-    from walkcut.runtime.datasets import load_dataset
+    from walkcut.eval.datasets import load_dataset
 
     num = den = 0.0
     pri, voi = [], []

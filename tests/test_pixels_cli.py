@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 import scipy.sparse as sp
-
 from conftest import data_path
-from walkcut.runtime.cli import main
 from walkcut.runtime.draw import boundaries, overlay, palette
-from walkcut.runtime.pixels import PixelSource
 from walkcut.runtime.segmenter import Segmenter
+from walkcut.runtime.sources.pixels import PixelSource
 from walkcut.runtime.upsample import upsample_labels
+
+from walkcut.cli import main
 
 
 def two_region_image(h=96, w=128):

@@ -3,7 +3,6 @@
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from walkcut.runtime import cut_transition_matrix
 
 

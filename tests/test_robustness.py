@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import pytest
 from test_backends import build_fake_model
-from walkcut.runtime.cli import main
 from walkcut.runtime.imageio import ImageReadError, read_image
+
+from walkcut.cli import main
 
 
 def good_image(h=60, w=80):
@@ -149,7 +150,7 @@ def test_engine_model_segments_a_batch(tmp_path, capsys):
 
 BIG = textwrap.dedent("""
     import resource, sys
-    from walkcut.runtime.cli import main
+    from walkcut.cli import main
     rc = main(sys.argv[1:])
     print("PEAK_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
     sys.exit(rc)
@@ -180,8 +181,8 @@ def test_12000_square_image_keeps_memory_bounded(tmp_path):
 
 
 def test_segmenter_size_caps_keep_full_resolution_labels():
-    from walkcut.runtime.pixels import PixelSource
     from walkcut.runtime.segmenter import Segmenter
+    from walkcut.runtime.sources.pixels import PixelSource
 
     img = cv2.resize(good_image(), (300, 200), interpolation=cv2.INTER_NEAREST)
     capped = Segmenter(PixelSource(grid=8), max_source_side=64, max_label_side=64).set_image(img).segment()

@@ -13,10 +13,8 @@ import time
 import cv2
 import numpy as np
 import pytest
-from walkcut.runtime.cli import main
-from walkcut.runtime.pixels import PixelSource
 from walkcut.runtime.segmenter import Segmenter
-from walkcut.runtime.tracking import IdTracker, change_fraction
+from walkcut.runtime.sources.pixels import PixelSource
 from walkcut.runtime.video import (
     VideoInput,
     VideoInputError,
@@ -25,6 +23,9 @@ from walkcut.runtime.video import (
     VideoWriter,
     limit_blas_threads,
 )
+from walkcut.runtime.video.tracking import IdTracker, change_fraction
+
+from walkcut.cli import main
 
 
 def scene(t: int, h=72, w=96) -> np.ndarray:
@@ -309,7 +310,7 @@ def test_sigterm_finalises_the_output(tmp_path):
         w.write(scene(t % 20))
     w.release()
     out, labels = tmp_path / "o.mp4", tmp_path / "labels"
-    proc = subprocess.Popen([sys.executable, "-m", "walkcut.runtime.cli", "video", str(clip), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "walkcut", "video", str(clip), "--out", str(out),
                              "--labels-dir", str(labels), "--grid", "8"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60

@@ -1,7 +1,52 @@
 """walkcut: training-free segmentation by random-walk Normalized Cuts.
 
-The runtime lives in :mod:`walkcut.runtime` (numpy, scipy, OpenCV, onnxruntime; never torch) and the
-export stage in :mod:`walkcut.export` (torch, diffusers, onnx; install the ``export`` extra).
+The everyday names are re-exported here, lazily (importing ``walkcut`` loads nothing heavy and never
+torch)::
+
+    from walkcut import Segmenter, PixelSource, EngineSource, cut_transition_matrix, read_image
+
+Where things live:
+
+- :mod:`walkcut.runtime` (folder ``runtime/``): the lean runtime — cut engine (``cuts``), sources of
+  the walk (``sources``), video (``video``), segmenter, upsampling, drawing, image I/O. Never torch.
+- :mod:`walkcut.export` (folder ``export/``): the export stage (torch, diffusers, onnx; the ``export``
+  extra).
+- :mod:`walkcut.eval`: metrics, dataset loaders and the evaluation loop.
+- :mod:`walkcut.cli`: the ``walkcut`` command, one module per subcommand.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.2.0"
+
+#: Public name -> module that defines it.
+_EXPORTS = {
+    "Segmenter": "walkcut.runtime.segmenter",
+    "Segmentation": "walkcut.runtime.segmenter",
+    "PixelSource": "walkcut.runtime.sources.pixels",
+    "Transition": "walkcut.runtime.sources.pixels",
+    "EngineSource": "walkcut.runtime.sources.engine",
+    "cut_transition_matrix": "walkcut.runtime.cuts.hierarchy",
+    "cut_affinity": "walkcut.runtime.cuts.hierarchy",
+    "CutResult": "walkcut.runtime.cuts.hierarchy",
+    "Hierarchy": "walkcut.runtime.cuts.hierarchy",
+    "read_image": "walkcut.runtime.imageio",
+    "overlay": "walkcut.runtime.draw",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'walkcut' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

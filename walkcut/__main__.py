@@ -1,3 +1,3 @@
-from walkcut.runtime.cli import main
+from walkcut.cli import main
 
 raise SystemExit(main())

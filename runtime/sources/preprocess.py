@@ -27,7 +27,7 @@ import logging
 
 import cv2
 import numpy as np
-from walkcut.runtime.contract import ModelContract
+from walkcut.runtime.sources.contract import ModelContract
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from walkcut.runtime.cmd_segment import add_cut_arguments, add_engine_arguments, cut_options, open_source
+from walkcut.cli.segment import add_cut_arguments, add_engine_arguments, cut_options, open_source
 from walkcut.runtime.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -54,10 +54,10 @@ def build_segmenter(*, engine=None, backend="auto", grid=32, label_side=0) -> Se
     """A Segmenter over an engine or the pixel source (module level: picklable for worker processes)."""
     limits = {"max_label_side": max(64, label_side)} if label_side else {}
     if engine:
-        from walkcut.runtime.engine_source import EngineSource
+        from walkcut.runtime.sources.engine import EngineSource
 
         return Segmenter(EngineSource.from_path(engine, backend=backend), warm_start=True, **limits)
-    from walkcut.runtime.pixels import PixelSource
+    from walkcut.runtime.sources.pixels import PixelSource
 
     # Consecutive frames are alike: each root eigen-solve starts from the previous frame's vector.
     return Segmenter(PixelSource(grid=grid), warm_start=True, **limits)

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
-from walkcut.runtime.contract import ContractError
-from walkcut.runtime.cuts import AUTO_RULES
+
+from walkcut.runtime.cuts.hierarchy import AUTO_RULES
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import atomic_write_bytes, encode_png, read_image
-from walkcut.runtime.pixels import PixelSource
 from walkcut.runtime.segmenter import Segmenter
+from walkcut.runtime.sources.contract import ContractError
+from walkcut.runtime.sources.pixels import PixelSource
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def cut_options(args) -> dict:
 def make_source(args):
     """The transition-matrix source the arguments ask for."""
     if getattr(args, "engine", None):
-        from walkcut.runtime.engine_source import EngineSource
+        from walkcut.runtime.sources.engine import EngineSource
 
         return EngineSource.from_path(args.engine, backend=getattr(args, "backend", "auto"))
     return PixelSource(grid=args.grid)
@@ -61,7 +62,7 @@ def make_source(args):
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     """``--engine`` / ``--backend``, shared by segment and video."""
-    from walkcut.runtime.backends import BACKENDS
+    from walkcut.runtime.sources.backends import BACKENDS
 
     g = p.add_argument_group("engine")
     g.add_argument("--engine", type=Path, default=None, metavar="MODEL",
@@ -73,7 +74,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_source(args):
     """``make_source`` with model problems turned into a one-line error; None when it failed."""
-    from walkcut.runtime.backends import BackendUnavailable
+    from walkcut.runtime.sources.backends import BackendUnavailable
 
     try:
         return make_source(args)

@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
-
-from walkcut.runtime.graph import affinity, zero_degree_nodes
-from walkcut.runtime.spectral import bipartition
+from walkcut.runtime.cuts.graph import affinity, zero_degree_nodes
+from walkcut.runtime.cuts.spectral import bipartition
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +279,7 @@ class CutResult:
     def n_segments(self) -> int:
         return int(self.labels.max()) + 1 if self.labels.size else 0
 
-    def with_threshold(self, threshold) -> "CutResult":
+    def with_threshold(self, threshold) -> CutResult:
         """The same hierarchy pruned with another stopping rule (no eigen-solve)."""
         cost, tau = resolve_threshold(self.hierarchy, threshold)
         return CutResult(self.hierarchy.labels(tau, cost=cost), self.hierarchy, tau, threshold, cost)
@@ -359,7 +358,7 @@ def cut_transition_matrix(
     P : (n, n) ndarray or scipy sparse matrix
         Row-stochastic transition matrix (rows sum to 1; NaN/Inf rejected).
     mode : {"walk", "dot", "cosine"}, default "walk"
-        Graph built from ``P`` (see :mod:`walkcut.runtime.graph`).
+        Graph built from ``P`` (see :mod:`walkcut.runtime.cuts.graph`).
     power : int, default 1
         Walk length t (``P^t``).
     threshold : float or {"auto-ncut", "auto-mincut"}, default "auto-ncut"

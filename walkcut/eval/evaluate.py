@@ -32,8 +32,9 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-from walkcut.runtime import metrics
-from walkcut.runtime.datasets import EvalDataset
+
+from walkcut.eval import metrics
+from walkcut.eval.datasets import EvalDataset
 from walkcut.runtime.imageio import atomic_write_bytes
 
 log = logging.getLogger(__name__)

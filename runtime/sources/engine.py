@@ -2,9 +2,9 @@
 
 ``EngineSource.from_path("models/sd15.onnx")`` reads the model's contract, refuses a file that is
 not a walkcut model or whose contract this runtime cannot honour (the message says what to
-re-export), starts a backend (:mod:`walkcut.runtime.backends`) and checks the graph's inputs and
+re-export), starts a backend (:mod:`walkcut.runtime.sources.backends`) and checks the graph's inputs and
 outputs against the contract. ``transition(image_rgb)`` then preprocesses the image
-(:mod:`walkcut.runtime.preprocess`), runs the engine and validates its output: a finite,
+(:mod:`walkcut.runtime.sources.preprocess`), runs the engine and validates its output: a finite,
 non-negative, row-stochastic ``(R*R, R*R)`` matrix, else :class:`EngineOutputError` naming the model.
 """
 
@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from walkcut.runtime.backends import Backend, create_backend, default_threads
-from walkcut.runtime.contract import ContractError, ModelContract
-from walkcut.runtime.pixels import Transition
-from walkcut.runtime.preprocess import preprocess
+from walkcut.runtime.sources.backends import Backend, create_backend, default_threads
+from walkcut.runtime.sources.contract import ContractError, ModelContract
+from walkcut.runtime.sources.pixels import Transition
+from walkcut.runtime.sources.preprocess import preprocess
 
 logger = logging.getLogger(__name__)
 

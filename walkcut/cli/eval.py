@@ -42,8 +42,8 @@ def positive_int(text: str) -> int:
 
 
 def register(subparsers) -> None:
-    from walkcut.runtime.cmd_segment import add_cut_arguments, add_engine_arguments
-    from walkcut.runtime.datasets import DATASETS
+    from walkcut.cli.segment import add_cut_arguments, add_engine_arguments
+    from walkcut.eval.datasets import DATASETS
 
     p = subparsers.add_parser(
         "eval", help="score segmentation on BSDS500 / CamVid / COCO-Stuff-27 / Cityscapes",
@@ -72,8 +72,8 @@ def register(subparsers) -> None:
 def build_segment_fn(args):
     """``segment(image) -> hierarchy_like`` for the parsed arguments (the walkcut Segmenter); None when
     the engine cannot be opened (the reason is already printed)."""
-    from walkcut.runtime.cmd_segment import cut_options, open_source
-    from walkcut.runtime.evaluate import walkcut_segment_fn
+    from walkcut.cli.segment import cut_options, open_source
+    from walkcut.eval.evaluate import walkcut_segment_fn
 
     source = open_source(args)
     if source is None:
@@ -82,8 +82,8 @@ def build_segment_fn(args):
 
 
 def run(args) -> int:
-    from walkcut.runtime.datasets import load_dataset
-    from walkcut.runtime.evaluate import evaluate
+    from walkcut.eval.datasets import load_dataset
+    from walkcut.eval.evaluate import evaluate
 
     ds = load_dataset(args.dataset, args.root, split=args.split, limit=args.limit)
     thresholds = args.thresholds

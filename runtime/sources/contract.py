@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 METADATA_KEY = "walkcut.contract"
 #: Version of the contract format. Bump when a field changes meaning; the runtime refuses others.
@@ -132,7 +133,7 @@ class ModelContract:
         return {METADATA_KEY: self.to_json()}
 
     @classmethod
-    def from_json(cls, text: str, *, source: str = "model") -> "ModelContract":
+    def from_json(cls, text: str, *, source: str = "model") -> ModelContract:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -161,7 +162,7 @@ class ModelContract:
             raise ContractError(f"{source}: malformed contract ({exc}); re-export the model") from exc
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, str], *, source: str = "model") -> "ModelContract":
+    def from_metadata(cls, metadata: Mapping[str, str], *, source: str = "model") -> ModelContract:
         """Read the contract from ONNX metadata; raise :class:`ContractError` naming the fix."""
         if METADATA_KEY not in metadata:
             raise ContractError(

@@ -47,13 +47,13 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Execute ``walkcut export``; return the exit code."""
     if args.trt and importlib.util.find_spec("tensorrt") is None:
-        from .trt import INSTALL_HINT  # fail before the long export, not after it
+        from walkcut.export.trt import INSTALL_HINT  # fail before the long export, not after it
 
         print(f"walkcut export: error: {INSTALL_HINT}", file=sys.stderr)
         return 2
-    from .api import export_model
-    from .loading import ModelSourceError
-    from .onnx_export import VerificationError
+    from walkcut.export.api import export_model
+    from walkcut.export.loading import ModelSourceError
+    from walkcut.export.onnx_export import VerificationError
 
     try:
         result = export_model(
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(result.summary())
     if args.trt:
-        from .trt import build_engine
+        from walkcut.export.trt import build_engine
 
         try:
             engine = build_engine(result.path, result.contract, fp16=args.fp16)

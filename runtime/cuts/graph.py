@@ -129,7 +129,7 @@ def stationary_distribution(P, *, tol: float = 1e-9, max_power_iter: int = 10) -
     """
     n = P.shape[0]
     if n <= 32:  # tiny: the dense eigenproblem is cheapest and exact
-        import scipy.linalg as sla  # noqa: PLC0415
+        import scipy.linalg as sla
 
         dense = P.toarray() if sp.issparse(P) else P
         vals, vecs = sla.eig(dense.T)

@@ -17,11 +17,11 @@ from walkcut import __version__
 
 #: Subcommand modules, in the order ``walkcut --help`` lists them.
 SUBCOMMAND_MODULES = (
-    "walkcut.runtime.cmd_segment",
-    "walkcut.runtime.cmd_video",
-    "walkcut.runtime.cmd_eval",
-    "walkcut.runtime.cmd_bench",
-    "walkcut.export.cli",
+    "walkcut.cli.segment",
+    "walkcut.cli.video",
+    "walkcut.cli.eval",
+    "walkcut.cli.bench",
+    "walkcut.cli.export",
 )
 
 

@@ -188,7 +188,7 @@ def default_data_root() -> Path:
     env = os.environ.get("WALKCUT_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def center_crop(a: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from walkcut import __version__
-from walkcut.runtime.cmd_segment import add_cut_arguments, add_engine_arguments, cut_options, open_source
+from walkcut.cli.segment import add_cut_arguments, add_engine_arguments, cut_options, open_source
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import ImageReadError, atomic_write_bytes, read_image
 from walkcut.runtime.segmenter import Segmenter
@@ -93,9 +93,9 @@ def bench_pipeline(image: np.ndarray, source, options: dict, *, runs: int, warmu
 
 
 def bench_compare_dense(*, runs: int, grids=(16, 24, 32), tau: float = 0.3) -> list[dict]:
-    from walkcut.runtime import cut_affinity  # noqa: PLC0415
-    from walkcut.runtime.graph import affinity  # noqa: PLC0415
-    from walkcut.runtime.reference import dense_recursive_ncut, synthetic_attention  # noqa: PLC0415
+    from walkcut.eval.reference import dense_recursive_ncut, synthetic_attention
+    from walkcut.runtime import cut_affinity
+    from walkcut.runtime.cuts.graph import affinity
 
     rows = []
     for R in grids:
