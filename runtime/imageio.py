@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+
+logger = logging.getLogger(__name__)
+
+#: Transparent pixels become this colour (white, as image viewers show them on a page).
+ALPHA_BACKGROUND = 255
+
+_alpha_said = threading.Event()
 
 
 class ImageReadError(ValueError):
@@ -17,7 +27,10 @@ class ImageReadError(ValueError):
 def read_image(path) -> np.ndarray:
     """Read any image OpenCV decodes as (H, W, 3) uint8 RGB.
 
-    Grayscale is replicated to three channels, alpha is dropped, 16-bit is scaled to 8-bit.
+    Grayscale is replicated to three channels, 16-bit is scaled to 8-bit, and an image with an
+    alpha channel is composited onto white (the colours under transparent pixels are often
+    arbitrary, and cutting them would make segments nobody sees); the first such image of the
+    process is reported with a logged warning.
 
     Raises
     ------
@@ -35,11 +48,18 @@ def read_image(path) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ImageReadError(f"{p}: not a readable image (corrupt, truncated, or not an image format OpenCV decodes)")
+    if img.ndim == 3 and img.shape[2] == 4 and not _alpha_said.is_set():
+        _alpha_said.set()
+        logger.warning("%s has an alpha channel: transparent pixels are composited onto white "
+                       "(said once for all such images)", p)
     return to_rgb8(img, source=str(p))
 
 
 def to_rgb8(img: np.ndarray, *, source: str = "image") -> np.ndarray:
-    """OpenCV-decoded array (BGR/BGRA/gray, 8/16-bit/float) -> (H, W, 3) uint8 RGB."""
+    """OpenCV-decoded array (BGR/BGRA/gray, 8/16-bit/float) -> (H, W, 3) uint8 RGB.
+
+    BGRA is composited onto white: ``rgb * a + 255 * (1 - a)``.
+    """
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype in (np.float32, np.float64):
@@ -51,7 +71,9 @@ def to_rgb8(img: np.ndarray, *, source: str = "image") -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 1:
         return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
     if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0  # (H, W, 1)
+        blend = img[:, :, :3].astype(np.float32) * alpha + ALPHA_BACKGROUND * (1.0 - alpha)
+        return cv2.cvtColor(np.rint(blend).astype(np.uint8), cv2.COLOR_BGR2RGB)
     if img.ndim == 3 and img.shape[2] == 3:
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     raise ImageReadError(f"{source}: unsupported image layout {img.shape}")
@@ -66,10 +88,13 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once at import: os.umask is process-wide, not for use from threads
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
+def atomic_write_bytes(path, data: bytes, *, make_parents: bool = False) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename:
-    readers see the old file or the whole new one, never a partial file."""
+    readers see the old file or the whole new one, never a partial file. ``make_parents`` creates
+    the folder first. Returns ``path``."""
     path = Path(path)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -82,6 +107,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    return path
 
 
 def encode_png(array: np.ndarray, *, rgb: bool = True) -> bytes:

@@ -130,8 +130,7 @@ def test_cli_bad_file_fails_cleanly_and_batch_continues(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_threshold(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        run_segment(tmp_path, "x.png", "--threshold", "auto")
+    assert run_segment(tmp_path, "x.png", "--threshold", "auto") == 2
     assert "auto-ncut" in capsys.readouterr().err
 
 

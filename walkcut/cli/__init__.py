@@ -3,17 +3,19 @@
 Each subcommand lives in its own module exposing ``register(subparsers)``, which adds a parser and
 sets ``func`` (a callable taking the parsed arguments and returning an exit code). Modules are
 imported here only for their parsers: they must not import torch at module level (``walkcut export``
-imports it inside its ``func``).
+imports it inside its ``func``). Every ``func`` runs under the one error policy of
+:mod:`walkcut.cli.errors`; shared option types live in :mod:`walkcut.cli.args`.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import sys
 
 from walkcut import __version__
+from walkcut.cli.args import check_arguments
+from walkcut.cli.errors import EXIT_USAGE, Parser, error, run_command
 
 #: Subcommand modules, in the order ``walkcut --help`` lists them.
 SUBCOMMAND_MODULES = (
@@ -25,13 +27,17 @@ SUBCOMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="walkcut",
         description="Training-free segmentation by random-walk Normalized Cuts.",
+        epilog="Errors are one line on stderr; --debug adds the traceback. Exit codes: 0 done, "
+               "1 some inputs failed, 2 bad arguments or a model that cannot run, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"walkcut {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv: debug, with tracebacks)")
+    parser.add_argument("--debug", action="store_true", help="debug log output and tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         try:
@@ -47,20 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``walkcut ARGV``; return the exit code (``--help`` and usage errors included)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a usage error already printed (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    debug = args.debug or args.verbose > 0
     logging.basicConfig(
-        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+        level=logging.DEBUG if args.debug else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="walkcut: %(levelname)s: %(message)s",
     )
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("walkcut: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_USAGE
+    problem = check_arguments(args)
+    if problem:
+        error(f"{problem} (see `walkcut {args.command} --help`)")
+        return EXIT_USAGE
+    return run_command(args.func, args, debug=debug)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +23,17 @@ import cv2
 import numpy as np
 
 from walkcut import __version__
-from walkcut.cli.segment import add_cut_arguments, add_engine_arguments, cut_options, open_source
+from walkcut.cli.args import (
+    add_cut_arguments,
+    add_engine_arguments,
+    cut_options,
+    make_source,
+    non_negative_int,
+    output_file,
+    positive_int,
+)
 from walkcut.runtime.draw import overlay
-from walkcut.runtime.imageio import ImageReadError, atomic_write_bytes, read_image
+from walkcut.runtime.imageio import atomic_write_bytes, read_image
 from walkcut.runtime.segmenter import Segmenter
 
 
@@ -123,21 +130,19 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("image", nargs="?", type=Path, default=None,
                    help="image to time on (default: a synthetic 480x360 scene)")
-    p.add_argument("--source", choices=("pixels",), default="pixels")
+    p.add_argument("--source", choices=("pixels",), default="pixels",
+                   help="colour+position graph, no model (default; --engine replaces it)")
     add_engine_arguments(p)
     add_cut_arguments(p)
-    p.add_argument("--runs", type=int, default=10, help="timed runs per stage (default: 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: 2)")
+    p.add_argument("--runs", type=positive_int, default=10, help="timed runs per stage (default: 10)")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs first (default: 2)")
     p.add_argument("--compare-dense", action="store_true",
                    help="time the cuts against the dense-eigh reference on synthetic graphs instead")
-    p.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON here")
+    p.add_argument("--json", type=output_file(), default=None, help="also write the numbers as JSON here")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    if args.runs < 1 or args.warmup < 0:
-        print(f"walkcut: error: --runs must be >= 1 and --warmup >= 0 (got {args.runs}, {args.warmup})", file=sys.stderr)
-        return 2
     info = {"walkcut": __version__, "cpu": cpu_name(), "python": platform.python_version()}
     if args.compare_dense:
         rows = bench_compare_dense(runs=args.runs)
@@ -150,14 +155,8 @@ def run(args) -> int:
                   f"{'yes' if r['same_partition'] else 'NO'} | {r['segments_reference']} / {r['segments_walkcut']} |")
         ok = all(r["same_partition"] for r in rows)
     else:
-        try:
-            image = read_image(args.image) if args.image else synthetic_scene()
-        except ImageReadError as exc:
-            print(f"walkcut: error: {exc}", file=sys.stderr)
-            return 1
-        source = open_source(args)
-        if source is None:
-            return 1
+        image = read_image(args.image) if args.image else synthetic_scene()
+        source = make_source(args)
         desc = source.describe() if hasattr(source, "describe") else {"source": "pixels", "grid": args.grid}
         if args.engine:
             desc["model_sha256"] = file_hash(args.engine)

@@ -1,7 +1,7 @@
 """``walkcut eval``: score a segmentation source on an evaluation set (a thin CLI over evaluate.py).
 
     walkcut eval DATASET --root DIR [--split val|test] [--source pixels | --engine MODEL]
-                 [--json OUT] [--limit N] [--grid-out PNG] [--thresholds T1,T2,... | none]
+                 [--json OUT] [--limit N] [--gallery PNG] [--thresholds T1,T2,... | none]
 """
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+
+from walkcut.cli.args import add_cut_arguments, add_engine_arguments, cut_options, make_source, output_file, positive_int
+from walkcut.cli.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +34,7 @@ def threshold_list(text: str):
     return values
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def register(subparsers) -> None:
-    from walkcut.cli.segment import add_cut_arguments, add_engine_arguments
     from walkcut.eval.datasets import DATASETS
 
     p = subparsers.add_parser(
@@ -50,7 +42,7 @@ def register(subparsers) -> None:
         description="Segment every image of an evaluation set and score it: Covering / PRI / VoI (default "
                     "rule, and ODS / OIS over a threshold sweep) on bsds500; Hungarian-matched mIoU and "
                     "pixel accuracy on camvid, cocostuff27 and cityscapes.")
-    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("dataset", choices=DATASETS, help="evaluation set: " + ", ".join(DATASETS))
     p.add_argument("--root", default=None,
                    help="dataset folder (default: $WALKCUT_DATA/DATASET, else ../shared/data/DATASET)")
     p.add_argument("--split", default="val", help="split (default: val)")
@@ -62,41 +54,41 @@ def register(subparsers) -> None:
                    help="constant thresholds of the ODS/OIS sweep, comma-separated, or 'none' (default: 24 "
                         "values from 0.003 to 1, geometric, on bsds500; none on the semantic sets)")
     p.add_argument("--limit", type=positive_int, default=None, help="first N images only")
-    p.add_argument("--json", default=None, metavar="OUT", help="write summary + per-image numbers as JSON")
-    p.add_argument("--grid-out", default=None, metavar="PNG",
-                   help="write a picture grid of the best and worst images")
+    p.add_argument("--json", type=output_file(), default=None, metavar="OUT.json",
+                   help="write summary + per-image numbers as JSON")
+    # Not --grid-*: --grid is the graph resolution, and options must not share a prefix.
+    p.add_argument("--gallery", type=output_file(".png"), default=None, metavar="PNG",
+                   help="write a picture of the best and worst images (image | truth | segments)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def build_segment_fn(args):
-    """``segment(image) -> hierarchy_like`` for the parsed arguments (the walkcut Segmenter); None when
-    the engine cannot be opened (the reason is already printed)."""
-    from walkcut.cli.segment import cut_options, open_source
+    """``segment(image) -> hierarchy_like`` for the parsed arguments (the walkcut Segmenter)."""
     from walkcut.eval.evaluate import walkcut_segment_fn
 
-    source = open_source(args)
-    if source is None:
-        return None
-    return walkcut_segment_fn(source, **cut_options(args))
+    return walkcut_segment_fn(make_source(args), **cut_options(args))
 
 
 def run(args) -> int:
     from walkcut.eval.datasets import load_dataset
     from walkcut.eval.evaluate import evaluate
 
-    ds = load_dataset(args.dataset, args.root, split=args.split, limit=args.limit)
+    from walkcut.eval.datasets import DatasetLayoutError
+
+    try:
+        ds = load_dataset(args.dataset, args.root, split=args.split, limit=args.limit)
+    except (DatasetLayoutError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
     thresholds = args.thresholds
     if thresholds is None:
         thresholds = list(DEFAULT_REGION_SWEEP) if ds.protocol == "regions" else None
     thresholds = thresholds or None
     segment = build_segment_fn(args)
-    if segment is None:
-        return 2
     report = evaluate(ds, segment, thresholds=thresholds, progress=not args.no_progress)
     print(report.table())
     if args.json:
         print(f"json: {report.write_json(args.json)}")
-    if args.grid_out:
-        print(f"grid: {report.write_grid(args.grid_out)}")
+    if args.gallery:
+        print(f"gallery: {report.write_grid(args.gallery)}")
     return 0

@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import sys
+import os
+import warnings
+from pathlib import Path
+
+from walkcut.cli.args import output_file
+from walkcut.cli.errors import CommandError, note
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +31,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--model", required=True, metavar="PATH_OR_ID", help="hub id, diffusers folder or checkpoint file")
-    p.add_argument("--out", required=True, metavar="FILE.onnx", help="output ONNX path, e.g. models/sd15.onnx")
+    p.add_argument("--out", required=True, type=output_file(".onnx"), metavar="FILE.onnx", help="output ONNX path, e.g. models/sd15.onnx")
     p.add_argument("--image-size", type=int, default=512, metavar="S", help="input side, multiple of 64 (512)")
     p.add_argument("--attn-res", type=int, default=32, metavar="R", help="output grid side (32: 1024 nodes)")
     p.add_argument("--layers", default="encoder", metavar="SPEC",
@@ -44,26 +49,90 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+#: Packages of the ``export`` extra; a missing one is named with the install command.
+EXPORT_PACKAGES = ("torch", "diffusers", "transformers", "safetensors", "onnx", "onnxscript")
+INSTALL_EXPORT = 'pip install "walkcut[export]"'
+#: Seconds to wait for the model hub before deciding there is no network.
+HUB_TIMEOUT_S = 3.0
+
+
+def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """Whether the Hugging Face hub (``$HF_ENDPOINT``) accepts a TCP connection within ``timeout``."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def offline_mode(model: str, offline: bool) -> bool:
+    """True when the hub must not be used: ``--offline``, ``HF_HUB_OFFLINE``, or no network.
+
+    Without this check a hub id and no network cost minutes of retries (each logged twice) before
+    the error; with it the cache is searched at once and the error lists the other ways to supply
+    weights.
+    """
+    if offline or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return True
+    if Path(model).exists():
+        return False  # a local folder or file never touches the network
+    if hub_reachable():
+        return False
+    note(f"no network ({os.environ.get('HF_ENDPOINT') or 'huggingface.co'} unreachable): looking for "
+         f"{model} in the local Hugging Face cache only")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return True
+
+
+def quiet_third_party() -> None:
+    """Keep what matters from torch / diffusers / transformers / huggingface_hub: their errors, once.
+
+    The tracer's warnings are about graph constants the export verifies anyway, and the libraries'
+    deprecation notices address their own callers, not walkcut users.
+    """
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", module=r"torch\.(onnx|jit)")
+    warnings.filterwarnings("ignore", message=r".*TracerWarning.*")
+    for name in ("huggingface_hub", "diffusers", "transformers", "torch.onnx"):
+        lib = logging.getLogger(name)
+        lib.setLevel(logging.ERROR)
+        lib.propagate = False  # their own handler prints it; the root handler would print it again
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``walkcut export``; return the exit code."""
+    try:
+        import torch  # noqa: F401 - the first of the export extra; a clear message when missing
+        from walkcut.export.api import export_model
+        from walkcut.export.loading import ModelSourceError
+        from walkcut.export.onnx_export import VerificationError
+    except ImportError as exc:
+        missing = exc.name or "a package of the export extra"
+        raise CommandError(f"walkcut export needs the export extra ({missing} is not installed): "
+                           f"{INSTALL_EXPORT}", code=2) from exc
     if args.trt and importlib.util.find_spec("tensorrt") is None:
         from walkcut.export.trt import INSTALL_HINT  # fail before the long export, not after it
 
-        print(f"walkcut export: error: {INSTALL_HINT}", file=sys.stderr)
-        return 2
-    from walkcut.export.api import export_model
-    from walkcut.export.loading import ModelSourceError
-    from walkcut.export.onnx_export import VerificationError
-
+        raise CommandError(INSTALL_HINT, code=2)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        quiet_third_party()
+    local_only = offline_mode(args.model, args.offline)
     try:
         result = export_model(
             args.model, args.out, image_size=args.image_size, attn_res=args.attn_res, layers=args.layers,
             timestep=args.timestep, noise=args.noise, noise_seed=args.noise_seed, fp16=args.fp16,
-            arch=args.arch, local_files_only=args.offline, progress=not args.no_progress,
+            arch=args.arch, local_files_only=local_only, progress=not args.no_progress,
         )
     except (ModelSourceError, VerificationError, ValueError) as exc:
-        print(f"walkcut export: error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc), code=2) from exc
     print(result.summary())
     if args.trt:
         from walkcut.export.trt import build_engine
@@ -71,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
         try:
             engine = build_engine(result.path, result.contract, fp16=args.fp16)
         except (RuntimeError, ValueError) as exc:
-            print(f"walkcut export: error: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(str(exc), code=2) from exc
         print(f"{engine}  TensorRT engine (+ {engine.name}.json)")
     return 0

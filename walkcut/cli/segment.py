@@ -1,4 +1,4 @@
-"""``walkcut segment IMAGE... --out DIR``: label map and overlay for each image."""
+"""``walkcut segment INPUT... --out DIR``: a label map and an overlay picture for each image."""
 
 from __future__ import annotations
 
@@ -11,76 +11,30 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from walkcut.runtime.cuts.hierarchy import AUTO_RULES
+from walkcut.cli.args import add_cut_arguments, add_engine_arguments, cut_options, make_source, output_dir
+from walkcut.cli.errors import UsageError, error, file_error, plural
+from walkcut.cli.inputs import IMAGE_EXTENSIONS, InputError, InputImage, expand_inputs, name_outputs
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import atomic_write_bytes, encode_png, read_image
 from walkcut.runtime.segmenter import Segmenter
-from walkcut.runtime.sources.contract import ContractError
-from walkcut.runtime.sources.pixels import PixelSource
 
 logger = logging.getLogger(__name__)
 
+SUFFIXES = ("_labels.png", "_overlay.png")
 
-def threshold_arg(text: str):
-    """A stopping rule on the command line: a number or an automatic rule name."""
-    if text in AUTO_RULES:
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or one of {', '.join(AUTO_RULES)}, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"threshold must be >= 0, got {text!r}")
-    return value
+NAMING = """\
+inputs: image files, folders (searched recursively for %s files, sorted) and
+glob patterns ("photos/**/*.jpg"; quote them so the shell does not expand them).
 
+outputs: OUT/NAME_labels.png (uint16 label map, 0..K-1, at the image's resolution) and
+OUT/NAME_overlay.png. NAME mirrors the input's folders below the deepest folder that holds every
+input: a/x.jpg and b/x.png give OUT/a/x_labels.png and OUT/b/x_labels.png; one image or one flat
+folder gives OUT/x_labels.png. Two inputs of one folder with the same stem keep their extension
+(x.jpg_labels.png). Existing outputs are never replaced unless --overwrite; --skip-existing skips
+images whose outputs are all there (to resume a batch).
 
-def add_cut_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that cuts (segment, video, eval)."""
-    g = p.add_argument_group("cuts")
-    g.add_argument("--mode", choices=("walk", "dot", "cosine"), default="walk", help="graph from the walk (default: walk)")
-    g.add_argument("--power", type=int, default=1, help="walk length t: cut P^t (default: 1)")
-    g.add_argument("--threshold", type=threshold_arg, default="auto-ncut",
-                   help="stopping rule: a number (NCut threshold), auto-ncut or auto-mincut (default: auto-ncut)")
-    g.add_argument("--max-segments", type=int, default=32, help="most segments (default: 32)")
-    g.add_argument("--min-size", type=int, default=None, help="smallest segment in grid cells (default: R*R/256)")
-    g.add_argument("--grid", "-R", type=int, default=32, help="graph resolution R for --source pixels (default: 32)")
-
-
-def cut_options(args) -> dict:
-    return dict(mode=args.mode, power=args.power, threshold=args.threshold,
-                max_segments=args.max_segments, min_size=args.min_size)
-
-
-def make_source(args):
-    """The transition-matrix source the arguments ask for."""
-    if getattr(args, "engine", None):
-        from walkcut.runtime.sources.engine import EngineSource
-
-        return EngineSource.from_path(args.engine, backend=getattr(args, "backend", "auto"))
-    return PixelSource(grid=args.grid)
-
-
-def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    """``--engine`` / ``--backend``, shared by segment and video."""
-    from walkcut.runtime.sources.backends import BACKENDS
-
-    g = p.add_argument_group("engine")
-    g.add_argument("--engine", type=Path, default=None, metavar="MODEL",
-                   help="exported attention model (.onnx, or a TensorRT .engine with its .json); "
-                        "replaces --source pixels")
-    g.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="what runs the engine (default: auto = best available, logged)")
-
-
-def open_source(args):
-    """``make_source`` with model problems turned into a one-line error; None when it failed."""
-    from walkcut.runtime.sources.backends import BackendUnavailable
-
-    try:
-        return make_source(args)
-    except (ContractError, BackendUnavailable) as exc:
-        print(f"walkcut: error: {exc}", file=sys.stderr)
-        return None
+RGBA images are composited onto white (said once). A bad file gets one line on stderr and the rest
+of the batch is processed; the exit code is then 1.""" % ", ".join(IMAGE_EXTENSIONS)
 
 
 def _write_outputs(pairs) -> None:
@@ -98,47 +52,86 @@ def _write_outputs(pairs) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("segment", help="segment images: label maps + overlays",
-                       description="Segment images into a label map (uint16 PNG) and an overlay picture each.")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
+                       description="Segment images into a label map (uint16 PNG) and an overlay picture each.",
+                       epilog=NAMING, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern")
+    p.add_argument("--out", "-o", type=output_dir, required=True,
+                   help="output folder (created if missing; see the naming rule below)")
     p.add_argument("--source", choices=("pixels",), default="pixels",
-                   help="where the random walk comes from; pixels = colour+position graph, no model (default)")
+                   help="where the random walk comes from: pixels = colour+position graph, no model (default; "
+                        "--engine replaces it)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="skip images whose outputs already exist (resume a batch)")
     add_cut_arguments(p)
     add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
+def collect(arguments: list[str]) -> tuple[list[InputImage], list[str]]:
+    """Expand each argument on its own: one that names nothing is one error line, not the end."""
+    paths, problems, seen = [], [], set()
+    for arg in arguments:
+        try:
+            found = expand_inputs([arg])
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        for path in found:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                paths.append(path)
+    return name_outputs(paths), problems
+
+
+def plan(images: list[InputImage], out: Path, *, overwrite: bool, skip_existing: bool) -> list[InputImage]:
+    """The images to process; refuses (UsageError) to replace existing outputs unless asked."""
+    if overwrite:
+        return images
+    done = [im for im in images if all(im.output(out, s).exists() for s in SUFFIXES)]
+    clash = [im.output(out, s) for im in images for s in SUFFIXES if im.output(out, s).exists()]
+    if skip_existing:
+        if done:
+            print(f"skipping {plural(len(done), 'image')} whose outputs exist in {out}", file=sys.stderr)
+        return [im for im in images if im not in done]
+    if clash:
+        more = f" and {plural(len(clash) - 1, 'more file')}" if len(clash) > 1 else ""
+        raise UsageError(f"{clash[0]}{more} already exist{'s' if len(clash) == 1 else ''}; add --overwrite to "
+                         f"replace, --skip-existing to resume, or choose another --out")
+    return images
+
+
 def run(args) -> int:
-    source = open_source(args)
-    if source is None:
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    segmenter = Segmenter(source)
+    images, problems = collect(args.inputs)
+    todo = plan(images, args.out, overwrite=args.overwrite, skip_existing=args.skip_existing)
+    segmenter = Segmenter(make_source(args))  # model problems stop here, before any folder is made
+    for message in problems:
+        error(message)
     options = cut_options(args)
-    failed, done, t_start = [], 0, time.perf_counter()
+    failed, done, t_start = len(problems), 0, time.perf_counter()
     stage_times: dict[str, list[float]] = {}
-    bar = tqdm(args.images, unit="img", disable=len(args.images) < 2 or not sys.stderr.isatty())
-    for path in bar:
+    bar = tqdm(todo, unit="img", disable=len(todo) < 2 or not sys.stderr.isatty())
+    for item in bar:
+        path = item.path
         bar.set_postfix_str(path.name)
+        labels_path, overlay_path = (item.output(args.out, s) for s in SUFFIXES)
         try:
             image = read_image(path)
             result = segmenter.set_image(image).segment(**options)
-            stem = path.stem
             if result.labels.max() > 65535:
-                raise ValueError(f"{path}: {result.labels.max() + 1} segments do not fit a uint16 label map")
+                raise ValueError(f"{result.labels.max() + 1} segments do not fit a uint16 label map")
             # Encode both pictures before writing either: a failure leaves no partial output.
             labels16 = result.labels.astype(np.uint16)  # also a 4x smaller map for the overlay
             t, n_segments = result.timings, result.n_segments
             del result  # huge images: free the int64 labels before drawing
-            _write_outputs([
-                (args.out / f"{stem}_labels.png", encode_png(labels16, rgb=False)),
-                (args.out / f"{stem}_overlay.png", encode_png(overlay(image, labels16))),
-            ])
+            pictures = [(labels_path, encode_png(labels16, rgb=False)),
+                        (overlay_path, encode_png(overlay(image, labels16)))]
+            labels_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_outputs(pictures)
         except Exception as exc:
-            failed.append(path)
-            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-            tqdm.write(f"walkcut: error: {message.splitlines()[0] if message else type(exc).__name__}",
-                       file=sys.stderr)
+            failed += 1
+            tqdm.write(f"walkcut: error: {file_error(path, exc)}", file=sys.stderr)
             logger.debug("%s failed", path, exc_info=True)
             continue
         done += 1
@@ -146,12 +139,14 @@ def run(args) -> int:
             stage_times.setdefault(stage, []).append(seconds)
         logger.info("%s: %d segments (source %.1f ms, cuts %.1f ms, upsample %.1f ms)", path, n_segments,
                     1e3 * t["source"], 1e3 * t["cuts"], 1e3 * t["upsample"])
-        if len(args.images) == 1:
-            print(f"{path}: {n_segments} segments -> {args.out / (path.stem + '_labels.png')}")
+        if len(todo) == 1:
+            print(f"{path}: {plural(n_segments, 'segment')} -> {labels_path}")
     elapsed = time.perf_counter() - t_start
-    if len(args.images) > 1:
-        print(f"segmented {done} of {len(args.images)} images in {elapsed:.1f} s -> {args.out}"
-              + (f"; {len(failed)} failed" if failed else ""))
+    if not todo and not problems:
+        print(f"nothing to do: every image has its outputs in {args.out}")
+    if len(todo) + len(problems) > 1:
+        print(f"segmented {done} of {plural(len(todo) + len(problems), 'image')} in {elapsed:.1f} s -> {args.out}"
+              + (f"; {failed} failed" if failed else ""))
         if stage_times:
             print("median per image: " + ", ".join(f"{k} {1e3 * float(np.median(v)):.1f} ms"
                                                    for k, v in stage_times.items()))

@@ -9,17 +9,24 @@ import sys
 import threading
 from pathlib import Path
 
-from walkcut.cli.segment import add_cut_arguments, add_engine_arguments, cut_options, open_source
+from walkcut.cli.args import (
+    add_cut_arguments,
+    add_engine_arguments,
+    cut_options,
+    make_source,
+    non_negative_int,
+    output_dir,
+    output_file,
+    positive_int,
+)
+from walkcut.cli.errors import CommandError, UsageError, plural
+from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
 from walkcut.runtime.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
-#: Video defaults differ from images: fewer leaves grown per frame keeps the cuts within a frame
-#: budget (the automatic stopping rules rarely keep more than ~12 segments on street scenes).
-VIDEO_MAX_SEGMENTS = 16
-#: Boundary-aware upsampling runs at most at this side; labels are then enlarged by nearest
-#: neighbour (boundaries within 1.5 px at 480 px wide). It saves ~1/3 of a frame's CPU time.
-VIDEO_LABEL_SIDE = 320
+#: Codec written for each accepted output extension (the file name is never changed).
+CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 
 
 def register(sub) -> None:
@@ -27,27 +34,30 @@ def register(sub) -> None:
                        description="Segment every frame of a video file, camera index or stream URL; segments "
                                    "keep their id and colour across frames. Writes an overlay video.")
     p.add_argument("input", metavar="INPUT", help="video file, camera index (0, 1, ...) or stream URL")
-    p.add_argument("--out", "-o", type=Path, default=None, help="output video (.mp4, mp4v codec); optional")
+    p.add_argument("--out", "-o", type=output_file(*CODECS), default=None,
+                   help="output video: .mp4 (mp4v codec) or .avi (MJPG); optional")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out video and existing frames in --labels-dir")
     p.add_argument("--source", choices=("pixels",), default="pixels",
                    help="random walk from the colour+position graph (default) unless --engine is given")
-    p.add_argument("--labels-dir", type=Path, default=None, help="also write each frame's ids as uint16 PNG")
+    p.add_argument("--labels-dir", type=output_dir, default=None, help="also write each frame's ids as uint16 PNG")
     p.add_argument("--show", action="store_true", help="show the overlay with FPS (when a display exists)")
     p.add_argument("--live", action="store_true",
                    help="treat INPUT as live: drop frames when segmenting is slower than the input "
                         "(default for cameras and URLs; files never drop frames otherwise)")
-    p.add_argument("--workers", type=int, default=1, help="segmenting workers (default: 1)")
+    p.add_argument("--workers", type=positive_int, default=1, help="segmenting workers (default: 1)")
     p.add_argument("--processes", action="store_true",
                    help="run each worker in its own process: uses every core (threads share one "
                         "interpreter lock); the model is loaded once per process")
-    p.add_argument("--queue", type=int, default=4, help="frames buffered between stages (default: 4)")
-    p.add_argument("--label-side", type=int, default=VIDEO_LABEL_SIDE,
+    p.add_argument("--queue", type=positive_int, default=4, help="frames buffered between stages (default: 4)")
+    p.add_argument("--label-side", type=non_negative_int, default=VIDEO_LABEL_SIDE,
                    help=f"longest side at which labels follow image edges, then enlarged (default: "
                         f"{VIDEO_LABEL_SIDE}; 0 = full resolution)")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
     p.add_argument("--no-track", action="store_true", help="independent per-frame ids (for comparison)")
-    add_cut_arguments(p)
+    add_cut_arguments(p, max_segments=VIDEO_MAX_SEGMENTS)
     add_engine_arguments(p)
-    p.set_defaults(func=run, max_segments=VIDEO_MAX_SEGMENTS)
+    p.set_defaults(func=run)
 
 
 def build_segmenter(*, engine=None, backend="auto", grid=32, label_side=0) -> Segmenter:
@@ -76,24 +86,20 @@ def run(args) -> int:
         limit_blas_threads,
     )
 
-    if args.workers < 1 or args.queue < 1:
-        print(f"walkcut: error: --workers and --queue must be >= 1, got {args.workers} and {args.queue}",
-              file=sys.stderr)
-        return 2
     if args.out is None and args.labels_dir is None and not args.show:
-        print("walkcut: error: nothing to write: give --out, --labels-dir or --show", file=sys.stderr)
-        return 2
+        raise UsageError("nothing to write: give --out, --labels-dir or --show")
+    check_outputs(args)
     try:
         spec = VideoInput.parse(args.input, live=True if args.live else None)
         reader = VideoReader(spec)
     except VideoInputError as exc:
-        print(f"walkcut: error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc), code=2) from exc
     limit_blas_threads(1)  # parallel across frames, not inside tiny matrix products
-    source = open_source(args)  # in the parent too: model problems are reported before any work
-    if source is None:
+    try:
+        source = make_source(args)  # in the parent too: model problems are reported before any work
+    except BaseException:
         reader.close()
-        return 2
+        raise
     if args.processes:
         factory = functools.partial(build_segmenter, engine=args.engine, backend=args.backend, grid=args.grid,
                                     label_side=args.label_side)
@@ -115,7 +121,7 @@ def run(args) -> int:
     try:
         with reader:
             if args.out is not None:
-                with VideoWriter(args.out, reader.fps, reader.size) as writer:
+                with VideoWriter(args.out, reader.fps, reader.size, fourcc=CODECS[args.out.suffix.lower()]) as writer:
                     summary = _run(pipeline, reader, writer, args, show)
                 summary.output = str(writer.path) if writer.frames else None
             else:
@@ -125,9 +131,45 @@ def run(args) -> int:
             signal.signal(signal.SIGTERM, previous)
     for line in summary.lines():
         print(line, file=sys.stderr)
+    if summary.frames_read == 0:
+        raise CommandError(f"{args.input}: no frames could be decoded (not a video, or an empty one); "
+                           f"nothing was written")
+    if args.out is not None and summary.output and Path(summary.output) != args.out:
+        raise CommandError(f"the video was written as {summary.output}, not {args.out}: OpenCV could not "
+                           f"use the {CODECS[args.out.suffix.lower()]} codec; give --out NAME.avi")
     if summary.stop_reason.startswith("error"):
         return 1
     return 130 if summary.stop_reason in ("interrupted", "terminated") else 0
+
+
+def check_outputs(args) -> None:
+    """Refuse to replace existing results (usage error) unless --overwrite; refuse a codec that
+    OpenCV cannot write here, before any frame is decoded."""
+    if not args.overwrite:
+        if args.out is not None and args.out.exists():
+            raise UsageError(f"{args.out} already exists; add --overwrite to replace it or choose another --out")
+        if args.labels_dir is not None and args.labels_dir.is_dir() and any(args.labels_dir.glob("*.png")):
+            n = sum(1 for _ in args.labels_dir.glob("*.png"))
+            raise UsageError(f"{args.labels_dir} already holds {plural(n, 'PNG file')}; add --overwrite to "
+                             f"replace them or choose another --labels-dir")
+    if args.out is not None and not codec_available(args.out.suffix.lower()):
+        other = ".avi" if args.out.suffix.lower() == ".mp4" else ".mp4"
+        raise UsageError(f"this OpenCV build cannot write {args.out.suffix} ({CODECS[args.out.suffix.lower()]}); "
+                         f"give --out {args.out.with_suffix(other)}")
+
+
+def codec_available(suffix: str) -> bool:
+    """Whether OpenCV opens a writer for ``suffix`` with its codec (tried on a tiny temporary file)."""
+    import tempfile
+
+    import cv2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = cv2.VideoWriter(str(Path(tmp) / f"probe{suffix}"), cv2.VideoWriter_fourcc(*CODECS[suffix]),
+                                25.0, (64, 64))
+        ok = probe.isOpened()
+        probe.release()
+    return ok
 
 
 def _run(pipeline, reader, writer, args, show):

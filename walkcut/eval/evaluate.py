@@ -35,12 +35,12 @@ import numpy as np
 
 from walkcut.eval import metrics
 from walkcut.eval.datasets import EvalDataset
+from walkcut.runtime.draw import boundaries, label_colors
 from walkcut.runtime.imageio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalReport", "HierarchyLike", "WalkcutHierarchy", "evaluate", "label_colors", "walkcut_segment_fn",
-           "write_bytes_atomic"]
+__all__ = ["EvalReport", "HierarchyLike", "WalkcutHierarchy", "evaluate", "walkcut_segment_fn"]
 
 #: Longest side of the thumbnails kept for the picture grid.
 THUMB = 192
@@ -140,7 +140,7 @@ class EvalReport:
 
     def write_json(self, path) -> Path:
         data = json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_json_default)
-        return write_bytes_atomic(path, (data + "\n").encode())
+        return atomic_write_bytes(path, (data + "\n").encode(), make_parents=True)
 
     def write_grid(self, path) -> Path:
         """A PNG: best images on top, a grey bar, worst below; columns image | ground truth | prediction."""
@@ -161,7 +161,7 @@ class EvalReport:
         ok, buf = cv2.imencode(".png", cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
         if not ok:
             raise OSError(f"OpenCV could not encode the grid for {path}")
-        return write_bytes_atomic(path, buf.tobytes())
+        return atomic_write_bytes(path, buf.tobytes(), make_parents=True)
 
 
 def _json_default(o):
@@ -187,39 +187,16 @@ def _jsonable(x):
     return x
 
 
-def write_bytes_atomic(path, data: bytes) -> Path:
-    """Create ``path``'s folder and write ``data`` whole or not at all (see ``atomic_write_bytes``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
-    return path
-
-
-def label_colors(labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
-    """An RGB picture (H, W, 3) uint8 of a label map: one fixed pseudo-random colour per label."""
-    lab = np.asarray(labels)
-    uniq, inv = np.unique(lab, return_inverse=True)
-    palette = np.random.default_rng(seed).integers(40, 256, size=(max(uniq.size, 1), 3), dtype=np.uint8)
-    return palette[inv.reshape(lab.shape)]
-
-
-def _boundaries(labels: np.ndarray) -> np.ndarray:
-    b = np.zeros(labels.shape, dtype=bool)
-    b[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-    b[1:, :] |= labels[1:, :] != labels[:-1, :]
-    return b
-
-
 def _thumb_row(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, ignore_label, caption: str) -> np.ndarray:
     """image | gt colours | prediction colours with boundaries, each scaled to THUMB; caption on the image."""
     h, w = image.shape[:2]
     s = THUMB / max(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    gt_rgb = label_colors(gt, seed=1)
+    gt_rgb = label_colors(gt)
     if ignore_label is not None:
         gt_rgb[gt == ignore_label] = 0
-    pred_rgb = (0.5 * label_colors(pred, seed=2) + 0.5 * image).astype(np.uint8)
-    pred_rgb[_boundaries(pred)] = (255, 255, 255)
+    pred_rgb = (0.5 * label_colors(pred) + 0.5 * image).astype(np.uint8)
+    pred_rgb[boundaries(pred)] = (255, 255, 255)
     tiles = [cv2.resize(image, size, interpolation=cv2.INTER_AREA),
              cv2.resize(gt_rgb, size, interpolation=cv2.INTER_NEAREST),
              cv2.resize(pred_rgb, size, interpolation=cv2.INTER_NEAREST)]
