@@ -18,7 +18,6 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-LAYER_PRESETS = ("encoder", "all")
 _STAGE_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
 _NAME_RE = re.compile(
     r"^(?P<stage>down_blocks|mid_block|up_blocks)(?:\.(?P<block>\d+))?\.attentions\.(?P<attn>\d+)"

@@ -15,6 +15,7 @@ import numpy as np
 from walkcut.runtime.cuts.hierarchy import CutResult, Hierarchy, cut_transition_matrix
 from walkcut.runtime.sources.pixels import PixelSource, Transition, grid_cell_colors
 from walkcut.runtime.upsample import upsample_labels
+from walkcut.runtime import defaults as _d
 
 
 def _shrink(image_rgb: np.ndarray, max_side: int) -> np.ndarray:
@@ -72,8 +73,8 @@ class Segmenter:
         off for independent images.
     """
 
-    def __init__(self, source=None, *, upsample: str = "joint-bilateral", max_source_side: int = 2048,
-                 max_label_side: int = 4096, warm_start: bool = False) -> None:
+    def __init__(self, source=None, *, upsample: str = "joint-bilateral", max_source_side: int = _d.MAX_SOURCE_SIDE,
+                 max_label_side: int = _d.MAX_LABEL_SIDE, warm_start: bool = False) -> None:
         for name, value in (("max_source_side", max_source_side), ("max_label_side", max_label_side)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 64:
                 raise ValueError(f"{name} must be an integer >= 64, got {value!r}")
@@ -116,7 +117,8 @@ class Segmenter:
             raise RuntimeError("call set_image() before segment()")
         return self._transition
 
-    def segment(self, *, mode: str = "walk", power: int = 1, threshold="auto-ncut", **cut_options) -> Segmentation:
+    def segment(self, *, mode: str = _d.MODE, power: int = _d.POWER, threshold=_d.THRESHOLD,
+                **cut_options) -> Segmentation:
         """Cut the current image; repeated calls with the same mode/power/options reuse the tree."""
         tr = self.transition
         key = (mode, power, tuple(sorted(cut_options.items())))

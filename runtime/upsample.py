@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from walkcut.runtime import defaults as _d
 
 METHODS = ("joint-bilateral", "nearest")
 _BAND_PIXELS = 1 << 21  # pixels per band (~2 M): bounds temporary memory to a few hundred MB
@@ -24,7 +25,7 @@ def upsample_labels(
     image_rgb: np.ndarray | None = None,
     cell_colors: np.ndarray | None = None,
     method: str = "joint-bilateral",
-    sigma_color: float = 0.1,
+    sigma_color: float = _d.UPSAMPLE_SIGMA_COLOR,
     reach: int = 1,
 ) -> np.ndarray:
     """Upsample ``(R, C)`` grid labels to ``size = (H, W)`` pixels.
@@ -70,12 +71,12 @@ def upsample_labels(
         cand_labels, cand_weights = [], []
         for oy in range(1 - reach, reach + 1):
             cy = np.clip(cy0 + oy, 0, R - 1)
-            wy = np.exp(-((gy - (cy + 0.5)) ** 2) / 0.5).astype(np.float32)  # spatial sigma 0.5 cell
+            wy = np.exp(-((gy - (cy + 0.5)) ** 2) / _d.UPSAMPLE_SPATIAL_DENOM).astype(np.float32)  # spatial sigma 0.5 cell
             rows_col = cell_colors[cy]  # (h, C, 3)
             rows_lab = grid_labels[cy]  # (h, C)
             for ox in range(1 - reach, reach + 1):
                 cx = np.clip(cx0 + ox, 0, C - 1)
-                wx = np.exp(-((gx - (cx + 0.5)) ** 2) / 0.5).astype(np.float32)
+                wx = np.exp(-((gx - (cx + 0.5)) ** 2) / _d.UPSAMPLE_SPATIAL_DENOM).astype(np.float32)
                 diff = pix - rows_col[:, cx]  # (h, W, 3)
                 dc = np.einsum("hwc,hwc->hw", diff, diff)
                 w = np.exp(dc * -inv2s2)

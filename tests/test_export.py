@@ -84,7 +84,7 @@ def test_output_changes_with_image(exported):
 
 def test_contract_round_trips(exported):
     import onnx
-    from walkcut.export.onnx_export import read_contract
+    from walkcut.runtime.sources.engine import read_contract
 
     model = onnx.load(str(exported))
     meta = {p.key: p.value for p in model.metadata_props}
@@ -101,7 +101,8 @@ def test_contract_round_trips(exported):
 
 
 def test_fp16_export_close_to_fp32(exported, tiny_sd, tmp_path):  # noqa: F811
-    from walkcut.export.onnx_export import FP16_TOLERANCE, read_contract
+    from walkcut.export.onnx_export import FP16_TOLERANCE
+    from walkcut.runtime.sources.engine import read_contract
 
     out = tmp_path / "half.onnx"
     assert _export(tiny_sd, out, "--fp16") == 0
@@ -209,7 +210,7 @@ def test_trt_engine_build(exported, tmp_path):
     import json
     import shutil
 
-    from walkcut.export.onnx_export import read_contract
+    from walkcut.runtime.sources.engine import read_contract
     from walkcut.export.trt import build_engine
 
     onnx_path = tmp_path / exported.name

@@ -31,6 +31,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigs
+from walkcut.runtime import defaults as _d
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class DisconnectedGraphWarning(UserWarning):
     """Some nodes have no edges at all; they are kept apart as one extra segment."""
 
 
-def check_transition_matrix(P, *, row_tol: float = 1e-2, name: str = "P"):
+def check_transition_matrix(P, *, row_tol: float = _d.ROW_TOL, name: str = "P"):
     """Validate ``P`` and return it with rows renormalised to 1: a float32 ndarray when dense (the
     cuts are memory-bound on dense graphs, and single precision halves the traffic), float64 CSR
     when sparse.
@@ -118,7 +119,8 @@ def matrix_power(P, t: int):
     return sp.csr_matrix(result) if sp.issparse(result) else result
 
 
-def stationary_distribution(P, *, tol: float = 1e-9, max_power_iter: int = 10) -> np.ndarray:
+def stationary_distribution(P, *, tol: float = _d.STATIONARY_TOL,
+                            max_power_iter: int = _d.STATIONARY_POWER_ITER) -> np.ndarray:
     """Stationary distribution ``pi`` (``pi @ P = pi``, ``sum(pi) = 1``) of a row-stochastic ``P``.
 
     Ten power-iteration steps first (enough when the walk mixes fast); if they have not converged,
@@ -128,7 +130,7 @@ def stationary_distribution(P, *, tol: float = 1e-9, max_power_iter: int = 10) -
     (bench/bench_cuts.py). For a reducible walk the result is one of the stationary distributions.
     """
     n = P.shape[0]
-    if n <= 32:  # tiny: the dense eigenproblem is cheapest and exact
+    if n <= _d.STATIONARY_DENSE_MAX:  # tiny: the dense eigenproblem is cheapest and exact
         import scipy.linalg as sla
 
         dense = P.toarray() if sp.issparse(P) else P
@@ -147,7 +149,7 @@ def stationary_distribution(P, *, tol: float = 1e-9, max_power_iter: int = 10) -
             return nxt
         pi = nxt
     try:
-        _, vec = eigs(PT, k=1, which="LR", v0=pi + 1e-3 / n, tol=tol, ncv=min(n - 1, 16))
+        _, vec = eigs(PT, k=1, which="LR", v0=pi + 1e-3 / n, tol=tol, ncv=min(n - 1, _d.STATIONARY_NCV))
         cand = np.abs(vec[:, 0].real)
         if cand.sum() > 0:
             return cand / cand.sum()
@@ -156,7 +158,7 @@ def stationary_distribution(P, *, tol: float = 1e-9, max_power_iter: int = 10) -
     return pi
 
 
-def affinity(P, *, mode: str = "walk", power: int = 1, stationary=None, exponent: float = 1.0):
+def affinity(P, *, mode: str = _d.MODE, power: int = _d.POWER, stationary=None, exponent: float = 1.0):
     """Symmetric non-negative affinity ``W`` (dense or CSR) from a transition matrix.
 
     Parameters

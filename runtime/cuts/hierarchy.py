@@ -39,25 +39,26 @@ import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 from walkcut.runtime.cuts.graph import affinity, zero_degree_nodes
 from walkcut.runtime.cuts.spectral import bipartition
+from walkcut.runtime import defaults as _d
 
 logger = logging.getLogger(__name__)
 
 AUTO_RULES = ("auto-ncut", "auto-mincut")
 #: Splits whose NCut is at least this are never grown (a random cut of a structureless graph
 #: scores about 1: the walk leaves each half with probability 1/2).
-EXPAND_LIMIT = 1.0
+EXPAND_LIMIT = _d.EXPAND_LIMIT
 #: Sparse subgraphs up to this many nodes are cut as dense arrays (8 MB at 1024 nodes); measured
 #: faster on pixel graphs (bench/bench_cuts.py).
-DENSE_SUBGRAPH_MAX_NODES = 1024
+DENSE_SUBGRAPH_MAX_NODES = _d.DENSE_SUBGRAPH_MAX_NODES
 #: Tree costs each rule reads.
 RULE_COST = {"auto-ncut": "ncut", "auto-mincut": "scaled_mincut"}
 #: The automatic rules treat split costs below this as equal: a boundary that the walk crosses less
 #: than once in a thousand steps is certain, and the exact size of such tiny costs (often rounding
 #: noise around 1e-10 on nearly disconnected regions) must not drag the threshold down.
-COST_FLOOR = 1e-3
+COST_FLOOR = _d.COST_FLOOR
 #: When a tree has fewer than two split costs the automatic rules have no evidence to separate;
 #: they fall back to these constants.
-FALLBACK_THRESHOLD = {"ncut": 0.5, "scaled_mincut": 0.1}
+FALLBACK_THRESHOLD = {"ncut": _d.FALLBACK_NCUT, "scaled_mincut": _d.FALLBACK_SCALED_MINCUT}
 
 
 @dataclass(frozen=True, eq=False)
@@ -305,7 +306,7 @@ def _blas_limit(threads: int | None):
 
 def default_min_size(n: int) -> int:
     """Smallest segment: 1/256 of the nodes (4 patches on a 32 x 32 grid), at least 1."""
-    return max(1, n // 256)
+    return max(1, n // _d.MIN_SIZE_DIVISOR)
 
 
 def _check_int(name: str, value, low: int) -> int:
@@ -315,7 +316,7 @@ def _check_int(name: str, value, low: int) -> int:
 
 
 def cut_affinity(
-    W, *, threshold="auto-ncut", min_size: int | None = None, max_segments: int = 32,
+    W, *, threshold=_d.THRESHOLD, min_size: int | None = None, max_segments: int = _d.MAX_SEGMENTS,
     solver: str = "auto", seed: int = 0, blas_threads: int | None = 1, warm_start=None,
 ) -> CutResult:
     """Recursive Normalized Cut of a symmetric non-negative affinity ``W`` (dense or sparse).
@@ -339,11 +340,11 @@ def cut_affinity(
 def cut_transition_matrix(
     P,
     *,
-    mode: str = "walk",
-    power: int = 1,
-    threshold="auto-ncut",
+    mode: str = _d.MODE,
+    power: int = _d.POWER,
+    threshold=_d.THRESHOLD,
     min_size: int | None = None,
-    max_segments: int = 32,
+    max_segments: int = _d.MAX_SEGMENTS,
     exponent: float = 1.0,
     stationary=None,
     solver: str = "auto",

@@ -20,16 +20,17 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh, lobpcg
+from walkcut.runtime import defaults as _d
 
 logger = logging.getLogger(__name__)
 
 SOLVERS = ("auto", "arpack", "lobpcg", "dense")
 #: Below this many nodes dense ``eigh`` beats the iterative solvers (measured: bench/bench_cuts.py).
-DENSE_MAX_NODES = 160
+DENSE_MAX_NODES = _d.DENSE_MAX_NODES
 #: Iterative solvers are never used below this many nodes (ARPACK needs room for its Krylov space).
-ITERATIVE_MIN_NODES = 16
+ITERATIVE_MIN_NODES = _d.ITERATIVE_MIN_NODES
 #: Dense fallback is refused above this size (memory / time).
-DENSE_FALLBACK_MAX_NODES = 6000
+DENSE_FALLBACK_MAX_NODES = _d.DENSE_FALLBACK_MAX_NODES
 
 
 class SolverError(RuntimeError):
@@ -86,7 +87,7 @@ def _solve_dense(M) -> np.ndarray:
 def _solve_arpack(M, v0: np.ndarray, tol: float) -> np.ndarray:
     m = M.shape[0]
     try:
-        _, vec = eigsh(M, k=1, which="LA", v0=v0, tol=tol, ncv=min(m - 1, 24), maxiter=50 * m)
+        _, vec = eigsh(M, k=1, which="LA", v0=v0, tol=tol, ncv=min(m - 1, _d.LANCZOS_NCV), maxiter=50 * m)
     except ArpackNoConvergence as exc:
         if exc.eigenvectors is not None and exc.eigenvectors.shape[1]:
             logger.warning("ARPACK did not converge; using its best partial eigenvector")
@@ -105,7 +106,7 @@ _SOLVER_FUNCS = {"arpack": _solve_arpack, "lobpcg": _solve_lobpcg}
 
 
 def fiedler_vector(
-    W, d: np.ndarray, *, solver: str = "auto", seed: int = 0, tol: float = 1e-5, start: np.ndarray | None = None
+    W, d: np.ndarray, *, solver: str = "auto", seed: int = 0, tol: float = _d.EIGEN_TOL, start: np.ndarray | None = None
 ) -> np.ndarray:
     """Second generalised eigenvector ``y`` of ``(D - W) y = lambda D y`` (sign fixed).
 

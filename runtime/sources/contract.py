@@ -13,15 +13,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from walkcut.runtime import defaults as _d
 
-METADATA_KEY = "walkcut.contract"
+METADATA_KEY = _d.METADATA_KEY
 #: Version of the contract format. Bump when a field changes meaning; the runtime refuses others.
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = _d.CONTRACT_VERSION
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "attention"
+INPUT_NAME = _d.INPUT_NAME
+OUTPUT_NAME = _d.OUTPUT_NAME
 
-LAYER_PRESETS = ("encoder", "all")
+LAYER_PRESETS = _d.LAYER_PRESETS
 
 
 class ContractError(ValueError):

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from walkcut.runtime.cuts.graph import check_transition_matrix
+from walkcut.runtime.defaults import MAX_ATTN_RES, ROW_TOL
 from walkcut.runtime.sources.backends import Backend, create_backend, default_threads
 from walkcut.runtime.sources.contract import ContractError, ModelContract
 from walkcut.runtime.sources.pixels import Transition
@@ -24,11 +26,6 @@ from walkcut.runtime.sources.preprocess import preprocess
 
 logger = logging.getLogger(__name__)
 
-#: Largest output grid the cuts handle within memory on an edge board (R = 96: 9216 nodes, a dense
-#: (n, n) float64 matrix of 680 MB). The exporter offers 32 and 64.
-MAX_ATTN_RES = 96
-#: Rows of the attention may miss 1 by this much (fp16 engines); beyond it the output is rejected.
-ROW_SUM_TOLERANCE = 1e-2
 
 _REEXPORT = "re-export it with `walkcut export --model <SD weights> --out models/NAME.onnx`"
 
@@ -256,21 +253,21 @@ class EngineSource:
         if out.shape != (1, n, n):
             raise EngineOutputError(f"{self.name}: engine output has shape {out.shape}, contract says "
                                     f"{(1, n, n)}; {_REEXPORT}")
-        P = out[0].astype(np.float64)  # (n, n)
+        P = out[0]  # (n, n)
         bad = ~np.isfinite(P)
-        if bad.any():
+        if bad.any():  # the likely cause differs from a malformed matrix: say so
             raise EngineOutputError(f"{self.name}: engine output has {int(bad.sum())} NaN/Inf values of {P.size} "
                                     f"(corrupt weights or fp16 overflow?); try the fp32 export or another backend")
-        if P.min() < -1e-6:
-            raise EngineOutputError(f"{self.name}: engine output has negative entries (min {P.min():.3g}); "
-                                    f"it is not an attention matrix; {_REEXPORT}")
-        np.maximum(P, 0.0, out=P)
-        rows = P.sum(axis=1)
-        worst = float(np.abs(rows - 1.0).max())
-        if worst > ROW_SUM_TOLERANCE:
-            raise EngineOutputError(f"{self.name}: engine output rows sum to {rows.min():.4g}..{rows.max():.4g}, "
-                                    f"not 1; it is not a row-stochastic attention; {_REEXPORT}")
-        P /= rows[:, None]  # exact row sums for the cuts (fp16 rounding)
+        try:
+            # The one validator of transition matrices; rows within ROW_TOL of 1 are renormalised
+            # (fp16 rounding), so the cuts see exact row sums.
+            P = check_transition_matrix(P, row_tol=ROW_TOL, name=f"{self.name}: engine output")
+        except (TypeError, ValueError) as exc:
+            raise EngineOutputError(f"{exc}; it is not a row-stochastic attention; {_REEXPORT}") from exc
+        empty = np.flatnonzero(P.sum(axis=1) == 0)  # the validator allows them; softmax rows never are
+        if empty.size:
+            raise EngineOutputError(f"{self.name}: engine output row {int(empty[0])} is all zeros; it is not a "
+                                    f"row-stochastic attention; {_REEXPORT}")
         return P
 
     def describe(self) -> dict:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import scipy.sparse as sp
+from walkcut.runtime import defaults as _d
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,12 +75,12 @@ class PixelSource:
         (bench/RESULTS.md).
     """
 
-    grid: int = 32
+    grid: int = _d.GRID
     radius: float | None = None
-    color_scale: float = 1.0
+    color_scale: float = _d.COLOR_SCALE
 
     def __post_init__(self) -> None:
-        if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not 4 <= self.grid <= 256:
+        if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not _d.MIN_GRID <= self.grid <= _d.MAX_GRID:
             raise ValueError(f"grid must be an integer in [4, 256], got {self.grid!r}")
         if self.radius is not None and not (np.isfinite(self.radius) and self.radius >= 1):
             raise ValueError(f"radius must be a number >= 1 (cells), got {self.radius!r}")
@@ -88,7 +89,7 @@ class PixelSource:
 
     @property
     def effective_radius(self) -> float:
-        return float(self.radius) if self.radius is not None else max(1.5, 3.0 * self.grid / 32)
+        return float(self.radius) if self.radius is not None else max(_d.MIN_RADIUS, _d.RADIUS_PER32 * self.grid / 32)
 
     def transition(self, image_rgb: np.ndarray) -> Transition:
         """Random walk over the image's R x R grid (``image_rgb``: (H, W, 3) uint8 RGB)."""
@@ -115,14 +116,14 @@ class PixelSource:
         dist2 = np.concatenate(dist2)
         cdist2 = np.concatenate(cdist2)
         near = dist2 <= 2.0  # the 8-neighbourhood sets the colour scale
-        sigma_c = self.color_scale * max(float(np.median(np.sqrt(cdist2[near]))), 1.0)
+        sigma_c = self.color_scale * max(float(np.median(np.sqrt(cdist2[near]))), _d.MIN_SIGMA_COLOR)
         sigma_x = radius / 2.0
         w = np.exp(-cdist2 / (2 * sigma_c**2) - dist2 / (2 * sigma_x**2))
         n = R * R
         W = sp.csr_matrix((w, (rows, cols)), shape=(n, n))
         # Exact symmetry despite rounding; the self-loop (a cell is fully similar to itself) keeps
         # every degree >= 1 even where all neighbour weights underflow, so P = D^-1 W always exists.
-        W = (W + W.T) * 0.5 + sp.identity(n, format="csr")
+        W = (W + W.T) * 0.5 + _d.PIXEL_SELF_LOOP * sp.identity(n, format="csr")
         d = np.asarray(W.sum(axis=1)).ravel()
         P = sp.diags(1.0 / d) @ W
         return Transition(P=sp.csr_matrix(P), grid_shape=(R, R), stationary=d / d.sum(), cell_colors=colors)

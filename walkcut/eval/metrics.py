@@ -259,7 +259,7 @@ def score_regions(seg, gts: Sequence, *, ignore_label: int | None = None) -> Reg
     if not gts:
         raise ValueError("gts must hold at least one annotation, got none")
     num = den = pri = voi = 0.0
-    for k, g in enumerate(gts):
+    for g in gts:
         table = contingency_table(seg, g, ignore_label=ignore_label)
         c_num, c_den = covering_counts(table)
         num += c_num
