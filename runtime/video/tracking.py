@@ -17,8 +17,9 @@ from scipy.optimize import linear_sum_assignment
 
 def overlap_matrix(labels: np.ndarray, previous: np.ndarray, n_cur: int, n_prev: int) -> np.ndarray:
     """``(n_cur, n_prev)`` pixel counts shared by current segment i and previous id j."""
-    pair = labels.ravel().astype(np.int64) * n_prev + previous.ravel()
-    return np.bincount(pair, minlength=n_cur * n_prev).reshape(n_cur, n_prev)
+    from walkcut.runtime.labels import count_pairs  # the one contingency table (metrics use it too)
+
+    return count_pairs(labels, previous, n_cur, n_prev)
 
 
 class IdTracker:

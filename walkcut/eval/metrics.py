@@ -55,6 +55,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from walkcut.runtime.labels import count_pairs
+
 __all__ = [
     "RegionScore",
     "RegionSweepSummary",
@@ -124,7 +126,7 @@ def contingency_table(seg, gt, *, ignore_label: int | None = None) -> np.ndarray
     gi, kg = _compact(g)
     if ks == 0:
         return np.zeros((0, 0), dtype=np.int64)
-    return np.bincount(si * kg + gi, minlength=ks * kg).reshape(ks, kg).astype(np.int64)
+    return count_pairs(si, gi, ks, kg)
 
 
 def _check_table(table) -> np.ndarray:
