@@ -22,7 +22,9 @@ double PixelSource::effective_radius() const {
 }
 
 Transition PixelSource::transition(const cv::Mat& image_rgb) const {
-  if (grid < 4 || grid > 256) throw std::invalid_argument("grid must be an integer in [4, 256], got " + std::to_string(grid));
+  if (grid < defaults::kMinGrid || grid > defaults::kMaxGrid)
+    throw std::invalid_argument("grid must be an integer in [" + std::to_string(defaults::kMinGrid) + ", " +
+                                std::to_string(defaults::kMaxGrid) + "], got " + std::to_string(grid));
   if (image_rgb.type() != CV_8UC3) throw std::invalid_argument("expected an (H, W, 3) uint8 RGB image");
   const int R = grid, n = R * R;
   Transition tr;

@@ -1,10 +1,12 @@
-// Every default and tuning constant the Python runtime uses, in one place so they can be kept in
-// sync with walkcut/runtime/*.py (the names say which Python constant each mirrors).
+// Every default and tuning constant the C++ demo shares with the Python runtime. They mirror
+// runtime/defaults.py (walkcut.runtime.defaults), where each one's reason is written: kFooBar here is
+// FOO_BAR there, and tests/test_defaults.py checks that both hold the same values. Constants marked
+// "C++ only" have no Python twin.
 #pragma once
 
 namespace walkcut::defaults {
 
-// runtime/cuts.py
+// cuts (runtime/cuts/hierarchy.py)
 inline constexpr double kExpandLimit = 1.0;            // EXPAND_LIMIT
 inline constexpr double kFallbackNcut = 0.5;           // FALLBACK_THRESHOLD["ncut"]
 inline constexpr double kFallbackScaledMincut = 0.1;   // FALLBACK_THRESHOLD["scaled_mincut"]
@@ -13,7 +15,7 @@ inline constexpr int kMinSizeDivisor = 256;            // default_min_size: max(
 inline constexpr double kCostFloor = 1e-3;             // COST_FLOOR: auto rules see max(cost, 1e-3)
 inline constexpr int kDenseSubgraphMaxNodes = 1024;    // DENSE_SUBGRAPH_MAX_NODES
 
-// runtime/spectral.py
+// spectral split (runtime/cuts/spectral.py)
 inline constexpr int kDenseMaxNodes = 160;             // DENSE_MAX_NODES
 inline constexpr int kIterativeMinNodes = 16;          // ITERATIVE_MIN_NODES
 inline constexpr int kDenseFallbackMaxNodes = 6000;    // DENSE_FALLBACK_MAX_NODES
@@ -21,7 +23,7 @@ inline constexpr double kEigenTol = 1e-5;              // fiedler_vector(tol=1e-
 inline constexpr int kLanczosNcv = 24;                 // eigsh(ncv=min(m - 1, 24))
 inline constexpr double kSmallGraphTol = 1e-10;        // C++ only: Lanczos in place of dense eigh
 
-// runtime/graph.py
+// transition matrices (runtime/cuts/graph.py)
 inline constexpr double kRowTol = 1e-2;                // check_transition_matrix(row_tol)
 inline constexpr double kStationaryTol = 1e-9;         // stationary_distribution(tol)
 inline constexpr int kStationaryPowerIter = 10;        // stationary_distribution(max_power_iter)
@@ -32,8 +34,10 @@ inline constexpr int kStationaryNcv = 16;              // eigs(ncv=min(n - 1, 16
 inline constexpr int kMaxSourceSide = 2048;            // Segmenter(max_source_side)
 inline constexpr int kMaxLabelSide = 4096;             // Segmenter(max_label_side)
 
-// runtime/pixels.py
+// pixel source (runtime/sources/pixels.py)
 inline constexpr int kGrid = 32;                       // PixelSource.grid
+inline constexpr int kMinGrid = 4;                     // accepted range of R
+inline constexpr int kMaxGrid = 256;
 inline constexpr double kMinRadius = 1.5;              // max(1.5, 3 * grid / 32)
 inline constexpr double kRadiusPer32 = 3.0;
 inline constexpr double kColorScale = 1.0;             // PixelSource.color_scale
@@ -48,10 +52,10 @@ inline constexpr double kUpsampleSpatialDenom = 0.5;   // exp(-dist^2 / 0.5)
 inline constexpr double kOverlayAlpha = 0.45;
 inline constexpr double kBoundaryPixelsPer = 400.0;    // thick = max(1, round(max(H, W) / 400))
 
-// runtime/contract.py
+// model contract (runtime/sources/contract.py, engine.py)
 inline constexpr const char* kMetadataKey = "walkcut.contract";
 inline constexpr int kContractVersion = 1;
-inline constexpr int kMaxAttnRes = 96;                 // engine_source.MAX_ATTN_RES
+inline constexpr int kMaxAttnRes = 96;
 inline constexpr const char* kInputName = "image";
 inline constexpr const char* kOutputName = "attention";
 

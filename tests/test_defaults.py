@@ -1,0 +1,88 @@
+"""One home for defaults: runtime/defaults.py, used by the modules, mirrored by the C++ defaults.hpp."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from walkcut.runtime import defaults
+from walkcut.runtime.cuts import graph, hierarchy, spectral
+from walkcut.runtime.draw import overlay
+from walkcut.runtime.segmenter import Segmenter
+from walkcut.runtime.sources import contract, engine
+from walkcut.runtime.sources.pixels import PixelSource
+from walkcut.runtime.upsample import upsample_labels
+
+HPP = Path(__file__).resolve().parents[1] / "cpp_demo" / "include" / "walkcut" / "defaults.hpp"
+CONSTANT = re.compile(r"inline\s+constexpr\s+[\w:\s*]+?\s+k(\w+)\s*=\s*([^;]+);(.*)")
+
+
+def hpp_constants() -> dict[str, object]:
+    """``{PYTHON_NAME: value}`` of every shared constant in defaults.hpp (``kFooBar`` -> ``FOO_BAR``)."""
+    out = {}
+    for line in HPP.read_text().splitlines():
+        m = CONSTANT.search(line)
+        if not m or "C++ only" in m.group(3):
+            continue
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", m.group(1)).upper()
+        text = m.group(2).strip()
+        out[name] = text.strip('"') if text.startswith('"') else float(text)
+    return out
+
+
+def test_cpp_defaults_hold_the_python_values():
+    shared = hpp_constants()
+    assert len(shared) >= 30  # the parser read the file (a regex that matches nothing proves nothing)
+    missing = sorted(name for name in shared if not hasattr(defaults, name))
+    assert missing == [], f"defaults.hpp names without a twin in runtime/defaults.py: {missing}"
+    differ = {name: (value, getattr(defaults, name)) for name, value in shared.items()
+              if getattr(defaults, name) != value}
+    assert differ == {}, f"defaults.hpp and runtime/defaults.py disagree (C++, Python): {differ}"
+
+
+def _default(func, name):
+    return inspect.signature(func).parameters[name].default
+
+
+def test_modules_take_their_defaults_from_the_one_home():
+    d = defaults
+    assert hierarchy.EXPAND_LIMIT == d.EXPAND_LIMIT and hierarchy.COST_FLOOR == d.COST_FLOOR
+    assert hierarchy.FALLBACK_THRESHOLD == {"ncut": d.FALLBACK_NCUT, "scaled_mincut": d.FALLBACK_SCALED_MINCUT}
+    assert hierarchy.DENSE_SUBGRAPH_MAX_NODES == d.DENSE_SUBGRAPH_MAX_NODES
+    assert hierarchy.default_min_size(4096) == 4096 // d.MIN_SIZE_DIVISOR
+    for func in (hierarchy.cut_transition_matrix, Segmenter.segment):
+        assert _default(func, "mode") == d.MODE and _default(func, "power") == d.POWER
+        assert _default(func, "threshold") == d.THRESHOLD
+    assert _default(hierarchy.cut_transition_matrix, "max_segments") == d.MAX_SEGMENTS
+    assert _default(hierarchy.cut_affinity, "max_segments") == d.MAX_SEGMENTS
+    assert (spectral.DENSE_MAX_NODES, spectral.ITERATIVE_MIN_NODES, spectral.DENSE_FALLBACK_MAX_NODES) == (
+        d.DENSE_MAX_NODES, d.ITERATIVE_MIN_NODES, d.DENSE_FALLBACK_MAX_NODES)
+    assert _default(spectral.fiedler_vector, "tol") == d.EIGEN_TOL
+    assert _default(graph.check_transition_matrix, "row_tol") == d.ROW_TOL
+    assert _default(graph.stationary_distribution, "tol") == d.STATIONARY_TOL
+    assert _default(Segmenter, "max_source_side") == d.MAX_SOURCE_SIDE
+    assert _default(Segmenter, "max_label_side") == d.MAX_LABEL_SIDE
+    src = PixelSource()
+    assert (src.grid, src.color_scale) == (d.GRID, d.COLOR_SCALE)
+    assert src.effective_radius == max(d.MIN_RADIUS, d.RADIUS_PER32 * d.GRID / 32)
+    with pytest.raises(ValueError):
+        PixelSource(grid=d.MIN_GRID - 1)
+    assert _default(upsample_labels, "sigma_color") == d.UPSAMPLE_SIGMA_COLOR
+    assert _default(overlay, "alpha") == d.OVERLAY_ALPHA
+    assert (contract.METADATA_KEY, contract.CONTRACT_VERSION, contract.LAYER_PRESETS) == (
+        d.METADATA_KEY, d.CONTRACT_VERSION, d.LAYER_PRESETS)
+    assert engine.MAX_ATTN_RES == d.MAX_ATTN_RES
+
+
+def test_command_line_defaults_are_the_runtime_defaults():
+    from walkcut.cli import build_parser
+
+    parser = build_parser()
+    seg = parser.parse_args(["segment", "x.png", "--out", "o"])
+    assert (seg.mode, seg.power, seg.threshold, seg.max_segments, seg.grid) == (
+        defaults.MODE, defaults.POWER, defaults.THRESHOLD, defaults.MAX_SEGMENTS, defaults.GRID)
+    video = parser.parse_args(["video", "x.mp4"])
+    assert (video.max_segments, video.label_side) == (defaults.VIDEO_MAX_SEGMENTS, defaults.VIDEO_LABEL_SIDE)
