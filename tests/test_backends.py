@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from walkcut.runtime.segmenter import Segmenter
 from walkcut.runtime.sources.backends import (
-    BACKENDS,
     BackendUnavailable,
     OrtBackend,
     available_backends,
@@ -138,10 +137,6 @@ def test_backend_file_kind_must_match(fake_model):
 def test_cuda_backend_matches_cpu(fake_model):  # pragma: no cover - GPU machines only
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
     np.testing.assert_allclose(OrtBackend(fake_model, "ort-cuda").run(x), OrtBackend(fake_model).run(x), atol=1e-4)
-
-
-def test_backend_names():
-    assert BACKENDS == ("auto", "ort-cpu", "ort-cuda", "ort-trt", "trt")
 
 
 # --- preprocessing -------------------------------------------------------------------------------
