@@ -119,12 +119,5 @@ def encode_png(array: np.ndarray, *, rgb: bool = True) -> bytes:
     return buf.tobytes()
 
 
-def write_label_png(path, labels: np.ndarray) -> None:
-    """Save labels as a uint16 PNG (labels must be in 0..65535)."""
-    if labels.size and (labels.min() < 0 or labels.max() > 65535):
-        raise ValueError(f"labels must lie in 0..65535 for a uint16 PNG, got {labels.min()}..{labels.max()}")
-    atomic_write_bytes(path, encode_png(labels.astype(np.uint16), rgb=False))
-
-
 def write_rgb_png(path, image_rgb: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png(image_rgb, rgb=True))

@@ -49,8 +49,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-#: Packages of the ``export`` extra; a missing one is named with the install command.
-EXPORT_PACKAGES = ("torch", "diffusers", "transformers", "safetensors", "onnx", "onnxscript")
 INSTALL_EXPORT = 'pip install "walkcut[export]"'
 #: Seconds to wait for the model hub before deciding there is no network.
 HUB_TIMEOUT_S = 3.0
