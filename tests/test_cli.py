@@ -217,6 +217,19 @@ def test_video_of_a_non_video_fails_and_writes_nothing(tmp_path, capsys):
     assert not out.exists() and list(tmp_path.glob(".out*")) == []
 
 
+@pytest.mark.parametrize("name", ["notes.txt", "photo.png"])
+def test_video_of_text_or_an_image_is_refused(name, tmp_path, capsys):
+    path = tmp_path / name
+    if name.endswith(".png"):
+        write_image(path)
+    else:
+        path.write_text("FFmpeg would render this text as frames\n" * 50)
+    out = tmp_path / "out.mp4"
+    assert main(["video", str(path), "--out", str(out), "--grid", "8"]) == 2
+    assert "not a video" in one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
 def test_video_with_zero_frames_fails_and_writes_nothing(tmp_path, capsys, monkeypatch):
     from walkcut.runtime.video import io as video_io
 

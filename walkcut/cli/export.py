@@ -49,6 +49,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+#: Packages of the ``export`` extra, checked before anything else is done.
+EXPORT_PACKAGES = ("torch", "diffusers", "transformers", "onnx")
 INSTALL_EXPORT = 'pip install "walkcut[export]"'
 #: Seconds to wait for the model hub before deciding there is no network.
 HUB_TIMEOUT_S = 3.0
@@ -68,7 +70,7 @@ def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
         return False
 
 
-def offline_mode(model: str, offline: bool) -> bool:
+def offline_mode(model: str | None, offline: bool) -> bool:
     """True when the hub must not be used: ``--offline``, ``HF_HUB_OFFLINE``, or no network.
 
     Without this check a hub id and no network cost minutes of retries (each logged twice) before
@@ -77,8 +79,8 @@ def offline_mode(model: str, offline: bool) -> bool:
     """
     if offline or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return True
-    if Path(model).exists():
-        return False  # a local folder or file never touches the network
+    if not model or Path(model).exists():
+        return False  # no weights to fetch, or a local folder or file: never the network
     if hub_reachable():
         return False
     note(f"no network ({os.environ.get('HF_ENDPOINT') or 'huggingface.co'} unreachable): looking for "
@@ -105,10 +107,28 @@ def quiet_third_party() -> None:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
 
+def missing_export_package() -> str | None:
+    """The first package of the ``export`` extra that cannot be imported, without importing any."""
+    for name in EXPORT_PACKAGES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):  # ValueError: sys.modules[name] is None (import blocked)
+            return name
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``walkcut export``; return the exit code."""
+    missing = missing_export_package()
+    if missing:
+        raise CommandError(f"walkcut export needs the export extra ({missing} is not installed): "
+                           f"{INSTALL_EXPORT}", code=2)
+    # Before the imports: huggingface_hub reads HF_HUB_OFFLINE once, when it is imported.
+    local_only = offline_mode(args.model, args.offline)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        quiet_third_party()
     try:
-        import torch  # noqa: F401 - the first of the export extra; a clear message when missing
         from walkcut.export.api import export_model
         from walkcut.export.loading import ModelSourceError
         from walkcut.export.onnx_export import VerificationError
@@ -120,9 +140,6 @@ def run(args: argparse.Namespace) -> int:
         from walkcut.export.trt import INSTALL_HINT  # fail before the long export, not after it
 
         raise CommandError(INSTALL_HINT, code=2)
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        quiet_third_party()
-    local_only = offline_mode(args.model, args.offline)
     try:
         result = export_model(
             args.model, args.out, image_size=args.image_size, attn_res=args.attn_res, layers=args.layers,

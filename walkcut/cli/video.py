@@ -94,6 +94,11 @@ def run(args) -> int:
         reader = VideoReader(spec)
     except VideoInputError as exc:
         raise CommandError(str(exc), code=2) from exc
+    try:
+        check_is_video(spec, reader)
+    except BaseException:
+        reader.close()
+        raise
     limit_blas_threads(1)  # parallel across frames, not inside tiny matrix products
     try:
         source = make_source(args)  # in the parent too: model problems are reported before any work
@@ -156,6 +161,27 @@ def check_outputs(args) -> None:
         other = ".avi" if args.out.suffix.lower() == ".mp4" else ".mp4"
         raise UsageError(f"this OpenCV build cannot write {args.out.suffix} ({CODECS[args.out.suffix.lower()]}); "
                          f"give --out {args.out.with_suffix(other)}")
+
+
+#: What FFmpeg "decodes" from files that are not videos: text (its tty demuxer renders .txt files
+#: as ANSI art). Images are refused by extension: they decode as one-frame videos.
+NOT_VIDEO_CODECS = {"ansi": "a text file"}
+
+
+def check_is_video(spec, reader) -> None:
+    """Refuse inputs that OpenCV opens although they are not videos (usage error)."""
+    import cv2
+
+    from walkcut.cli.inputs import IMAGE_EXTENSIONS
+
+    if not isinstance(spec.target, str) or "://" in spec.target:
+        return  # cameras and streams
+    if Path(spec.target).suffix.lower() in IMAGE_EXTENSIONS:
+        raise UsageError(f"{spec.target} is an image, not a video; use `walkcut segment {spec.target} --out DIR`")
+    fourcc = int(reader.cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("latin-1").strip("\0 ").lower()
+    if fourcc in NOT_VIDEO_CODECS:
+        raise UsageError(f"{spec.target} is {NOT_VIDEO_CODECS[fourcc]}, not a video (OpenCV would render its "
+                         f"characters as frames); give a video file, a camera index or a stream URL")
 
 
 def codec_available(suffix: str) -> bool:
