@@ -79,7 +79,8 @@ def run(args) -> int:
     try:
         ds = load_dataset(args.dataset, args.root, split=args.split, limit=args.limit)
     except (DatasetLayoutError, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
+        # The layout description spans lines; the policy prints one.
+        raise UsageError(" ".join(str(exc).split())) from exc
     thresholds = args.thresholds
     if thresholds is None:
         thresholds = list(DEFAULT_REGION_SWEEP) if ds.protocol == "regions" else None
