@@ -88,6 +88,20 @@ def name_outputs(paths: list[Path]) -> list[InputImage]:
     return [InputImage(path=p, name=r if s in clashes else s) for p, r, s in zip(paths, rel, stems)]
 
 
-def collect_images(arguments: list[str | os.PathLike]) -> list[InputImage]:
-    """:func:`expand_inputs` then :func:`name_outputs`."""
-    return name_outputs(expand_inputs(arguments))
+def collect_images(arguments: list[str | os.PathLike], *, errors: list[str] | None = None) -> list[InputImage]:
+    """:func:`expand_inputs` then :func:`name_outputs`.
+
+    With ``errors`` (a list), an argument that matches nothing adds its message there and the others
+    are still collected (a batch goes on past a bad argument); without it the first one raises.
+    """
+    if errors is None:
+        return name_outputs(expand_inputs(arguments))
+    usable = []
+    for arg in arguments:
+        try:
+            expand_inputs([arg])
+        except InputError as exc:
+            errors.append(str(exc))
+        else:
+            usable.append(arg)
+    return name_outputs(expand_inputs(usable))

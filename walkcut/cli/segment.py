@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from walkcut.cli.args import add_cut_arguments, add_engine_arguments, cut_options, make_source, output_dir
 from walkcut.cli.errors import UsageError, error, file_error, plural
-from walkcut.cli.inputs import IMAGE_EXTENSIONS, InputError, InputImage, expand_inputs, name_outputs
+from walkcut.cli.inputs import IMAGE_EXTENSIONS, InputImage, collect_images
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import atomic_write_bytes, encode_png, read_image
 from walkcut.runtime.segmenter import Segmenter
@@ -69,22 +69,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def collect(arguments: list[str]) -> tuple[list[InputImage], list[str]]:
-    """Expand each argument on its own: one that names nothing is one error line, not the end."""
-    paths, problems, seen = [], [], set()
-    for arg in arguments:
-        try:
-            found = expand_inputs([arg])
-        except InputError as exc:
-            problems.append(str(exc))
-            continue
-        for path in found:
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                paths.append(path)
-    return name_outputs(paths), problems
-
-
 def plan(images: list[InputImage], out: Path, *, overwrite: bool, skip_existing: bool) -> list[InputImage]:
     """The images to process; refuses (UsageError) to replace existing outputs unless asked."""
     if overwrite:
@@ -103,7 +87,8 @@ def plan(images: list[InputImage], out: Path, *, overwrite: bool, skip_existing:
 
 
 def run(args) -> int:
-    images, problems = collect(args.inputs)
+    problems: list[str] = []
+    images = collect_images(args.inputs, errors=problems)
     todo = plan(images, args.out, overwrite=args.overwrite, skip_existing=args.skip_existing)
     segmenter = Segmenter(make_source(args))  # model problems stop here, before any folder is made
     for message in problems:
