@@ -288,9 +288,11 @@ def test_hub_reachability_is_checked_quickly(monkeypatch):
     assert cli_export.hub_reachable(timeout=1.0) is False
 
 
-def test_export_hub_id_without_network_goes_offline_at_once(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("cached", [False, True])
+def test_export_hub_id_without_network_goes_offline_at_once(cached, tmp_path, capsys, monkeypatch):
     pytest.importorskip("diffusers")
     monkeypatch.setattr(cli_export, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(cli_export, "hub_id_cached", lambda model: cached)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     seen = {}
@@ -302,15 +304,31 @@ def test_export_hub_id_without_network_goes_offline_at_once(tmp_path, capsys, mo
         seen.update(kw)
         return real(model, **kw)
 
-    monkeypatch.setattr(loading, "load_components", spy)
     monkeypatch.setattr("walkcut.export.api.load_components", spy)
     rc = main(["export", "--model", "walkcut-tests/no-such-model", "--out", str(tmp_path / "m.onnx")])
     err = capsys.readouterr().err
-    assert rc == 2 and seen["local_files_only"] is True and os.environ["HF_HUB_OFFLINE"] == "1"
-    assert "no network" in err and "walkcut-tests/no-such-model" in err
+    assert rc == 2 and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert "no network" in err and "walkcut-tests/no-such-model" in err and "HF_TOKEN" in err
+    # Not in the cache: answered before loading anything; in the cache: loaded from it only.
+    assert bool(seen) == cached and (not cached or seen["local_files_only"] is True)
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Retrying" not in err and len(lines) == len(set(lines))  # nothing retried, nothing twice
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_hub_id_cached_reads_the_local_cache(tmp_path, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    assert cli_export.hub_id_cached("walkcut-tests/no-such-model") is False
+    snap = tmp_path / "models--walkcut-tests--tiny" / "snapshots" / "abc" / "unet"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (tmp_path / "models--walkcut-tests--tiny" / "refs").mkdir()
+    (tmp_path / "models--walkcut-tests--tiny" / "refs" / "main").write_text("abc")
+    assert cli_export.hub_id_cached("walkcut-tests/tiny") is True
 
 
 def test_export_out_must_be_onnx(tmp_path, capsys):

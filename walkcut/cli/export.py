@@ -89,6 +89,19 @@ def offline_mode(model: str | None, offline: bool) -> bool:
     return True
 
 
+def hub_id_cached(model: str) -> bool:
+    """Whether the local Hugging Face cache holds ``model``'s UNet config (no network, no torch)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return True  # cannot tell here; the loader will say
+    try:
+        found = try_to_load_from_cache(model, "unet/config.json")
+    except ValueError:  # not a valid repo id: the loader gives the full message
+        return True
+    return isinstance(found, str)
+
+
 def quiet_third_party() -> None:
     """Keep what matters from torch / diffusers / transformers / huggingface_hub: their errors, once.
 
@@ -128,6 +141,14 @@ def run(args: argparse.Namespace) -> int:
     local_only = offline_mode(args.model, args.offline)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         quiet_third_party()
+    if local_only and args.model and not Path(args.model).exists() and not hub_id_cached(args.model):
+        # Fail before importing torch and diffusers (seconds on a small board) for an answer known now.
+        raise CommandError(
+            f"{args.model}: not in the local Hugging Face cache, and the hub cannot be used "
+            f"({'--offline' if args.offline else 'no network'}). Supply the weights in one of these ways: "
+            f"(1) a local diffusers folder (`huggingface-cli download {args.model} --local-dir sd` on a machine "
+            f"with network); (2) a single .safetensors/.ckpt checkpoint file; (3) this hub id while online "
+            f"(set HF_TOKEN for gated repositories).", code=2)
     try:
         from walkcut.export.api import export_model
         from walkcut.export.loading import ModelSourceError
