@@ -16,11 +16,8 @@ lines. Subcommands raise :class:`CommandError` for their own conditions instead 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import traceback
-
-logger = logging.getLogger("walkcut.cli")
 
 #: Exit codes.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -87,7 +84,7 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str):  # noqa: D401 - argparse's hook
+    def error(self, message: str):  # argparse calls this for every usage error
         error(f"{message} (see `{self.prog} --help`)")
         raise SystemExit(EXIT_USAGE)
 
