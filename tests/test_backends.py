@@ -105,7 +105,7 @@ def test_unknown_backend_name_is_a_value_error(fake_model):
 def test_missing_gpu_provider_raises_with_the_fix(fake_model, name):
     if name in available_backends():
         pytest.skip(f"{name} is available here; the gated path cannot be exercised")
-    with pytest.raises(BackendUnavailable, match=r"pip install walkcut\[gpu"):
+    with pytest.raises(BackendUnavailable, match=r"pip uninstall -y onnxruntime && pip install onnxruntime-gpu"):
         create_backend(fake_model, name)
 
 

@@ -53,10 +53,13 @@ _ORT_PROVIDER = {
     "ort-trt": "TensorrtExecutionProvider",
 }
 _FIX = {
-    "ort-cuda": "install the GPU build of onnxruntime: `pip uninstall onnxruntime && pip install walkcut[gpu]` "
-                "(needs an NVIDIA GPU with CUDA 12 and cuDNN 9)",
-    "ort-trt": "install the GPU build of onnxruntime and TensorRT: `pip uninstall onnxruntime && "
-               "pip install walkcut[gpu,trt]` (on JetPack: the system TensorRT)",
+    # onnxruntime and onnxruntime-gpu install the same Python package: the CPU build must go first,
+    # and reinstalling walkcut[gpu] would bring it back (it is a base dependency).
+    "ort-cuda": "install the GPU build of onnxruntime in place of the CPU one: `pip uninstall -y onnxruntime "
+                "&& pip install onnxruntime-gpu` (needs an NVIDIA GPU and the CUDA / cuDNN versions that "
+                "onnxruntime-gpu release was built for; on Jetson see docs/jetson.md)",
+    "ort-trt": "install the GPU build of onnxruntime and TensorRT: `pip uninstall -y onnxruntime && "
+               "pip install onnxruntime-gpu tensorrt` (on JetPack: the system TensorRT, docs/jetson.md)",
     "trt": "install TensorRT and cuda-python: `pip install walkcut[trt]` (on JetPack: `apt install "
            "python3-libnvinfer` and `pip install cuda-python`), then build the engine with "
            "`walkcut export ... --trt`",
