@@ -104,7 +104,7 @@ def test_unknown_backend_name_is_a_value_error(fake_model):
 def test_missing_gpu_provider_raises_with_the_fix(fake_model, name):
     if name in available_backends():
         pytest.skip(f"{name} is available here; the gated path cannot be exercised")
-    with pytest.raises(BackendUnavailable, match=r"pip install walkcut\[gpu"):
+    with pytest.raises(BackendUnavailable, match=r"pip uninstall -y onnxruntime && pip install onnxruntime-gpu"):
         create_backend(fake_model, name)
 
 
@@ -137,6 +137,158 @@ def test_backend_file_kind_must_match(fake_model):
 def test_cuda_backend_matches_cpu(fake_model):  # pragma: no cover - GPU machines only
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
     np.testing.assert_allclose(OrtBackend(fake_model, "ort-cuda").run(x), OrtBackend(fake_model).run(x), atol=1e-4)
+
+
+# --- IO binding (the ort-cuda path, exercised on the CPU provider) -------------------------------
+
+def _images(k, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32) for _ in range(k)]
+
+
+def test_io_binding_gives_the_plain_runs_attention(fake_model):
+    plain, bound = OrtBackend(fake_model), OrtBackend(fake_model, io_binding=True)
+    assert not plain.io_binding and bound.io_binding
+    outs = []
+    for x in _images(3):
+        got = bound.run(x)
+        np.testing.assert_array_equal(got, plain.run(x))
+        outs.append(got)
+    # each call hands back its own array: the reused buffers never alias a result already returned
+    np.testing.assert_array_equal(outs[0], plain.run(_images(1)[0]))
+    assert not np.shares_memory(outs[0], outs[1])
+    info = bound.describe()
+    assert info["io_binding"] and info["readback"] == "update_inplace" and info["output_dtype"] == "float32"
+
+
+def test_io_binding_allocates_its_buffers_once(fake_model, monkeypatch):
+    import onnxruntime as ort
+
+    backend = OrtBackend(fake_model, io_binding=True)
+    bound = backend._bound
+    addresses = (bound.input_value.data_ptr(), bound.output_value.data_ptr(), bound.host_out.ctypes.data)
+    made = []
+    for factory in ("ortvalue_from_shape_and_type", "ortvalue_from_numpy"):
+        original = getattr(ort.OrtValue, factory)
+        monkeypatch.setattr(ort.OrtValue, factory,
+                            classmethod(lambda cls, *a, _f=original, _n=factory, **k: made.append(_n) or _f(*a, **k)))
+    for x in _images(4, seed=1):
+        backend.run(x)
+    assert made == []  # no OrtValue created per call
+    assert backend._bound is bound and bound.calls == 4
+    assert (bound.input_value.data_ptr(), bound.output_value.data_ptr(), bound.host_out.ctypes.data) == addresses
+
+
+def test_io_binding_refuses_a_wrong_input_with_the_shape_it_wants(fake_model):
+    backend = OrtBackend(fake_model, io_binding=True)
+    with pytest.raises(ValueError, match=r"\(1, 3, 32, 32\).*contract fixes \(1, 3, 64, 64\)"):
+        backend.run(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(TypeError, match="float32.*float64"):
+        backend.run(np.zeros((1, 3, 64, 64)))
+    assert backend._bound.calls == 0
+
+
+def test_io_binding_is_safe_across_threads(fake_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    plain, bound = OrtBackend(fake_model), OrtBackend(fake_model, io_binding=True)
+    xs = _images(16, seed=2)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(bound.run, xs))
+    for x, out in zip(xs, got):
+        np.testing.assert_array_equal(out, plain.run(x))
+
+
+def test_io_binding_options_and_environment(fake_model, monkeypatch):
+    monkeypatch.setenv("WALKCUT_IO_BINDING", "1")
+    assert OrtBackend(fake_model).io_binding
+    monkeypatch.setenv("WALKCUT_IO_BINDING", "yes")
+    with pytest.raises(ValueError, match="WALKCUT_IO_BINDING must be 0 or 1, got 'yes'"):
+        OrtBackend(fake_model)
+    monkeypatch.delenv("WALKCUT_IO_BINDING")
+    with pytest.raises(ValueError, match="cuda_graph needs the 'ort-cuda' backend"):
+        OrtBackend(fake_model, cuda_graph=True)
+    monkeypatch.setenv("WALKCUT_CUDA_GRAPH", "1")  # meant for ort-cuda: ignored by the CPU backend
+    assert not OrtBackend(fake_model).cuda_graph
+    with pytest.raises(TypeError, match="unknown options"):
+        create_backend(fake_model, "ort-cpu", cuda_graphs=True)
+
+
+def test_io_binding_needs_static_shapes_or_the_contract(tmp_path):
+    path = tmp_path / "dyn.onnx"
+    build_fake_model(path)
+    model = onnx.load(str(path))
+    for d in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_param = "side"  # a symbolic image side
+    onnx.save(model, str(path))
+    with pytest.raises(ValueError, match="IO binding needs static shapes.*contract"):
+        OrtBackend(path, io_binding=True)
+    backend = OrtBackend(path, io_binding=True, io_shapes=((1, 3, 64, 64), (1, 64, 64)))
+    x = _images(1)[0]
+    np.testing.assert_array_equal(backend.run(x), OrtBackend(path).run(x))
+
+
+def test_io_binding_rebinds_when_the_contract_names_the_output(tmp_path):
+    path = tmp_path / "named.onnx"
+    build_fake_model(path, output_name="attention")
+    backend = OrtBackend(path, io_binding=True)
+    with pytest.raises(ValueError, match="no output 'probs'"):
+        backend.output_name = "probs"
+
+
+def test_engine_source_through_io_binding_matches_the_plain_run(fake_model, monkeypatch):
+    img = quadrant_image()
+    plain = EngineSource.from_path(fake_model, backend="ort-cpu")
+    monkeypatch.setenv("WALKCUT_IO_BINDING", "1")
+    bound = EngineSource.from_path(fake_model, backend="ort-cpu")
+    assert bound.describe()["io_binding"] and not plain.describe()["io_binding"]
+    np.testing.assert_array_equal(bound.transition(img).P, plain.transition(img).P)
+
+
+@pytest.fixture(scope="module")
+def tiny_fp16_export(tmp_path_factory):
+    """The tiny random SD model exported in fp16, the GPU precision (needs the export extra).
+
+    fp16 only: its graph mixes float16 compute with the float32 output, the case the device-side
+    output is kept for; the float32 IO-binding path is covered above on the fake model.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    from export_fixtures import TINY_ATTN_RES, TINY_IMAGE_SIZE, build_tiny_pipeline
+    from walkcut.export.api import export_model
+
+    folder = tmp_path_factory.mktemp("tiny_backends")
+    model = build_tiny_pipeline(folder / "sd")
+    return export_model(str(model), folder / "tiny_fp16.onnx", image_size=TINY_IMAGE_SIZE,
+                        attn_res=TINY_ATTN_RES, fp16=True, progress=False).path
+
+
+def test_io_binding_on_the_exported_tiny_fp16_model(tiny_fp16_export):
+    path = tiny_fp16_export
+    plain = EngineSource.from_path(path, backend="ort-cpu")
+    assert plain.contract.precision == "fp16"
+    io = plain.contract.io
+    bound = EngineSource(OrtBackend(path, io_binding=True, io_shapes=(io.input_shape, io.output_shape)),
+                         plain.contract, name=str(path))
+    for seed in (0, 1):
+        rng = np.random.default_rng(seed)
+        img = rng.integers(0, 256, (96, 130, 3), dtype=np.uint8)
+        np.testing.assert_array_equal(bound.transition(img).P, plain.transition(img).P)
+    assert bound.backend._bound.calls == 2
+
+
+needs_cuda = pytest.mark.skipif("ort-cuda" not in available_backends(),
+                                reason="onnxruntime-gpu with CUDA not installed")
+
+
+@needs_cuda
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_cuda_io_binding_matches_cpu(fake_model, cuda_graph):  # pragma: no cover - GPU machines only
+    cpu = OrtBackend(fake_model)
+    gpu = OrtBackend(fake_model, "ort-cuda", io_binding=True, cuda_graph=cuda_graph)
+    for x in _images(3, seed=3):  # the first call captures the graph, the later ones replay it
+        np.testing.assert_allclose(gpu.run(x), cpu.run(x), atol=1e-4)
+    assert gpu.describe()["readback"] in ("update_inplace", "numpy")
 
 
 # --- preprocessing -------------------------------------------------------------------------------

@@ -199,8 +199,11 @@ class EngineSource:
         """Read the contract of ``path`` (``.onnx`` or ``.engine``), check it, start ``backend``."""
         contract = read_contract(path)
         check_contract(contract, source=str(path))
+        # the contract fixes the shapes, so an IO-bound backend can allocate its buffers once
+        options = {} if Path(path).suffix == ".engine" else {"io_shapes": (contract.io.input_shape,
+                                                                           contract.io.output_shape)}
         started = create_backend(path, backend, fp16=contract.precision == "fp16",
-                                 threads=threads if threads is not None else default_threads())
+                                 threads=threads if threads is not None else default_threads(), **options)
         return cls(started, contract, name=str(path))
 
     @property
