@@ -18,6 +18,7 @@ from walkcut import __version__
 #: Subcommand modules, in the order ``walkcut --help`` lists them.
 SUBCOMMAND_MODULES = (
     "walkcut.cli.segment",
+    "walkcut.cli.batch",
     "walkcut.cli.video",
     "walkcut.cli.eval",
     "walkcut.cli.bench",
