@@ -6,9 +6,9 @@ no row), ``error`` (one line naming the file and the problem), ``segments``, ``h
 (0 when failed), ``seconds_<stage>`` for decode, source, preprocess, engine, cuts, upsample, write
 (NaN where the stage did not run) and ``node`` (host that cut the image).
 
-While a run goes on the driver appends rows to part files under ``OUT/.walkcut-batch/``; the end of
-the run merges the earlier manifest, the parts and the new rows (the latest row of an output wins)
-into ``manifest.parquet`` and removes the parts. A run that is killed keeps its parts, so the next
+While a run goes on the driver writes the new rows to a part file under ``OUT/.walkcut-batch/``
+every 30 s; the end of the run merges the earlier manifest, the parts and the new rows (the latest
+row of an output wins) into ``manifest.parquet`` and removes the parts. A run that is killed keeps its parts, so the next
 run still knows the timings of what was done; the outputs themselves are what resume trusts.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -72,14 +73,18 @@ class ManifestWriter:
         The final manifest (``OUT/manifest.parquet`` by default).
     parts_dir : Path
         Where part files go while the run lasts.
-    flush_every : int
-        Rows per part file.
+    flush_seconds, flush_rows : float, int
+        A part file is written when rows have waited this long, or when this many are waiting: a
+        million-image run writes a few hundred parts, and a killed driver loses at most 30 s of rows
+        (their outputs are on disk and are skipped by the next run all the same).
     """
 
-    def __init__(self, path: Path, parts_dir: Path, *, flush_every: int = 64) -> None:
+    def __init__(self, path: Path, parts_dir: Path, *, flush_seconds: float = 30.0, flush_rows: int = 10000) -> None:
         self.path = Path(path)
         self.parts_dir = Path(parts_dir)
-        self.flush_every = int(flush_every)
+        self.flush_seconds = float(flush_seconds)
+        self.flush_rows = int(flush_rows)
+        self._last_flush = time.monotonic()
         self.rows: list[dict] = []  # every row of this run
         self._pending: list[dict] = []
         self._run = uuid.uuid4().hex[:8]
@@ -99,11 +104,12 @@ class ManifestWriter:
     def add(self, row: dict) -> None:
         self.rows.append(row)
         self._pending.append(row)
-        if len(self._pending) >= self.flush_every:
+        if len(self._pending) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
         """Write the rows not yet on disk as one part file."""
+        self._last_flush = time.monotonic()
         if not self._pending:
             return
         self.parts_dir.mkdir(parents=True, exist_ok=True)

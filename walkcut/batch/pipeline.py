@@ -311,7 +311,12 @@ def _build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault:
                                                   "options": cfg.options, "fault": fault}, **task_args)
     gpu = cfg.backend in GPU_BACKENDS or (cfg.backend == "auto" and resources.get("GPU", 0) > 0)
     gpus_per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpu else 0.0)
-    actors = cfg.actors or max(1, int(resources.get("GPU", 0) // max(gpus_per_actor, 1e-9)) if gpu else 1)
+    if cfg.actors is not None:
+        actors = cfg.actors
+    elif gpu and gpus_per_actor > 0:
+        actors = max(1, int(resources.get("GPU", 0) // gpus_per_actor))  # one actor per GPU by default
+    else:
+        actors = 1
     ds = ds.map(prepare_row, fn_kwargs={"engine": engine, "max_source_side": Segmenter().max_source_side},
                 **task_args)
     threads = max(1, int(cfg.cpus_per_actor)) if not gpu else None
