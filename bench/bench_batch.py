@@ -82,10 +82,60 @@ def stage_medians(manifest: Path) -> dict[str, float]:
     return out
 
 
+def stage_costs(n: int = 12) -> None:
+    """CPU seconds (thread time, so other load on the machine does not inflate them) per stage of one
+    512 x 512 image with an R = 32 attention-like engine output: the per-core costs of the sizing."""
+    import cv2
+    import numpy as np
+    from walkcut.runtime.draw import overlay
+    from walkcut.runtime.imageio import encode_png, read_image
+    from walkcut.runtime.segmenter import Segmenter
+    from walkcut.runtime.sources.contract import ModelContract
+    from walkcut.runtime.sources.engine import EngineSource
+    from walkcut.runtime.sources.pixels import Transition
+    from walkcut.runtime.sources.preprocess import preprocess
+
+    from walkcut.batch.work import _GivenTransition, one_thread
+    from walkcut.eval.reference import synthetic_attention
+
+    contract = ModelContract(image_size=512, attn_res=32, layers="encoder", resolutions=(32,), weights=(1.0,),
+                             model_id="bench", model_hash="0" * 12, exporter_version="bench")
+    checker = EngineSource(None, contract, name="bench")
+    costs: dict[str, list[float]] = {}
+
+    def clock(stage, fn, *a, **k):
+        t0 = time.thread_time()
+        out = fn(*a, **k)
+        costs.setdefault(stage, []).append(time.thread_time() - t0)
+        return out
+
+    with tempfile.TemporaryDirectory() as tmp, one_thread():
+        for i, path in enumerate(images(n)[:n]):
+            jpg = Path(tmp) / f"{i}.jpg"
+            cv2.imwrite(str(jpg), cv2.resize(cv2.imread(str(path)), (512, 512), interpolation=cv2.INTER_AREA))
+            image = clock("decode", read_image, jpg)
+            clock("preprocess", preprocess, image, contract)
+            raw = synthetic_attention(32, seed=i)[None].astype(np.float32)  # (1, 1024, 1024)
+            P = clock("check", checker._validate, raw)
+            seg = Segmenter(_GivenTransition(Transition(P=P, grid_shape=(32, 32)), {})).set_image(image)
+            t0 = time.thread_time()
+            result = seg.segment()
+            both = time.thread_time() - t0
+            wall = result.timings["cuts"] + result.timings["upsample"]
+            costs.setdefault("cuts", []).append(both * result.timings["cuts"] / wall)
+            costs.setdefault("upsample", []).append(both * result.timings["upsample"] / wall)
+            labels = result.labels.astype(np.uint16)
+            clock("write", lambda im, lab: (encode_png(lab, rgb=False), encode_png(overlay(im, lab))), image, labels)
+    med = {k: 1e3 * statistics.median(v) for k, v in costs.items()}
+    print(f"per-stage CPU ms per 512 x 512 image, one thread, median of {n} (R = 32 attention-like walk): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in med.items()) + f"; total {sum(med.values()):.1f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
-    parser.add_argument("--cases", nargs="+", choices=("pixels", "engine"), default=["pixels", "engine"])
+    parser.add_argument("--cases", nargs="+", choices=("pixels", "engine", "stages"),
+                        default=["pixels", "engine", "stages"])
     parser.add_argument("--keep", type=Path, default=None, help="keep outputs in this folder")
     parser.add_argument("--model", type=Path, default=None, help="engine case: this model instead of a fresh tiny export")
     args, batch_extra = parser.parse_known_args()
@@ -100,6 +150,9 @@ def main() -> int:
     walkcut = [sys.executable, "-m", "walkcut"]
     try:
         for case in args.cases:
+            if case == "stages":
+                stage_costs()
+                continue
             extra = []
             if case == "engine":
                 t0 = time.perf_counter()
