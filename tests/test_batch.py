@@ -191,3 +191,20 @@ def test_existing_outputs_are_skipped_unless_overwrite(local_ray, image_dir, tmp
     assert [r["status"] for r in _manifest(out)] == ["ok"]  # the earlier row is carried over
     assert main(["batch", *images, "--out", str(out), *GRID, "--no-overlay", "--overwrite"]) == 0
     assert (out / "img04_labels.png").stat().st_mtime_ns > first
+
+
+def test_without_ray_the_command_says_how_to_install_it(image_dir, tmp_path):
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'ray' or name.startswith('ray.'):\n"
+        "            raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from walkcut.cli import main\n"
+        f"sys.exit(main(['batch', {str(image_dir / 'img00.png')!r}, '--out', {str(tmp_path / 'o')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert "pip install 'walkcut[ray]'" in done.stderr
+    assert not (tmp_path / "o").exists()

@@ -297,7 +297,6 @@ def _build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault:
 
     from walkcut.runtime.segmenter import Segmenter
 
-
     cpus = max(1, int(resources.get("CPU", 1)))
     # Small blocks keep every core busy to the end (a block is one task); large runs get larger
     # blocks so that the driver does not schedule millions of tasks.
@@ -307,8 +306,8 @@ def _build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault:
     engine = str(cfg.engine) if cfg.engine is not None else None
     task_args = {"num_cpus": cfg.cpus_per_task, "max_retries": cfg.max_retries}
     if not _use_actors(cfg, resources):
-        return ds.map(segment_row, fn_kwargs={"grid": cfg.grid, "engine": engine, "backend": cfg.backend,
-                                                  "options": cfg.options, "fault": fault}, **task_args)
+        kwargs = {"grid": cfg.grid, "engine": engine, "backend": cfg.backend, "options": cfg.options, "fault": fault}
+        return ds.map(segment_row, fn_kwargs=kwargs, **task_args)
     gpu = cfg.backend in GPU_BACKENDS or (cfg.backend == "auto" and resources.get("GPU", 0) > 0)
     gpus_per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpu else 0.0)
     if cfg.actors is not None:
@@ -320,8 +319,8 @@ def _build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault:
     ds = ds.map(prepare_row, fn_kwargs={"engine": engine, "max_source_side": Segmenter().max_source_side},
                 **task_args)
     threads = max(1, int(cfg.cpus_per_actor)) if not gpu else None
-    ds = ds.map_batches(AttentionActor, fn_constructor_kwargs={"engine": engine, "backend": cfg.backend,
-                                                                   "threads": threads},
+    ds = ds.map_batches(AttentionActor,
+                        fn_constructor_kwargs={"engine": engine, "backend": cfg.backend, "threads": threads},
                         batch_size=cfg.batch_size, batch_format="numpy", concurrency=actors,
                         num_cpus=cfg.cpus_per_actor, num_gpus=gpus_per_actor,
                         max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries)
