@@ -20,6 +20,7 @@ from walkcut.cli.errors import EXIT_USAGE, Parser, error, run_command
 #: Subcommand modules, in the order ``walkcut --help`` lists them.
 SUBCOMMAND_MODULES = (
     "walkcut.cli.segment",
+    "walkcut.cli.batch",
     "walkcut.cli.video",
     "walkcut.cli.eval",
     "walkcut.cli.bench",

@@ -1,0 +1,395 @@
+"""The Ray Data pipeline of ``walkcut batch``.
+
+Pixel source (no model)::
+
+    from_items(jobs) -> map(segment_image)                    CPU tasks, one BLAS thread each
+
+Engine source on CPU (``ort-cpu``, no ``--actors``): the same single stage, the model loaded once
+per worker process. Engine source on GPU (or with ``--actors``)::
+
+    from_items(jobs) -> map(read + shrink + preprocess)       CPU tasks
+                     -> map_batches(AttentionActor)           actor pool, model loaded once per actor,
+                                                              num_gpus per actor
+                     -> map(check + cuts + upsample + write)  CPU tasks, one BLAS thread each
+
+Every stage runs the functions of :mod:`walkcut.batch.work`, so outputs equal ``walkcut segment``'s
+byte for byte. Ray retries a task whose worker died (``max_retries``) and restarts a dead actor
+(``max_restarts``); a bad image is a manifest row, never a failed task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from walkcut.batch.manifest import PARTS_DIR, ManifestWriter
+from walkcut.batch.work import (
+    FAULT_ENV,
+    LABELS_SUFFIX,
+    OVERLAY_SUFFIX,
+    Job,
+    empty_row,
+    error_message,
+    maybe_fault,
+    one_thread,
+    outputs_complete,
+    prepare_engine_input,
+    segment_image,
+)
+from walkcut.cli.inputs import InputImage
+
+logger = logging.getLogger(__name__)
+
+#: Backends that need a GPU: their actors ask Ray for ``num_gpus``.
+GPU_BACKENDS = ("ort-cuda", "ort-trt", "trt")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """What ``walkcut batch`` does; the command line fills it, :func:`run_batch` reads it.
+
+    ``engine`` None means the pixel source on a ``grid`` x ``grid`` graph. ``actors`` None: an actor
+    pool only for GPU backends (one actor per GPU in the cluster); a number forces a pool of that
+    size. ``cpus_per_task`` is what Ray reserves per CPU task (one BLAS thread runs in it).
+    """
+
+    out: Path
+    options: dict
+    engine: Path | None = None
+    backend: str = "auto"
+    grid: int = 32
+    overlay: bool = True
+    overwrite: bool = False
+    manifest: Path | None = None
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    actors: int | None = None
+    batch_size: int = 8
+    cpus_per_task: float = 1.0
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float | None = None
+    images_per_block: int | None = None
+    max_retries: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_retries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (1 if name == "batch_size" else 0):
+                raise ValueError(f"{name} must be an integer >= {1 if name == 'batch_size' else 0}, got {value!r}")
+        for name in ("actors", "num_cpus", "images_per_block"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("cpus_per_task", "cpus_per_actor", "gpus_per_actor"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.manifest if self.manifest is not None else self.out / "manifest.parquet"
+
+
+@dataclass
+class BatchSummary:
+    """What a run did: counts, seconds, the manifest rows, and how Ray was reached."""
+
+    total: int = 0
+    to_do: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    ray: str = ""
+    rows: list[dict] = field(default_factory=list)
+    manifest: Path | None = None
+
+
+def make_jobs(images: list[InputImage], out: Path, *, overlay: bool = True) -> list[Job]:
+    """Jobs named exactly as ``walkcut segment`` names its outputs (:meth:`InputImage.output`)."""
+    return [Job(input=str(im.path), labels=str(im.output(out, LABELS_SUFFIX)),
+                overlay=str(im.output(out, OVERLAY_SUFFIX)) if overlay else None) for im in images]
+
+
+def remove_stale_temporaries(out: Path) -> int:
+    """Remove temporary files left by writers that were killed mid-write; returns how many.
+
+    ``atomic_write_bytes`` writes ``.<name>.<random>.part`` beside its target and renames it; a
+    worker killed by SIGKILL cannot clean up, so each run starts (and a local run ends) by sweeping.
+    """
+    removed = 0
+    if not out.is_dir():
+        return 0
+    for folder, _, files in os.walk(out):
+        for name in files:
+            if name.startswith(".") and name.endswith(".part") and (
+                    f"{LABELS_SUFFIX}." in name or f"{OVERLAY_SUFFIX}." in name or ".parquet." in name):
+                Path(folder, name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, num_cpus: int | None):
+    """Start a local Ray (no ``address``) or join a cluster.
+
+    Yields a line saying which, and whether the Ray is local and ours (its workers are gone at exit).
+
+    A Ray already started by this process (tests, notebooks) is used as it is and left running.
+    """
+    import ray
+
+    if ray.is_initialized():
+        res = ray.cluster_resources()
+        yield f"using the Ray already started in this process ({_resources_text(res)})", False
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        text = f"joined the Ray cluster at {address} ({_resources_text(ray.cluster_resources())})"
+    else:
+        cpus = num_cpus or os.cpu_count() or 1
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        text = f"started a local Ray with {cpus} CPUs (stopped at the end; --ray-address joins a cluster)"
+    try:
+        yield text, address is None
+    finally:
+        ray.shutdown()
+
+
+def _resources_text(res: dict) -> str:
+    gpus = res.get("GPU", 0)
+    return f"{res.get('CPU', 0):g} CPUs" + (f", {gpus:g} GPUs" if gpus else "")
+
+
+# -- the stages (module-level so Ray pickles them by reference) ---------------------------------
+
+_SOURCES: dict = {}  # per worker process: sources built once (an engine loads its model once)
+
+
+def _pixel_source(grid: int):
+    from walkcut.runtime.sources.pixels import PixelSource
+
+    key = ("pixels", grid)
+    if key not in _SOURCES:
+        _SOURCES[key] = PixelSource(grid=grid)
+    return _SOURCES[key]
+
+
+def _engine_source(engine: str, backend: str, threads: int | None):
+    from walkcut.runtime.sources.engine import EngineSource
+
+    key = ("engine", engine, backend, threads)
+    if key not in _SOURCES:
+        _SOURCES[key] = EngineSource.from_path(engine, backend=backend, threads=threads)
+    return _SOURCES[key]
+
+
+def _engine_checker(engine: str):
+    """An EngineSource without a backend: only its contract checks and output validation are used."""
+    from walkcut.runtime.sources.engine import EngineSource, read_contract
+
+    key = ("checker", engine)
+    if key not in _SOURCES:
+        _SOURCES[key] = EngineSource(None, read_contract(engine), name=engine)
+    return _SOURCES[key]
+
+
+def _job(row: dict) -> Job:
+    return Job(input=row["input"], labels=row["labels"], overlay=row["overlay"] or None)
+
+
+def segment_row(row: dict, *, grid: int, engine: str | None, backend: str, options: dict,
+                fault: str | None) -> dict:
+    """Stage for the pixel source and the in-task engine: the whole job of one image."""
+    job = _job(row)
+    maybe_fault(job, fault)
+    with one_thread():
+        try:
+            source = _pixel_source(grid) if engine is None else _engine_source(engine, backend, 1)
+        except Exception as exc:  # noqa: BLE001 (a backend that cannot start: every row says why)
+            return empty_row(job, status="error", error=error_message(job.input, exc))
+        return segment_image(job, source, options)
+
+
+def prepare_row(row: dict, *, engine: str, max_source_side: int) -> dict:
+    """CPU stage before the actor: read, shrink and preprocess (errors ride along to the end)."""
+    checker = _engine_checker(engine)
+    io = checker.contract.io
+    out = {"input": row["input"], "labels": row["labels"], "overlay": row["overlay"], "error": "",
+           "seconds_decode": 0.0, "seconds_preprocess": 0.0}
+    try:
+        with one_thread():
+            x, t = prepare_engine_input(_job(row), checker.contract, max_source_side=max_source_side)
+        out.update(seconds_decode=t["decode"], seconds_preprocess=t["preprocess"])
+    except Exception as exc:  # noqa: BLE001 (the row carries it to the manifest)
+        x = np.zeros(io.input_shape, np.float32)  # keeps the column's shape; never run
+        out["error"] = error_message(row["input"], exc)
+    out["x"] = x
+    return out
+
+
+class AttentionActor:
+    """Holds one engine (loaded once) and runs it on batches of preprocessed images."""
+
+    def __init__(self, engine: str, backend: str, threads: int | None) -> None:
+        self.source = _engine_source(engine, backend, threads)
+        self.n = self.source.contract.io.n_nodes
+
+    def __call__(self, batch: dict) -> dict:
+        xs = batch.pop("x")  # (B, 1, 3, S, S)
+        raws, seconds = [], []
+        for x, error in zip(xs, batch["error"]):
+            t0 = time.perf_counter()
+            if error:
+                raws.append(np.zeros((1, self.n, self.n), np.float32))
+            else:
+                # A copy: some backends hand out a view of a buffer reused by the next run.
+                raws.append(np.array(self.source.backend.run(np.ascontiguousarray(x)), dtype=np.float32))
+            seconds.append(time.perf_counter() - t0)
+        batch["raw"] = np.stack(raws)  # (B, 1, n, n)
+        batch["seconds_engine"] = np.asarray(seconds)
+        return batch
+
+
+def cut_row(row: dict, *, engine: str, options: dict, fault: str | None) -> dict:
+    """CPU stage after the actor: check the engine output, cut, upsample, write."""
+    job = _job(row)
+    if row["error"]:
+        return empty_row(job, status="error", error=row["error"])
+    maybe_fault(job, fault)
+    timings = {"preprocess": float(row["seconds_preprocess"]), "engine": float(row["seconds_engine"])}
+    with one_thread():
+        result = segment_image(job, None, options, given=(np.asarray(row["raw"]), _engine_checker(engine), timings))
+    if result["status"] == "ok":  # the image was read twice; report the read before the engine
+        result["seconds_decode"] = float(row["seconds_decode"])
+    return result
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+def _use_actors(cfg: BatchConfig, resources: dict) -> bool:
+    if cfg.engine is None:
+        return False
+    if cfg.actors is not None or cfg.backend in GPU_BACKENDS:
+        return True
+    return cfg.backend == "auto" and resources.get("GPU", 0) > 0
+
+
+def build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None):
+    """The lazy Ray Dataset that segments ``jobs`` and yields one manifest row per job."""
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates retry counts passed as remote args but has no named parameter for them.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
+        return _build_dataset(jobs, cfg, resources=resources, fault=fault)
+
+
+def _build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None):
+    import ray
+
+    from walkcut.runtime.segmenter import Segmenter
+
+    cpus = max(1, int(resources.get("CPU", 1)))
+    # Small blocks keep every core busy to the end (a block is one task); large runs get larger
+    # blocks so that the driver does not schedule millions of tasks.
+    per_block = cfg.images_per_block or max(1, min(32, len(jobs) // (16 * cpus)))
+    items = [{"input": j.input, "labels": j.labels, "overlay": j.overlay or ""} for j in jobs]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / per_block)))
+    engine = str(cfg.engine) if cfg.engine is not None else None
+    task_args = {"num_cpus": cfg.cpus_per_task, "max_retries": cfg.max_retries}
+    if not _use_actors(cfg, resources):
+        kwargs = {"grid": cfg.grid, "engine": engine, "backend": cfg.backend, "options": cfg.options, "fault": fault}
+        return ds.map(segment_row, fn_kwargs=kwargs, **task_args)
+    gpu = cfg.backend in GPU_BACKENDS or (cfg.backend == "auto" and resources.get("GPU", 0) > 0)
+    gpus_per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpu else 0.0)
+    if cfg.actors is not None:
+        actors = cfg.actors
+    elif gpu and gpus_per_actor > 0:
+        actors = max(1, int(resources.get("GPU", 0) // gpus_per_actor))  # one actor per GPU by default
+    else:
+        actors = 1
+    ds = ds.map(prepare_row, fn_kwargs={"engine": engine, "max_source_side": Segmenter().max_source_side},
+                **task_args)
+    threads = max(1, int(cfg.cpus_per_actor)) if not gpu else None
+    ds = ds.map_batches(AttentionActor,
+                        fn_constructor_kwargs={"engine": engine, "backend": cfg.backend, "threads": threads},
+                        batch_size=cfg.batch_size, batch_format="numpy", concurrency=actors,
+                        num_cpus=cfg.cpus_per_actor, num_gpus=gpus_per_actor,
+                        max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries)
+    return ds.map(cut_row, fn_kwargs={"engine": engine, "options": cfg.options, "fault": fault}, **task_args)
+
+
+def run_batch(images: list[InputImage], cfg: BatchConfig, *,
+              on_start: Callable[[str, int, int], None] | None = None,
+              on_row: Callable[[dict], None] | None = None) -> BatchSummary:
+    """Segment ``images`` on Ray, write outputs and the manifest; resume from complete outputs.
+
+    Parameters
+    ----------
+    images : list of InputImage
+        From :func:`walkcut.cli.inputs.collect_images` (names decide the output paths).
+    cfg : BatchConfig
+    on_start : callable(ray_text, to_do, skipped), optional
+        Called once Ray is up and the work is planned (the command line prints it).
+    on_row : callable(row), optional
+        Called for each manifest row as it arrives.
+
+    Returns
+    -------
+    BatchSummary
+        Raises ``KeyboardInterrupt`` unchanged after saving the rows received so far.
+    """
+    if cfg.engine is not None:
+        from walkcut.runtime.sources.engine import check_contract, read_contract
+
+        check_contract(read_contract(cfg.engine), source=str(cfg.engine))  # ContractError before Ray starts
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(cfg.out)
+    jobs = make_jobs(images, cfg.out, overlay=cfg.overlay)
+    writer = ManifestWriter(cfg.manifest_path, cfg.out / PARTS_DIR)
+    earlier = writer.earlier_rows()
+    carried: dict[str, dict] = {}
+    to_do = []
+    for job in jobs:
+        if not cfg.overwrite and outputs_complete(job):
+            row = earlier.get(job.labels)
+            carried[job.labels] = row if row is not None and row["status"] == "ok" else empty_row(job, status="skipped")
+        else:
+            to_do.append(job)
+    summary = BatchSummary(total=len(jobs), to_do=len(to_do), skipped=len(carried), manifest=cfg.manifest_path)
+    fault = os.environ.get(FAULT_ENV) or None
+    t0 = time.perf_counter()
+    owned = False
+    try:
+        with ray_session(cfg.ray_address, cfg.num_cpus) as (ray_text, owned):
+            import ray
+
+            summary.ray = ray_text
+            if on_start is not None:
+                on_start(ray_text, len(to_do), len(carried))
+            if to_do:
+                ds = build_dataset(to_do, cfg, resources=ray.cluster_resources(), fault=fault)
+                for row in ds.iter_rows():
+                    row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+                    writer.add(row)
+                    if on_row is not None:
+                        on_row(row)
+    except BaseException:
+        writer.flush()  # what was done stays known to the next run
+        raise
+    finally:
+        if owned:
+            remove_stale_temporaries(cfg.out)  # our local workers are gone: sweep what they left
+    summary.rows = writer.finish([j.labels for j in jobs], carried)
+    summary.seconds = time.perf_counter() - t0
+    summary.ok = sum(r["status"] == "ok" for r in writer.rows)
+    summary.failed = sum(r["status"] == "error" for r in writer.rows)
+    return summary

@@ -1,0 +1,187 @@
+"""The work done for one image, shared by every stage of ``walkcut batch``.
+
+:func:`segment_image` is the whole job for one image (read, source, cuts, upsampling, atomic writes)
+and returns a :class:`~walkcut.batch.manifest` row; it runs exactly the code ``walkcut segment``
+runs, so both commands write the same bytes. The engine pipeline splits the same job in three so
+that a GPU actor runs only the engine: :func:`prepare_engine_input` (CPU: read, shrink, preprocess),
+the actor (``backend.run``), then :func:`segment_image` again with the engine output handed over in
+``given``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from walkcut.runtime.draw import overlay
+from walkcut.runtime.imageio import atomic_write_bytes, encode_png, read_image
+from walkcut.runtime.segmenter import Segmenter, _shrink
+from walkcut.runtime.sources.pixels import Transition
+from walkcut.runtime.sources.preprocess import preprocess
+
+#: Suffixes of the two outputs, as ``walkcut segment`` names them.
+LABELS_SUFFIX = "_labels.png"
+OVERLAY_SUFFIX = "_overlay.png"
+#: Per-stage seconds recorded in every manifest row (NaN where a stage did not run).
+STAGES = ("decode", "source", "preprocess", "engine", "cuts", "upsample", "write")
+#: ``WALKCUT_BATCH_FAULT=NAME:MARKER`` (tests only): the first task that handles the input whose
+#: output name is NAME creates the file MARKER and kills its own worker process, so the tests can
+#: check that Ray retries a task whose worker died. Read by the driver and passed to the tasks.
+FAULT_ENV = "WALKCUT_BATCH_FAULT"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to segment: its input path and where its outputs go (``overlay`` None: no overlay)."""
+
+    input: str
+    labels: str
+    overlay: str | None
+
+
+def empty_row(job: Job, *, status: str, error: str = "") -> dict:
+    """A manifest row for ``job`` with no measurements (yet)."""
+    return {"input": job.input, "labels": job.labels, "overlay": job.overlay or "", "status": status,
+            "error": error, "segments": 0, "height": 0, "width": 0,
+            **{f"seconds_{s}": float("nan") for s in STAGES}, "node": ""}
+
+
+def error_message(path: str, exc: BaseException) -> str:
+    """One line naming the file, as ``walkcut segment`` prints it."""
+    text = str(exc)
+    message = text if path in text else f"{path}: {text}"
+    return message.splitlines()[0] if text else f"{path}: {type(exc).__name__}"
+
+
+def outputs_complete(job: Job) -> bool:
+    """True when every output of ``job`` exists; writes are atomic, so existing means complete."""
+    return os.path.exists(job.labels) and (job.overlay is None or os.path.exists(job.overlay))
+
+
+def write_all(pairs: list[tuple[Path, bytes]]) -> None:
+    """Write every ``(path, bytes)`` atomically, or none: a failure removes the files already written."""
+    done = []
+    try:
+        for path, data in pairs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data)
+            done.append(path)
+    except BaseException:
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def one_thread():
+    """One BLAS and one OpenCV thread: Ray runs one task per core, so threads inside would fight."""
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
+class _GivenTransition:
+    """A source that hands back a transition computed elsewhere (by the engine actor)."""
+
+    def __init__(self, transition: Transition, timings: dict) -> None:
+        self._transition = transition
+        self.last_timings = timings
+
+    def transition(self, image_rgb: np.ndarray) -> Transition:
+        return self._transition
+
+
+def maybe_fault(job: Job, fault: str | None) -> None:
+    """Test hook (see :data:`FAULT_ENV`): kill this worker once, on the named input."""
+    if not fault:
+        return
+    name, _, marker = fault.partition(":")
+    if Path(job.labels).name == f"{name}{LABELS_SUFFIX}" and marker:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return  # the retry: run normally
+        os.close(fd)
+        os._exit(3)
+
+
+def prepare_engine_input(job: Job, contract, *, max_source_side: int) -> tuple[np.ndarray, dict]:
+    """Read ``job.input`` and turn it into the engine's input, as ``EngineSource.transition`` does.
+
+    Returns the (1, 3, S, S) float32 input and the seconds of ``decode`` and ``preprocess``.
+    Raises what :func:`~walkcut.runtime.imageio.read_image` raises for an unreadable image.
+    """
+    t0 = time.perf_counter()
+    image = read_image(job.input)
+    t1 = time.perf_counter()
+    # Segmenter.set_image shrinks before its source sees the image; the same here, so the
+    # engine gets the very array it gets under ``walkcut segment``.
+    x = preprocess(_shrink(image, max_source_side), contract)  # (1, 3, S, S)
+    return x, {"decode": t1 - t0, "preprocess": time.perf_counter() - t1}
+
+
+def segment_image(job: Job, source, options: dict, *, given: tuple | None = None) -> dict:
+    """Segment one image and write its outputs atomically; never raises for a bad image.
+
+    Parameters
+    ----------
+    job : Job
+        Input path and output paths (parent folders are created).
+    source : object with ``transition(image_rgb)``, or None when ``given`` is set
+        The pixel source, or an :class:`~walkcut.runtime.sources.engine.EngineSource` run in place.
+    options : dict
+        Keyword arguments of :meth:`Segmenter.segment` (mode, power, threshold, max_segments, min_size).
+    given : (engine_output, engine_source, timings) or None
+        The raw engine output for this image, computed by an actor: it is checked and normalised by
+        ``engine_source`` exactly as :meth:`EngineSource.transition` does, then cut here.
+
+    Returns
+    -------
+    dict
+        A manifest row: ``status`` "ok" or "error" (with ``error`` naming the file and the problem).
+    """
+    row = empty_row(job, status="ok")
+    row["node"] = socket.gethostname()
+    try:
+        t0 = time.perf_counter()
+        image = read_image(job.input)
+        row["seconds_decode"] = time.perf_counter() - t0
+        if given is not None:
+            raw, engine, timings = given
+            t1 = time.perf_counter()
+            P = engine._validate(raw)  # the checks and row normalisation of EngineSource.transition
+            timings = {**timings, "engine": timings.get("engine", 0.0) + time.perf_counter() - t1}
+            source = _GivenTransition(Transition(P=P, grid_shape=engine.grid_shape), timings)
+        segmenter = Segmenter(source)
+        result = segmenter.set_image(image).segment(**options)
+        if result.labels.max() > 65535:
+            raise ValueError(f"{result.labels.max() + 1} segments do not fit a uint16 label map")
+        t2 = time.perf_counter()
+        labels16 = result.labels.astype(np.uint16)
+        row.update(segments=result.n_segments, height=image.shape[0], width=image.shape[1])
+        for stage, seconds in result.timings.items():
+            row[f"seconds_{stage}"] = float(seconds)
+        if given is not None:  # the source stage ran elsewhere: report its parts, not this no-op
+            row["seconds_source"] = sum(given[2].get(k, 0.0) for k in ("preprocess", "engine"))
+        del result
+        # Encode every picture before writing any: a failure leaves no partial output.
+        pairs = [(Path(job.labels), encode_png(labels16, rgb=False))]
+        if job.overlay is not None:
+            pairs.append((Path(job.overlay), encode_png(overlay(image, labels16))))
+        write_all(pairs)
+        row["seconds_write"] = time.perf_counter() - t2
+    except Exception as exc:  # noqa: BLE001 (one bad image is a manifest row, not the end of the job)
+        return {**empty_row(job, status="error", error=error_message(job.input, exc)), "node": row["node"]}
+    return row

@@ -1,0 +1,154 @@
+"""``walkcut batch INPUT... --out DIR``: segment an image set on Ray Data, with a Parquet manifest.
+
+Parse, call :func:`walkcut.batch.run_batch`, print. Ray is imported only when the command runs, so
+the base install lists the command and says how to get Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from walkcut.cli.segment import add_cut_arguments, add_engine_arguments, cut_options
+
+RAY_MISSING = "walkcut batch needs Ray Data: pip install 'walkcut[ray]'"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "batch", help="segment many images on Ray (local or a cluster), with a Parquet manifest",
+        description="Segment an image set on Ray Data: the same outputs as `walkcut segment`, a manifest "
+                    "with one row per input, and resume: a rerun with the same --out does only what is missing.")
+    p.add_argument("images", nargs="+", metavar="INPUT",
+                   help="image files, folders, glob patterns, or @LIST (a text file of paths, one a line)")
+    p.add_argument("--from-file", action="append", default=[], metavar="LIST",
+                   help="text file of inputs, one a line (repeatable; same as @LIST)")
+    p.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--source", choices=("pixels",), default="pixels",
+                   help="where the random walk comes from without --engine (default: pixels)")
+    p.add_argument("--no-overlay", dest="overlay", action="store_false", help="write label maps only")
+    p.add_argument("--overwrite", action="store_true", help="redo every input, even those with complete outputs")
+    p.add_argument("--manifest", type=Path, default=None, help="manifest path (default: OUT/manifest.parquet)")
+    add_cut_arguments(p)
+    add_engine_arguments(p)
+    r = p.add_argument_group("ray")
+    r.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join a running cluster: auto, or ray://HOST:10001 (default: start a local Ray)")
+    r.add_argument("--num-cpus", type=_positive_int, default=None,
+                   help="CPUs of the local Ray (default: this machine's cores)")
+    r.add_argument("--actors", type=_positive_int, default=None,
+                   help="engine actor pool size (default: one per GPU for GPU backends; ort-cpu runs the "
+                        "engine inside the CPU tasks)")
+    r.add_argument("--batch-size", type=_positive_int, default=8, help="images per engine actor call (default: 8)")
+    r.add_argument("--cpus-per-task", type=_non_negative_float, default=1.0,
+                   help="CPUs Ray reserves per cut task (default: 1)")
+    r.add_argument("--cpus-per-actor", type=_non_negative_float, default=1.0,
+                   help="CPUs Ray reserves per engine actor (default: 1)")
+    r.add_argument("--gpus-per-actor", type=_non_negative_float, default=None,
+                   help="GPUs per engine actor (default: 1 for GPU backends, else 0)")
+    r.add_argument("--images-per-block", type=_positive_int, default=None,
+                   help="images per Ray task (default: from the input count and CPUs)")
+    r.add_argument("--max-retries", type=int, default=3, help="retries of a task whose worker died (default: 3)")
+    p.set_defaults(func=run)
+
+
+class _SigtermAsInterrupt:
+    """SIGTERM ends the run as Ctrl-C does: the rows so far are saved, no partial file stays.
+
+    Installed once Ray is up, because ``ray.init`` puts in its own SIGTERM handler (which exits
+    at once); restored at the end.
+    """
+
+    def __init__(self) -> None:
+        self.previous = None
+
+    @staticmethod
+    def _handler(signum, frame):
+        raise KeyboardInterrupt
+
+    def install(self) -> None:
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
+
+
+def run(args) -> int:
+    try:
+        import pyarrow  # noqa: F401
+        import ray  # noqa: F401
+    except ImportError:
+        print(f"walkcut: error: {RAY_MISSING}", file=sys.stderr)
+        return 2
+    from walkcut.batch import BatchConfig, collect_batch_inputs, run_batch
+    from walkcut.cli.inputs import InputError
+    from walkcut.runtime.sources.contract import ContractError
+
+    try:
+        images = collect_batch_inputs(args.images, args.from_file)
+        config = BatchConfig(
+            out=args.out, options=cut_options(args), engine=args.engine, backend=args.backend, grid=args.grid,
+            overlay=args.overlay, overwrite=args.overwrite, manifest=args.manifest,
+            ray_address=args.ray_address, num_cpus=args.num_cpus, actors=args.actors,
+            batch_size=args.batch_size, cpus_per_task=args.cpus_per_task, cpus_per_actor=args.cpus_per_actor,
+            gpus_per_actor=args.gpus_per_actor, images_per_block=args.images_per_block,
+            max_retries=args.max_retries)
+    except (InputError, ValueError) as exc:
+        print(f"walkcut: error: {exc}", file=sys.stderr)
+        return 2
+
+    sigterm = _SigtermAsInterrupt()
+
+    def on_start(ray_text: str, to_do: int, skipped: int) -> None:
+        sigterm.install()
+        print(f"ray: {ray_text}", file=sys.stderr)
+        print(f"{len(images)} inputs: {to_do} to do"
+              + (f", {skipped} complete from an earlier run (skipped; --overwrite redoes them)" if skipped else ""),
+              file=sys.stderr)
+
+    def on_row(row: dict) -> None:
+        if row["status"] == "error":
+            print(f"walkcut: error: {row['error']}", file=sys.stderr)
+
+    try:
+        summary = run_batch(images, config, on_start=on_start, on_row=on_row)
+    except ContractError as exc:
+        print(f"walkcut: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"walkcut: interrupted; outputs written so far are complete; rerun the same command to finish "
+              f"(rows so far saved under {args.out})", file=sys.stderr)
+        return 130
+    finally:
+        sigterm.restore()
+    rate = summary.ok / summary.seconds if summary.seconds > 0 else 0.0
+    print(f"segmented {summary.ok} of {summary.to_do} images in {summary.seconds:.1f} s ({rate:.2f} img/s) "
+          f"-> {args.out}" + (f"; {summary.skipped} already complete" if summary.skipped else "")
+          + (f"; {summary.failed} failed" if summary.failed else "") + f"; manifest {summary.manifest}")
+    return 1 if summary.failed else 0
