@@ -121,3 +121,22 @@ def encode_png(array: np.ndarray, *, rgb: bool = True) -> bytes:
 
 def write_rgb_png(path, image_rgb: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png(image_rgb, rgb=True))
+
+
+def write_all_or_none(pairs) -> None:
+    """Write every ``(path, bytes)`` atomically (parent folders created), or none of them.
+
+    A failure part-way removes the files this call already wrote, so a label map never sits without
+    its overlay. Used by ``walkcut segment`` and ``walkcut batch``.
+    """
+    done = []
+    try:
+        for path, data in pairs:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data)
+            done.append(path)
+    except BaseException:
+        for path in done:
+            path.unlink(missing_ok=True)
+        raise

@@ -22,7 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from walkcut.runtime.draw import overlay
-from walkcut.runtime.imageio import atomic_write_bytes, encode_png, read_image
+from walkcut.runtime.imageio import encode_png, read_image, write_all_or_none
 from walkcut.runtime.segmenter import Segmenter, _shrink
 from walkcut.runtime.sources.pixels import Transition
 from walkcut.runtime.sources.preprocess import preprocess
@@ -64,20 +64,6 @@ def error_message(path: str, exc: BaseException) -> str:
 def outputs_complete(job: Job) -> bool:
     """True when every output of ``job`` exists; writes are atomic, so existing means complete."""
     return os.path.exists(job.labels) and (job.overlay is None or os.path.exists(job.overlay))
-
-
-def write_all(pairs: list[tuple[Path, bytes]]) -> None:
-    """Write every ``(path, bytes)`` atomically, or none: a failure removes the files already written."""
-    done = []
-    try:
-        for path, data in pairs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, data)
-            done.append(path)
-    except BaseException:
-        for path in done:
-            path.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
@@ -180,7 +166,7 @@ def segment_image(job: Job, source, options: dict, *, given: tuple | None = None
         pairs = [(Path(job.labels), encode_png(labels16, rgb=False))]
         if job.overlay is not None:
             pairs.append((Path(job.overlay), encode_png(overlay(image, labels16))))
-        write_all(pairs)
+        write_all_or_none(pairs)
         row["seconds_write"] = time.perf_counter() - t2
     except Exception as exc:  # noqa: BLE001 (one bad image is a manifest row, not the end of the job)
         return {**empty_row(job, status="error", error=error_message(job.input, exc)), "node": row["node"]}

@@ -44,6 +44,17 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def non_negative_float(text: str) -> float:
+    """``type=`` for a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def threshold_arg(text: str):
     """A stopping rule: a finite number >= 0 (constant NCut threshold) or an automatic rule name."""
     if text in AUTO_RULES:

@@ -6,35 +6,22 @@ the base install lists the command and says how to get Ray.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import signal
 import sys
 from pathlib import Path
 
-from walkcut.cli.segment import add_cut_arguments, add_engine_arguments, cut_options
+from walkcut.cli.args import (
+    add_cut_arguments,
+    add_engine_arguments,
+    cut_options,
+    non_negative_float,
+    output_dir,
+    non_negative_int,
+    positive_int,
+)
 
 RAY_MISSING = "walkcut batch needs Ray Data: pip install 'walkcut[ray]'"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def register(sub) -> None:
@@ -46,7 +33,7 @@ def register(sub) -> None:
                    help="image files, folders, glob patterns, or @LIST (a text file of paths, one a line)")
     p.add_argument("--from-file", action="append", default=[], metavar="LIST",
                    help="text file of inputs, one a line (repeatable; same as @LIST)")
-    p.add_argument("--out", "-o", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--out", "-o", type=output_dir, required=True, help="output folder (created if missing)")
     p.add_argument("--source", choices=("pixels",), default="pixels",
                    help="where the random walk comes from without --engine (default: pixels)")
     p.add_argument("--no-overlay", dest="overlay", action="store_false", help="write label maps only")
@@ -57,21 +44,21 @@ def register(sub) -> None:
     r = p.add_argument_group("ray")
     r.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="join a running cluster: auto, or ray://HOST:10001 (default: start a local Ray)")
-    r.add_argument("--num-cpus", type=_positive_int, default=None,
+    r.add_argument("--num-cpus", type=positive_int, default=None,
                    help="CPUs of the local Ray (default: this machine's cores)")
-    r.add_argument("--actors", type=_positive_int, default=None,
+    r.add_argument("--actors", type=positive_int, default=None,
                    help="engine actor pool size (default: one per GPU for GPU backends; ort-cpu runs the "
                         "engine inside the CPU tasks)")
-    r.add_argument("--batch-size", type=_positive_int, default=8, help="images per engine actor call (default: 8)")
-    r.add_argument("--cpus-per-task", type=_non_negative_float, default=1.0,
+    r.add_argument("--batch-size", type=positive_int, default=8, help="images per engine actor call (default: 8)")
+    r.add_argument("--cpus-per-task", type=non_negative_float, default=1.0,
                    help="CPUs Ray reserves per cut task (default: 1)")
-    r.add_argument("--cpus-per-actor", type=_non_negative_float, default=1.0,
+    r.add_argument("--cpus-per-actor", type=non_negative_float, default=1.0,
                    help="CPUs Ray reserves per engine actor (default: 1)")
-    r.add_argument("--gpus-per-actor", type=_non_negative_float, default=None,
+    r.add_argument("--gpus-per-actor", type=non_negative_float, default=None,
                    help="GPUs per engine actor (default: 1 for GPU backends, else 0)")
-    r.add_argument("--images-per-block", type=_positive_int, default=None,
+    r.add_argument("--images-per-block", type=positive_int, default=None,
                    help="images per Ray task (default: from the input count and CPUs)")
-    r.add_argument("--max-retries", type=int, default=3, help="retries of a task whose worker died (default: 3)")
+    r.add_argument("--max-retries", type=non_negative_int, default=3, help="retries of a task whose worker died (default: 3)")
     p.set_defaults(func=run)
 
 

@@ -15,7 +15,7 @@ from walkcut.cli.args import add_cut_arguments, add_engine_arguments, cut_option
 from walkcut.cli.errors import UsageError, error, file_error, plural
 from walkcut.cli.inputs import IMAGE_EXTENSIONS, InputImage, collect_images
 from walkcut.runtime.draw import overlay
-from walkcut.runtime.imageio import atomic_write_bytes, encode_png, read_image
+from walkcut.runtime.imageio import encode_png, read_image, write_all_or_none
 from walkcut.runtime.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -35,19 +35,6 @@ images whose outputs are all there (to resume a batch).
 
 RGBA images are composited onto white (said once). A bad file gets one line on stderr and the rest
 of the batch is processed; the exit code is then 1.""" % ", ".join(IMAGE_EXTENSIONS)
-
-
-def _write_outputs(pairs) -> None:
-    """Write every ``(path, bytes)`` or none: a failure removes the files already written."""
-    done = []
-    try:
-        for path, data in pairs:
-            atomic_write_bytes(path, data)
-            done.append(path)
-    except BaseException:
-        for path in done:
-            path.unlink(missing_ok=True)
-        raise
 
 
 def register(sub) -> None:
@@ -112,8 +99,7 @@ def run(args) -> int:
             del result  # huge images: free the int64 labels before drawing
             pictures = [(labels_path, encode_png(labels16, rgb=False)),
                         (overlay_path, encode_png(overlay(image, labels16)))]
-            labels_path.parent.mkdir(parents=True, exist_ok=True)
-            _write_outputs(pictures)
+            write_all_or_none(pictures)
         except Exception as exc:
             failed += 1
             tqdm.write(f"walkcut: error: {file_error(path, exc)}", file=sys.stderr)
