@@ -106,7 +106,7 @@ def _neighbour_offsets(radius: float) -> np.ndarray:
 #: ``source`` holds ``PixelSource`` options, ``cuts`` the ``Segmenter.segment`` options.
 PRESETS: dict[str, dict[str, dict]] = {
     "default": {"source": {"grid": 32, "contour_scale": 2.0}, "cuts": {"threshold": "auto-ncut", "max_segments": 32}},
-    "street": {"source": {"grid": 48, "contour_scale": 2.0}, "cuts": {"threshold": 0.07, "max_segments": 32}},
+    "street": {"source": {"grid": 48, "contour_scale": 2.0}, "cuts": {"threshold": 0.0665, "max_segments": 32}},
 }
 
 
