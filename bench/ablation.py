@@ -7,6 +7,11 @@ Covering / PRI / VoI, CamVid val with Hungarian-matched mIoU / pixel accuracy. W
 
     python bench/ablation.py --limit 25 --out bench/ABLATION.md
 
+The pixel source is ``PixelSource(grid=R, contour_scale=...)``: intervening contours at 2.0 since
+v0.2 (``--contour-scale none``: the 0.1 colour + position graph the tables below the v0.2 section were
+measured with). Source options beyond these, and the stopping rule's tree size, are swept by
+bench/quality_sweep.py.
+
 R = 64 with dense modes or long walks builds dense 4096 x 4096 products (minutes per image on a
 2-core CPU), so by default R = 64 runs the walk mode with t = 1 and 2 only (``--full64`` for all).
 """
@@ -41,10 +46,10 @@ def configs(full64: bool):
             yield 64, mode, power
 
 
-def run_dataset(name: str, dataset, samples, cfgs, engine=None) -> list[dict]:
+def run_dataset(name: str, dataset, samples, cfgs, engine=None, contour_scale=2.0) -> list[dict]:
     rows = []
     for R, mode, power in cfgs:
-        seg = Segmenter(engine if engine is not None else PixelSource(grid=R))
+        seg = Segmenter(engine if engine is not None else PixelSource(grid=R, contour_scale=contour_scale))
         acc = {rule: [] for rule in RULES}
         sem = {rule: None for rule in RULES}
         k = {rule: [] for rule in RULES}
@@ -96,13 +101,16 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", nargs="+", default=["bsds500", "camvid"])
     ap.add_argument("--full64", action="store_true", help="all modes and powers at R = 64 too")
     ap.add_argument("--out", type=Path, default=Path("bench/ABLATION.md"))
+    ap.add_argument("--contour-scale", type=lambda t: None if t == "none" else float(t), default=2.0,
+                    help="intervening-contour scale of the pixel source, or 'none' (default: 2.0)")
     args = ap.parse_args(argv)
-    parts = [f"# Ablation (pixel source)\n\nCommand: `python bench/ablation.py --limit {args.limit}"
+    parts = [(f"# Ablation (pixel source)\n\nCommand: `python bench/ablation.py --limit {args.limit}"
              f"{' --full64' if args.full64 else ''}`; first {args.limit} images of each validation set, "
-             f"sorted by name. Rules: constant NCut thresholds and the two automatic rules.\n"]
+             f"sorted by name. Rules: constant NCut thresholds and the two automatic rules.\n")]
     for name in args.datasets:
         dataset = load_dataset(name, limit=args.limit)
-        rows = run_dataset(name, dataset, list(dataset), list(configs(args.full64)))
+        rows = run_dataset(name, dataset, list(dataset), list(configs(args.full64)),
+                           contour_scale=args.contour_scale)
         parts.append(f"\n## {name}\n\n" + table(name, rows))
         atomic_write_bytes(args.out, "".join(parts).encode())  # keep what is done if a later set fails
     print("".join(parts))

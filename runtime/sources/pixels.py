@@ -5,7 +5,10 @@ limited to a disc of ``radius`` cells,
 
     w_ij = exp(-|c_i - c_j|^2 / (2 sigma_c^2)) * exp(-|x_i - x_j|^2 / (2 sigma_x^2)),  |x_i - x_j| <= radius,
 
-with ``c`` the mean CIE Lab colour of a cell and ``x`` its grid position, plus a self-loop of
+with ``c`` the mean CIE Lab colour of a cell and ``x`` its grid position, times an intervening-contour
+term (Malik et al. 2001) ``exp(-e_ij^2 / (2 sigma_e^2))``, where ``e_ij`` is the strongest colour edge
+(Scharr on smoothed Lab, :func:`edge_map`) on the straight line between the two cell centres: two
+cells of similar colour separated by a thin line or a sharp boundary are not neighbours; plus a self-loop of
 weight 1 (a cell is fully similar to itself; it keeps every degree positive). The walk is
 ``P = D^-1 W``; it is reversible, so its stationary distribution is known in closed form,
 ``pi = d / sum(d)``, and is handed to the cuts with the matrix.
@@ -13,12 +16,16 @@ weight 1 (a cell is fully similar to itself; it keeps every degree positive). Th
 Defaults (chosen on BSDS500 val, see bench/RESULTS.md): ``radius`` 3 cells at R = 32 (scaled with R,
 so it covers the same image area), ``sigma_x = radius / 2``, and ``sigma_c`` self-tuned per image as
 ``color_scale`` (1.0) times the median colour distance between neighbouring cells (so the graph
-adapts to low- and high-contrast images alike).
+adapts to low- and high-contrast images alike); ``sigma_e`` likewise ``contour_scale`` (2.0 when enabled; off by default) times the
+median intervening edge between neighbouring cells. The contour term was chosen on BSDS500 and CamVid
+val (bench/ABLATION.md, "Quality v0.2" in bench/RESULTS.md).
 
 References
 ----------
 Shi & Malik, "Normalized Cuts and Image Segmentation", TPAMI 2000.
 Zelnik-Manor & Perona, "Self-Tuning Spectral Clustering", NeurIPS 2004 (local scale).
+Malik, Belongie, Leung & Shi, "Contour and Texture Analysis for Image Segmentation", IJCV 2001
+(intervening contours).
 """
 
 from __future__ import annotations
@@ -51,11 +58,59 @@ def grid_cell_colors(image_rgb: np.ndarray, grid: int) -> np.ndarray:
     return cv2.resize(img, (grid, grid), interpolation=cv2.INTER_AREA)
 
 
+def edge_map(image_rgb: np.ndarray, grid: int) -> np.ndarray:
+    """Colour edge strength on a ``(grid * s, grid * s)`` raster, ``s = max(4, ceil(256 / grid))``.
+
+    The image is area-resized so each grid cell covers ``s x s`` raster pixels, converted to CIE Lab,
+    smoothed (Gaussian, sigma 1 px) and differentiated with Scharr kernels; the strength is the
+    Euclidean norm of the six Lab derivatives.
+    """
+    s = max(4, -(-256 // grid))
+    side = grid * s
+    img = cv2.resize(image_rgb.astype(np.float32) / 255.0, (side, side), interpolation=cv2.INTER_AREA)
+    lab = cv2.GaussianBlur(cv2.cvtColor(img, cv2.COLOR_RGB2LAB), (0, 0), 1.0)
+    gx = cv2.Scharr(lab, cv2.CV_32F, 1, 0)
+    gy = cv2.Scharr(lab, cv2.CV_32F, 0, 1)
+    return np.sqrt((gx * gx + gy * gy).sum(axis=2))  # (side, side)
+
+
+def intervening_contours(edges: np.ndarray, grid: int, i: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Strongest edge on the straight line from the centre of each cell ``i`` to the cell ``(dy, dx)``
+    further on (all of them inside the grid), sampled once per raster pixel of ``edges``."""
+    s = edges.shape[0] // grid
+    span = max(abs(dy), abs(dx))
+    # The quarter cell around each centre is left out: an edge there runs through the cell itself
+    # (its mean colour already mixes both sides), and counting it would cut the cell off from all
+    # its neighbours at once.
+    margin = 0.25 / span
+    t = np.linspace(margin, 1.0 - margin, max(2, span * s // 2 + 1))
+    y0, x0 = np.divmod(i, grid)
+    c = (s - 1) / 2.0
+    oy = np.rint(t * dy * s).astype(np.intp)  # (steps,) offsets along the line, shared by every cell
+    ox = np.rint(t * dx * s).astype(np.intp)
+    py = (y0 * s + int(c))[:, None] + oy[None, :]
+    px = (x0 * s + int(c))[:, None] + ox[None, :]
+    return edges[py, px].max(axis=1).astype(np.float64)
+
+
 def _neighbour_offsets(radius: float) -> np.ndarray:
     r = int(np.floor(radius))
     dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
     keep = (dy**2 + dx**2 <= radius**2) & ~((dy == 0) & (dx == 0))
     return np.stack([dy[keep], dx[keep]], axis=1)
+
+
+#: Named settings of the weight-free source and its cuts, chosen on the val sets (bench/ABLATION.md).
+#: ``default`` is what ``PixelSource()`` and the cut defaults give; ``street`` serves street scenes
+#: (CamVid), whose protocol rewards more, finer segments than natural images (BSDS500) do: a finer
+#: grid and a constant threshold that keeps the tree's splits down to small objects (first 40 CamVid
+#: val frames: mIoU 0.371 / pixel accuracy 0.652, against 0.354 / 0.620 for R = 32 at its best constant;
+#: 3-4x the time per frame; not yet confirmed on all 101 frames, bench/RESULTS.md "Quality v0.2").
+#: ``source`` holds ``PixelSource`` options, ``cuts`` the ``Segmenter.segment`` options.
+PRESETS: dict[str, dict[str, dict]] = {
+    "default": {"source": {"grid": 32, "contour_scale": _d.CONTOUR_SCALE}, "cuts": {"threshold": "auto-ncut", "max_segments": 32}},
+    "street": {"source": {"grid": 48, "contour_scale": 2.0}, "cuts": {"threshold": 0.0665, "max_segments": 32}},
+}
 
 
 @dataclass(frozen=True)
@@ -73,11 +128,17 @@ class PixelSource:
         3% higher auto-ncut Covering on BSDS500 val (0.530 vs 0.514) but made the cuts 2x slower and
         sensitive to rounding (the C++ and Python cuts no longer agreed); 2.0 and 4.0 were worse
         (bench/RESULTS.md).
+    contour_scale : float or None, default None (off)
+        ``sigma_e`` = ``contour_scale`` x the median intervening edge between neighbouring cells;
+        ``None`` leaves the contour term out (the 0.1 graph). 2.0 is the measured best value; it is
+        opt-in because it makes the cuts ~1.5x slower and the C++ demo lacks it (runtime/defaults.py). On 20 BSDS500 val images 1.0 and 4.0
+        scored lower auto-ncut Covering than 2.0 (bench/ABLATION.md).
     """
 
     grid: int = _d.GRID
     radius: float | None = None
     color_scale: float = _d.COLOR_SCALE
+    contour_scale: float | None = _d.CONTOUR_SCALE
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not _d.MIN_GRID <= self.grid <= _d.MAX_GRID:
@@ -86,6 +147,8 @@ class PixelSource:
             raise ValueError(f"radius must be a number >= 1 (cells), got {self.radius!r}")
         if not (np.isfinite(self.color_scale) and self.color_scale > 0):
             raise ValueError(f"color_scale must be a positive number, got {self.color_scale!r}")
+        if self.contour_scale is not None and not (np.isfinite(self.contour_scale) and self.contour_scale > 0):
+            raise ValueError(f"contour_scale must be a positive number or None, got {self.contour_scale!r}")
 
     @property
     def effective_radius(self) -> float:
@@ -100,8 +163,12 @@ class PixelSource:
         lab = cv2.cvtColor(colors, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
         radius = self.effective_radius
         offsets = _neighbour_offsets(radius)
+        # Each unordered pair once (the first nonzero coordinate of its offset positive): every term of
+        # the weight is symmetric, so the other half is the transpose.
+        offsets = offsets[(offsets[:, 0] > 0) | ((offsets[:, 0] == 0) & (offsets[:, 1] > 0))]
         yy, xx = np.divmod(np.arange(R * R), R)
-        rows, cols, dist2, cdist2 = [], [], [], []
+        rows, cols, dist2, cdist2, contour = [], [], [], [], []
+        edges = edge_map(image_rgb, R) if self.contour_scale is not None else None
         for dy, dx in offsets:
             ny, nx = yy + dy, xx + dx
             ok = (ny >= 0) & (ny < R) & (nx >= 0) & (nx < R)
@@ -111,6 +178,8 @@ class PixelSource:
             cols.append(j)
             dist2.append(np.full(i.size, float(dy * dy + dx * dx)))
             cdist2.append(((lab[i] - lab[j]) ** 2).sum(axis=1))
+            if edges is not None:
+                contour.append(intervening_contours(edges, R, i, int(dy), int(dx)))
         rows = np.concatenate(rows)
         cols = np.concatenate(cols)
         dist2 = np.concatenate(dist2)
@@ -118,12 +187,17 @@ class PixelSource:
         near = dist2 <= 2.0  # the 8-neighbourhood sets the colour scale
         sigma_c = self.color_scale * max(float(np.median(np.sqrt(cdist2[near]))), _d.MIN_SIGMA_COLOR)
         sigma_x = radius / 2.0
-        w = np.exp(-cdist2 / (2 * sigma_c**2) - dist2 / (2 * sigma_x**2))
+        logw = -cdist2 / (2 * sigma_c**2) - dist2 / (2 * sigma_x**2)
+        if edges is not None:
+            ic = np.concatenate(contour)
+            # Self-tuned like sigma_c; the floor keeps flat images (no edges anywhere) finite.
+            sigma_e = self.contour_scale * max(float(np.median(ic[near])), 1e-3 * float(edges.max()), 1e-6)
+            logw -= ic**2 / (2 * sigma_e**2)
         n = R * R
-        W = sp.csr_matrix((w, (rows, cols)), shape=(n, n))
-        # Exact symmetry despite rounding; the self-loop (a cell is fully similar to itself) keeps
-        # every degree >= 1 even where all neighbour weights underflow, so P = D^-1 W always exists.
-        W = (W + W.T) * 0.5 + _d.PIXEL_SELF_LOOP * sp.identity(n, format="csr")
+        W = sp.csr_matrix((np.exp(logw), (rows, cols)), shape=(n, n))
+        # The self-loop (a cell is fully similar to itself) keeps every degree >= 1 even where all
+        # neighbour weights underflow, so P = D^-1 W always exists.
+        W = W + W.T + _d.PIXEL_SELF_LOOP * sp.identity(n, format="csr")
         d = np.asarray(W.sum(axis=1)).ravel()
         P = sp.diags(1.0 / d) @ W
         return Transition(P=sp.csr_matrix(P), grid_shape=(R, R), stationary=d / d.sum(), cell_colors=colors)
