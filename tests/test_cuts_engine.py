@@ -87,7 +87,8 @@ def test_chunked_sweep_equals_reference_sweep(sparse, monkeypatch):
     assert b.ncut == pytest.approx(a.ncut, rel=1e-5)
 
 
-def test_block_solver_finds_the_fiedler_vector():
+@pytest.mark.parametrize("solver", ["lanczos", "block"])
+def test_node_solver_finds_the_fiedler_vector(solver):
     P, _ = planted_walk([100, 80, 70], p_out=0.05, seed=5)
     W = affinity(P, mode="walk").astype(np.float64)
     d = W.sum(axis=1)
@@ -96,31 +97,37 @@ def test_block_solver_finds_the_fiedler_vector():
     M = s[:, None] * W * s[None, :] - np.outer(u, u)
     ref = np.linalg.eigh(M)[1][:, -1]
     op = fast._Operator(W, s)
-    X, ok = fast.block_fiedler(op, u, np.random.default_rng(0).standard_normal((W.shape[0], 8)), tol=1e-8,
-                               max_iter=200)
+    start = np.random.default_rng(0).standard_normal((W.shape[0], 8))
+    if solver == "block":
+        X, ok = fast.block_fiedler(op, u, start, tol=1e-8, max_iter=200)
+    else:
+        _, X, ok = fast.lanczos_fiedler(op, u, start[:, 0], tol=1e-8, max_steps=200, n_ritz=8)
     assert ok
     assert abs(X[:, 0] @ ref) > 1 - 1e-6
     assert np.abs(X.T @ u).max() < 1e-8  # the trivial eigenvector stays deflated
 
 
-def test_children_reuse_the_parent_block(monkeypatch):
-    """The recycled start needs fewer block products than a cold start at every child."""
+@pytest.mark.parametrize("solver", ["lanczos", "block"])
+def test_children_reuse_the_parent_block(monkeypatch, solver):
+    """The recycled start needs fewer products than a cold start, with either node solver."""
+    monkeypatch.setattr(fast, "NODE_SOLVER", solver)
     P = synthetic_attention(20, k=8, seed=0)
     products = []
-    real = fast.block_fiedler
+    real = fast._Operator.__call__
 
-    def counting(op, u, X0, **kw):
-        out = real(op, u, X0, **kw)
-        products.append(op.products)
-        return out
+    def counting(self, X):
+        products.append(X.shape[1])
+        return real(self, X)
 
-    monkeypatch.setattr(fast, "block_fiedler", counting)
+    monkeypatch.setattr(fast._Operator, "__call__", counting)
+    exact = cut_transition_matrix(P, engine="exact").labels
     cut_transition_matrix(P)
     recycled = sum(products)
     products.clear()
     monkeypatch.setattr(fast, "RANDOM_COLUMNS", fast.BLOCK_SIZE)  # every start random: no recycling
-    cut_transition_matrix(P)
+    labels = cut_transition_matrix(P).labels
     assert recycled < sum(products)
+    assert ari(labels, exact) >= 0.97
 
 
 def test_warm_start_from_previous_hierarchy():
@@ -152,12 +159,15 @@ def test_fast_path_does_not_copy_the_full_graph(monkeypatch):
     assert sizes and max(sizes) < P.shape[0]
 
 
-def test_block_solver_that_does_not_converge_falls_back_to_lanczos(monkeypatch, caplog):
+@pytest.mark.parametrize("solver", ["lanczos", "block"])
+def test_node_solver_that_does_not_converge_falls_back_to_arpack(monkeypatch, caplog, solver):
     import logging
 
     P, truth = planted_walk([120, 90, 60, 110], seed=4)
+    monkeypatch.setattr(fast, "NODE_SOLVER", solver)
     monkeypatch.setattr(fast, "ROOT_MAX_ITER", 0)
     monkeypatch.setattr(fast, "CHILD_MAX_ITER", 0)
+    monkeypatch.setattr(fast, "LANCZOS_MAX_STEPS", 2)
     with caplog.at_level(logging.INFO, logger="walkcut.runtime.cuts.fast"):
         result = cut_transition_matrix(P)
     assert "did not converge" in caplog.text

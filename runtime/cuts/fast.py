@@ -61,6 +61,17 @@ RANDOM_COLUMNS = 4
 #: Block iterations allowed at the root and at a child before the exact single-vector solver takes over.
 ROOT_MAX_ITER = 200
 CHILD_MAX_ITER = 80
+#: Node solver of the fast engine on dense graphs. ``"lanczos"``: one Lanczos run (full
+#: reorthogonalisation, stopped as soon as the Ritz residual is below tolerance) started from the
+#: best vector of the recycled block after one Rayleigh-Ritz step. ``"block"``: block LOBPCG on the
+#: recycled block. At n = 1024 a 32-column block product costs 10-20 single products (the matrix sits
+#: in cache, so the block no longer shares memory traffic) and LOBPCG was slower than the exact path;
+#: Lanczos was faster at both sizes with the same partitions (bench/RESULTS.md, "Cut engine v2").
+NODE_SOLVER = "lanczos"
+#: Lanczos steps before the exact solver takes over; residual checked every LANCZOS_CHECK steps
+#: (a tridiagonal eigen-solve each time).
+LANCZOS_MAX_STEPS = 300
+LANCZOS_CHECK = 4
 #: Nodes up to this size are solved by dense ``eigh`` (cheaper than any iteration at this size).
 DENSE_MAX_NODES = spectral.DENSE_MAX_NODES
 #: Elements per chunk of the sweep's masked row sums (about 4 MB of float32): fits in L2/L3.
@@ -222,6 +233,47 @@ def block_fiedler(op: _Operator, u: np.ndarray, X0: np.ndarray, *, tol: float, m
     return X, False
 
 
+def lanczos_fiedler(op: _Operator, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps: int, n_ritz: int):
+    """Top eigenpair of ``M`` on the complement of ``u`` by Lanczos with full reorthogonalisation.
+
+    Stops when the Ritz residual ``beta_j |s_j|`` of the top pair is below ``tol`` (checked every
+    ``LANCZOS_CHECK`` steps). Returns ``(v, ritz, converged)``: the Ritz vector (m,) and the top
+    ``n_ritz`` Ritz vectors (m, k) for the children.
+    """
+    m = v0.size
+    steps = min(max_steps, m - 1)
+    V = np.empty((steps + 1, m))  # Lanczos basis, one vector per row
+    q = v0 - u * (u @ v0)
+    q /= np.linalg.norm(q)
+    V[0] = q
+    alpha, beta = [], []
+    converged = False
+    j = 0
+    for j in range(steps):
+        w = op(V[j][:, None])[:, 0]
+        a = float(V[j] @ w)
+        alpha.append(a)
+        basis = V[: j + 1]
+        for _ in range(2):  # full reorthogonalisation, twice (Kahan-Parlett)
+            w -= (basis @ w) @ basis
+            w -= u * (u @ w)
+        b = float(np.linalg.norm(w))
+        last = j + 1 == steps or b < 1e-12
+        if (j + 1) % LANCZOS_CHECK == 0 or last:
+            _, S = sla.eigh_tridiagonal(np.array(alpha), np.array(beta), check_finite=False)
+            if b * abs(S[-1, -1]) < tol or b < 1e-12:
+                converged = True
+                break
+        if last:
+            break
+        beta.append(b)
+        V[j + 1] = w / b
+    _, S = sla.eigh_tridiagonal(np.array(alpha), np.array(beta[: len(alpha) - 1]), check_finite=False)
+    k = min(n_ritz, len(alpha))
+    ritz = V[: len(alpha)].T @ S[:, ::-1][:, :k]  # (m, k), descending Ritz values
+    return ritz[:, 0], ritz, converged
+
+
 def _dense_fiedler(W: np.ndarray, s: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Top eigenvector of the small deflated ``M - u u^T`` (same as the exact path)."""
     M = (s[:, None] * np.asarray(W, dtype=np.float64)) * s[None, :]
@@ -322,27 +374,32 @@ def bipartition_fast(W, *, min_size: int, seed: int, block: np.ndarray | None, s
         v = _dense_fiedler(Wd, s, u)
     else:
         rng = np.random.default_rng(seed)
+        op = _Operator(W, s)
+        tol = FAST_TOL if sp.issparse(W) or W.dtype == np.float64 else FAST_TOL_F32
         cols = []
         if start is not None and np.shape(start) == (m,) and np.isfinite(start).all():
             cols.append((np.asarray(start, dtype=np.float64) * sqrt_d)[:, None])
         k = min(BLOCK_SIZE, max(2, (m - 1) // 4))
         if block is not None and block.shape[0] == m and np.isfinite(block).all():
             cols.append(np.asarray(block[:, : k - RANDOM_COLUMNS], dtype=np.float64))
-        have = sum(c.shape[1] for c in cols)
-        cols.append(rng.uniform(-1.0, 1.0, (m, max(k - have, RANDOM_COLUMNS))))
-        X0 = np.hstack(cols)[:, :k]
-        op = _Operator(W, s)
-        max_iter = CHILD_MAX_ITER if block is not None else ROOT_MAX_ITER
-        tol = FAST_TOL if sp.issparse(W) or W.dtype == np.float64 else FAST_TOL_F32
-        X, ok = block_fiedler(op, u, X0, tol=tol, max_iter=max_iter)
-        if ok:
-            v = X[:, 0]
-            ritz = X
+        if NODE_SOLVER == "lanczos":
+            v0 = rng.uniform(-1.0, 1.0, m)
+            if cols:  # one Rayleigh-Ritz step on the recycled vectors: the best start they hold
+                X = _orthonormalize(np.hstack(cols), [u[:, None]])
+                if X.shape[1]:
+                    G = X.T @ op(X)
+                    best = X @ np.linalg.eigh((G + G.T) * 0.5)[1][:, -1]
+                    v0 = best + 1e-3 / np.sqrt(m) * v0  # keep every direction present
+            v, ritz, ok = lanczos_fiedler(op, u, v0, tol=tol, max_steps=LANCZOS_MAX_STEPS, n_ritz=k)
         else:
-            logger.info("block solver did not converge on %d nodes; using the exact solver", m)
-            y = spectral.fiedler_vector(W, d, seed=seed, start=X[:, 0] / sqrt_d)
-            v = y * sqrt_d
-            ritz = X
+            have = sum(c.shape[1] for c in cols)
+            cols.append(rng.uniform(-1.0, 1.0, (m, max(k - have, RANDOM_COLUMNS))))
+            max_iter = CHILD_MAX_ITER if block is not None else ROOT_MAX_ITER
+            ritz, ok = block_fiedler(op, u, np.hstack(cols)[:, :k], tol=tol, max_iter=max_iter)
+            v = ritz[:, 0]
+        if not ok:
+            logger.info("%s solver did not converge on %d nodes; using the exact solver", NODE_SOLVER, m)
+            v = spectral.fiedler_vector(W, d, seed=seed, start=v / sqrt_d) * sqrt_d
     y = spectral.fix_sign(v / sqrt_d)
     split = sweep_ncut_chunked(W, d, y, min_size=min_size)
     if split is None:
@@ -359,5 +416,5 @@ def sub_block(W, idx: np.ndarray):
         if idx.size <= DENSE_SUBGRAPH_MAX_NODES:
             return sub.toarray().astype(np.float32)
         return sp.csr_matrix(sub)
-    return np.ascontiguousarray(W[np.ix_(idx, idx)])
+    return W.take(idx, axis=0).take(idx, axis=1)  # two takes: faster than one np.ix_ gather
 
