@@ -18,7 +18,6 @@ import argparse
 import functools
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -72,20 +71,30 @@ def ari(a, b) -> float:
     return adjusted_rand_index(contingency_table(a, b))
 
 
-def peak_rss_child(R: int) -> float:
-    """Peak RSS (MiB) of a fresh interpreter that builds one dense walk and cuts it (fast engine)."""
-    code = (
-        "import resource, numpy as np\n"
-        "from walkcut.eval.reference import synthetic_attention\n"
-        "from walkcut.runtime import cut_transition_matrix\n"
-        f"P = synthetic_attention({R}).astype(np.float32)\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "cut_transition_matrix(P)\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(peak / 1024, base / 1024)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
-    return float(out[0]), float(out[1])
+def peak_rss_child(R: int, engine: str) -> tuple[float, float, float]:
+    """Peak RSS (MiB) of a fresh interpreter that loads one dense float32 walk and cuts it, its RSS
+    before the cut (interpreter, libraries and P), and the peak of memory allocated during the cut
+    (tracemalloc, which numpy reports its arrays to)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "P.npy")
+        np.save(path, synthetic_attention(R).astype(np.float32))
+        code = (
+            "import sys, tracemalloc, numpy as np\n"
+            "from walkcut.runtime import cut_transition_matrix\n"
+            "def status(key):\n"
+            "    for line in open('/proc/self/status'):\n"
+            "        if line.startswith(key): return int(line.split()[1]) / 1024\n"
+            "P = np.load(sys.argv[1])\n"
+            "before = status('VmRSS')\n"
+            "tracemalloc.start()\n"
+            "cut_transition_matrix(P, engine=sys.argv[2])\n"
+            "print(status('VmHWM'), before, tracemalloc.get_traced_memory()[1] / 2**20)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code, path, engine], check=True, capture_output=True,
+                             text=True).stdout.split()
+    return float(out[0]), float(out[1]), float(out[2])
 
 
 def main(argv=None) -> int:
@@ -128,9 +137,10 @@ def main(argv=None) -> int:
               f"({ref.max() + 1} segments); fast {1e3 * med:.1f} ms ({r.n_segments} segments), speed-up "
               f"{med_ref / med:.0f}x; exact {1e3 * med_x:.1f} ms ({rx.n_segments} segments), speed-up "
               f"{med_ref / med_x:.0f}x; ARI fast vs exact {ari(r.labels, rx.labels):.3f}")
-    peak, base = peak_rss_child(64)
-    print(f"peak RSS of a fresh process cutting one n=4096 dense walk (fast): {peak:.0f} MiB "
-          f"({base:.0f} MiB before the cut, with P in memory); this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    for engine in ("fast", "exact"):
+        peak, base, traced = peak_rss_child(64, engine)
+        print(f"n=4096 dense float32 walk, {engine}: peak RSS of the process {peak:.0f} MiB ({base:.0f} MiB "
+              f"before the cut: interpreter, libraries and P); peak allocated by the cut {traced:.0f} MiB")
     print(f"load {os.getloadavg()}")
     return 0
 
