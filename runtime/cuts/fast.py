@@ -11,14 +11,16 @@ bench/RESULTS.md, "Cut engine v2"):
   temporary.
 - The deflated ``M - u u^T`` is never formed: the solver applies ``s * (W @ (s * X))`` and keeps its
   block orthogonal to ``u``.
-- The eigen-solves recycle their Krylov information: the root runs a block LOBPCG with
-  ``BLOCK_SIZE`` vectors; each child starts from its parent's final block restricted to its own
-  members, which already spans most of the child's leading eigenvectors, so a few iterations
-  suffice. On a dense 4096 graph a 16-column product costs a few single matrix-vector products
-  (the matrix is read once for all columns). Only dense graphs recycle: sparse pixel graphs have
-  clusters of leading eigenvalues within 1e-6 (nearly disconnected specks), where a block solver at
-  any affordable tolerance returned a mixture of them and changed the partitions (CamVid: 4 segments
-  instead of 8), so their nodes keep the exact path's Lanczos and share only the other savings.
+- The eigen-solves recycle their Krylov information (dense graphs): each node runs one Lanczos
+  (full reorthogonalisation, stopped at the first Ritz residual under tolerance) started from one
+  Rayleigh-Ritz step on its parent's top ``BLOCK_SIZE`` Ritz vectors restricted to its members, which
+  already span most of the child's leading eigenvectors. Block LOBPCG on the same recycled block is
+  kept as ``NODE_SOLVER = "block"``: on a dense 4096 graph a 16-column product costs a few single
+  products, but at n = 1024 (matrix in cache) 10-20, and it lost to the exact path there. Only dense
+  graphs recycle: sparse pixel graphs have clusters of leading eigenvalues within 1e-6 (nearly
+  disconnected specks), where a block solver at any affordable tolerance returned a mixture of them
+  and changed the partitions (CamVid: 4 segments instead of 8), so their nodes keep the exact path's
+  ARPACK and share only the other savings.
 - Each node keeps its affinity block contiguously until its children are made, and a child's block
   is gathered from its parent's (small, cache-resident) block instead of the full matrix. The leaves'
   blocks are disjoint diagonal blocks, so they never hold more than one extra ``W`` in total.

@@ -451,8 +451,8 @@ def cut_transition_matrix(
         (parts whose length differs are ignored). Fewer products on similar graphs; where the top
         eigenvalues nearly coincide it also keeps the choice of the previous frame.
     engine : {"fast", "exact"}, default "fast"
-        ``fast`` (:mod:`walkcut.runtime.cuts.fast`): single-precision ``pi``, in-place graph, block
-        eigen-solves recycled from parent to child. ``exact``: the reference algorithm (every node
+        ``fast`` (:mod:`walkcut.runtime.cuts.fast`): single-precision ``pi``, in-place graph, per-node
+        blocks, chunked sweeps and (dense graphs) Lanczos started from the parent's recycled Ritz vectors. ``exact``: the reference algorithm (every node
         solved from scratch by ARPACK). They give the same partitions up to eigensolver tolerance
         (tests/test_cuts_engine.py). ``solver`` other than ``"auto"`` selects the exact node solver.
 
