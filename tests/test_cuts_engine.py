@@ -172,3 +172,11 @@ def test_node_solver_that_does_not_converge_falls_back_to_arpack(monkeypatch, ca
         result = cut_transition_matrix(P)
     assert "did not converge" in caplog.text
     assert same_partition(result.labels, truth)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_path_leaves_the_callers_matrix_alone(dtype):
+    P = synthetic_attention(12, seed=4).astype(dtype)
+    before = P.copy()
+    cut_transition_matrix(P)
+    np.testing.assert_array_equal(P, before)
