@@ -79,7 +79,7 @@ DENSE_MAX_NODES = spectral.DENSE_MAX_NODES
 #: Elements per chunk of the sweep's masked row sums (about 4 MB of float32): fits in L2/L3.
 SWEEP_CHUNK_ELEMENTS = 1 << 20
 #: Tile side of the in-place symmetrisation of ``W``.
-SYMMETRIZE_TILE = 128
+SYMMETRIZE_TILE = 512
 
 
 # --------------------------------------------------------------------------------------------------
