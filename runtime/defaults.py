@@ -117,3 +117,49 @@ VIDEO_LABEL_SIDE = 320
 #: CamVid mIoU from 0.226 to 0.246 at 2.0, but the sharper graphs make the cuts ~1.5x slower and the
 #: C++ demo does not compute it yet, so it stays opt-in (bench/RESULTS.md, "Quality v0.2").
 CONTOUR_SCALE = None
+
+# --- Fast cut engine (runtime/cuts/fast.py; measurements in bench/RESULTS.md, "Cut engine v2") ---
+
+#: Residual tolerance of the float32 stationary solve: partitions were identical to the float64
+#: tolerance-1e-9 solve on every dense walk measured, at a third of the products.
+STATIONARY_TOL = 1e-4
+#: Power steps tried before Arnoldi (fast-mixing walks converge in a few).
+STATIONARY_POWER_STEPS = 10
+#: Vectors in the recycled block. 16 covers the leading eigenvectors of the children of a node
+#: several levels down; a 16-column product costs about 2 single products on a dense 4096 graph.
+BLOCK_SIZE = 16
+#: Relative residual of the Fiedler vector in the block solver on a float64 (sparse) graph. Pixel
+#: graphs have clusters of eigenvalues within 1e-6 of each other (nearly disconnected specks); at
+#: 1e-5 the solver returned a mixture of them whose sweep cut nothing useful (coffee.jpg, R = 64),
+#: at 1e-6 the same split as the exact path.
+FAST_TOL = 1e-6
+#: The same on a float32 (dense) graph, where single-precision rounding floors the residual near
+#: 1e-6; 1e-5 is also the exact path's ARPACK tolerance.
+FAST_TOL_F32 = 1e-5
+#: Random columns added to every start block: a child's leading eigenvector can be nearly missing
+#: from its parent's Ritz vectors, and LOBPCG cannot grow a direction its start lacks entirely
+#: (coffee.jpg, R = 64: without them a child converged to its 5th eigenvector).
+RANDOM_COLUMNS = 4
+#: Block iterations allowed at the root and at a child before the exact single-vector solver takes over.
+ROOT_MAX_ITER = 200
+CHILD_MAX_ITER = 80
+#: Node solver of the fast engine on dense graphs. ``"lanczos"``: one Lanczos run (full
+#: reorthogonalisation, stopped as soon as the Ritz residual is below tolerance) started from the
+#: best vector of the recycled block after one Rayleigh-Ritz step. ``"block"``: block LOBPCG on the
+#: recycled block. At n = 1024 a 32-column block product costs 10-20 single products (the matrix sits
+#: in cache, so the block no longer shares memory traffic) and LOBPCG was slower than the exact path;
+#: Lanczos was faster at both sizes with the same partitions (bench/RESULTS.md, "Cut engine v2").
+NODE_SOLVER = "lanczos"
+#: Lanczos steps before the exact solver takes over; residual checked every LANCZOS_CHECK steps
+#: (a tridiagonal eigen-solve each time).
+LANCZOS_MAX_STEPS = 300
+LANCZOS_CHECK = 4
+#: Elements per chunk of the sweep's masked row sums (about 4 MB of float32): fits in L2/L3.
+SWEEP_CHUNK_ELEMENTS = 1 << 20
+#: Tile side of the in-place symmetrisation of ``W``.
+SYMMETRIZE_TILE = 512
+
+#: Cut engines: "fast" (the default; same partitions, recycled Krylov starts) and "exact" (the
+#: reference algorithm, kept for tests and `walkcut bench --compare-dense`).
+ENGINES = ("fast", "exact")
+ENGINE = "fast"

@@ -68,9 +68,10 @@ class Segmenter:
         by nearest neighbour (boundaries within ``side / max_label_side`` pixels of the image edge),
         which bounds time and memory on huge images. Smaller images are unaffected.
     warm_start : bool, default False
-        Start each image's root eigen-solve from the previous image's root vector (video: 15% less
-        cut time on consecutive CamVid frames). Results then depend on the previous image, so it is
-        off for independent images.
+        Start each image's cut from the previous image's: the stationary solve from its ``pi`` and
+        the root eigen-solve from its root vector and (fast engine, dense graphs) its root Ritz block
+        (video; savings on consecutive CamVid frames in bench/RESULTS.md, "Cut engine v2"). Results
+        then depend on the previous image, so it is off for independent images.
     """
 
     def __init__(self, source=None, *, upsample: str = "joint-bilateral", max_source_side: int = _d.MAX_SOURCE_SIDE,
@@ -89,7 +90,7 @@ class Segmenter:
         self._source_seconds = 0.0
         self._source_timings: dict = {}
         self.warm_start = bool(warm_start)
-        self._previous_root: np.ndarray | None = None
+        self._previous: Hierarchy | None = None
 
     def set_image(self, image_rgb: np.ndarray) -> Segmenter:
         """Run the source on an (H, W, 3) uint8 RGB image and keep its transition matrix."""
@@ -125,13 +126,13 @@ class Segmenter:
         t0 = time.perf_counter()
         base = self._cache.get(key)
         if base is None:
-            hint = self._previous_root if self.warm_start else None
+            hint = self._previous if self.warm_start else None
             base = cut_transition_matrix(
                 tr.P, mode=mode, power=power, threshold=threshold, stationary=tr.stationary, warm_start=hint,
                 **cut_options,
             )
             self._cache[key] = base
-            self._previous_root = base.hierarchy.root_vector
+            self._previous = base.hierarchy
         cut = base if base.rule == threshold else base.with_threshold(threshold)
         t1 = time.perf_counter()
         R, C = tr.grid_shape

@@ -33,9 +33,12 @@ EIGEN_TOL = 1e-6
 
 @pytest.fixture(autouse=True)
 def tight_python_tolerance(monkeypatch):
-    from walkcut.runtime.cuts import spectral
+    from walkcut.runtime.cuts import fast, spectral
 
     monkeypatch.setitem(spectral.fiedler_vector.__kwdefaults__, "tol", EIGEN_TOL)
+    # The fast engine (the default) has its own node solver and tolerances.
+    monkeypatch.setattr(fast, "FAST_TOL", EIGEN_TOL)
+    monkeypatch.setattr(fast, "FAST_TOL_F32", EIGEN_TOL)
 
 
 def _missing_toolchain() -> str | None:

@@ -43,17 +43,22 @@ double total(const Sparse& W) { return W.sum(); }
 
 // ---- eigensolvers ------------------------------------------------------------------------------
 // Deflated symmetric operator M - u u^T, M = D^-1/2 W D^-1/2: its top eigenvector is the Fiedler
-// direction, so the solver needs one eigenpair only.
+// direction, so the solver needs one eigenpair only. Neither M nor the deflation is formed (cut
+// engine v2, runtime/cuts/fast.py): the dense operator keeps one single-precision copy of the
+// node's W and applies s .* (W (s .* x)) - u (u . x); the products are memory-bound, and the Python
+// runtime also cuts dense graphs in float32.
 struct DenseOp {
   using Scalar = double;
-  Dense M;                 // already deflated
-  Eigen::MatrixXf Mf;      // single-precision copy for the products: they are memory-bound, and
-                           // the Python runtime also cuts dense graphs in float32
-  Eigen::Index rows() const { return M.rows(); }
-  Eigen::Index cols() const { return M.cols(); }
+  Eigen::MatrixXf Wf;  // (m, m) the node's affinity, single precision
+  Vector s, u;         // d^-1/2 and the known top eigenvector
+  Eigen::Index rows() const { return Wf.rows(); }
+  Eigen::Index cols() const { return Wf.cols(); }
   void perform_op(const double* x, double* y) const {
-    const Eigen::VectorXf xf = Eigen::Map<const Vector>(x, M.rows()).cast<float>();
-    Eigen::Map<Vector>(y, M.rows()) = (Mf * xf).cast<double>();
+    Eigen::Map<const Vector> xv(x, Wf.rows());
+    const Eigen::VectorXf xf = s.cwiseProduct(xv).cast<float>();
+    Eigen::Map<Vector> yv(y, Wf.rows());
+    yv = s.cwiseProduct((Wf * xf).cast<double>());
+    yv -= u * u.dot(xv);
   }
 };
 
@@ -71,14 +76,16 @@ struct SparseOp {
   }
 };
 
-Dense dense_of(const DenseOp& op) { return op.M; }
+// The deflated matrix, formed only for the dense fallback and the tiny nodes.
+Dense dense_of(const DenseOp& op) {
+  Dense M = op.s.asDiagonal() * op.Wf.cast<double>() * op.s.asDiagonal();
+  M.noalias() -= op.u * op.u.transpose();
+  return M;
+}
 Dense dense_of(const SparseOp& op) { return Dense(op.M) - op.u * op.u.transpose(); }
 
 DenseOp make_op(const Dense& W, const Vector& inv_sqrt_d, const Vector& u) {
-  DenseOp op{inv_sqrt_d.asDiagonal() * W * inv_sqrt_d.asDiagonal(), {}};
-  op.M.noalias() -= u * u.transpose();
-  op.Mf = op.M.cast<float>();
-  return op;
+  return DenseOp{W.cast<float>(), inv_sqrt_d, u};
 }
 
 SparseOp make_op(const Sparse& W, const Vector& inv_sqrt_d, const Vector& u) {

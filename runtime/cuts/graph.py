@@ -158,8 +158,18 @@ def stationary_distribution(P, *, tol: float = _d.STATIONARY_TOL,
     return pi
 
 
-def affinity(P, *, mode: str = _d.MODE, power: int = _d.POWER, stationary=None, exponent: float = 1.0):
-    """Symmetric non-negative affinity ``W`` (dense or CSR) from a transition matrix.
+def affinity(P, *, mode: str = _d.MODE, power: int = _d.POWER, stationary=None, exponent: float = 1.0,
+             engine: str = "exact", stationary_start=None):
+    """Symmetric non-negative affinity ``W`` (dense or CSR) from a transition matrix; see
+    :func:`affinity_and_stationary` for the parameters."""
+    return affinity_and_stationary(P, mode=mode, power=power, stationary=stationary, exponent=exponent,
+                                   engine=engine, stationary_start=stationary_start)[0]
+
+
+def affinity_and_stationary(P, *, mode: str = _d.MODE, power: int = _d.POWER, stationary=None, exponent: float = 1.0,
+                            engine: str = "exact", stationary_start=None):
+    """``(W, pi)``: the symmetric non-negative affinity (dense or CSR) of a transition matrix, and
+    the stationary distribution used for it (``None`` unless ``mode="walk"``).
 
     Parameters
     ----------
@@ -174,15 +184,26 @@ def affinity(P, *, mode: str = _d.MODE, power: int = _d.POWER, stationary=None, 
         computed by :func:`stationary_distribution` otherwise. Only ``walk`` uses it.
     exponent : float, default 1.0
         ``cosine`` only: affinities are raised to this power (sharpening, as in DiffCut).
+    engine : {"exact", "fast"}, default "exact"
+        ``fast`` solves ``pi`` in single precision (:func:`walkcut.runtime.cuts.fast.stationary_distribution_fast`,
+        started from ``stationary_start`` when given) and builds a dense ``walk`` graph in place.
+    stationary_start : (n,) array, optional
+        ``fast`` only: a guess of ``pi`` (the previous frame's) to start the solve from.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if engine not in ("exact", "fast"):
+        raise ValueError(f"engine must be 'exact' or 'fast', got {engine!r}")
     if not (isinstance(exponent, (int, float)) and exponent > 0 and np.isfinite(exponent)):
         raise ValueError(f"exponent must be a positive finite number, got {exponent!r}")
     P = check_transition_matrix(P)
     Pt = matrix_power(P, power) if power != 1 else P
     if mode == "walk":
-        if stationary is None:
+        if stationary is None and engine == "fast":
+            from walkcut.runtime.cuts.fast import stationary_distribution_fast
+
+            pi = stationary_distribution_fast(P, start=stationary_start)
+        elif stationary is None:
             pi = stationary_distribution(P)
         else:
             pi = np.asarray(stationary, dtype=np.float64).ravel()
@@ -193,20 +214,25 @@ def affinity(P, *, mode: str = _d.MODE, power: int = _d.POWER, stationary=None, 
             pi = pi / pi.sum()
         if sp.issparse(Pt):
             flow = sp.diags(pi) @ Pt
-            return sp.csr_matrix((flow + flow.T) * 0.5)
+            return sp.csr_matrix((flow + flow.T) * 0.5), pi
+        if engine == "fast" and Pt.dtype == np.float32:
+            from walkcut.runtime.cuts.fast import walk_affinity_inplace
+
+            # Pt is our own validated copy (or power of it) and is not needed afterwards.
+            return walk_affinity_inplace(Pt, pi), pi
         flow = Pt * pi[:, None].astype(Pt.dtype)
         flow += flow.T
         flow *= 0.5
-        return flow
+        return flow, pi
     F = Pt.toarray() if sp.issparse(Pt) else Pt
     if mode == "dot":
-        return F @ F.T
+        return F @ F.T, None
     norms = np.linalg.norm(F, axis=1)
     Fn = F / np.where(norms > 0, norms, 1.0)[:, None]
     W = np.maximum(Fn @ Fn.T, 0.0)
     if exponent != 1.0:
         W **= exponent
-    return W
+    return W, None
 
 
 def zero_degree_nodes(W) -> np.ndarray:

@@ -29,6 +29,7 @@ float ``tau``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import logging
 import math
@@ -37,13 +38,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
-from walkcut.runtime.cuts.graph import affinity, zero_degree_nodes
+from walkcut.runtime.cuts import fast
+from walkcut.runtime.cuts.graph import affinity_and_stationary, zero_degree_nodes
 from walkcut.runtime.cuts.spectral import bipartition
 from walkcut.runtime import defaults as _d
 
 logger = logging.getLogger(__name__)
 
 AUTO_RULES = ("auto-ncut", "auto-mincut")
+#: ``fast``: recycled block eigen-solves and single-precision graph building (:mod:`.fast`);
+#: ``exact``: the reference algorithm, every node solved from scratch.
+ENGINES = _d.ENGINES
 #: Splits whose NCut is at least this are never grown (a random cut of a structureless graph
 #: scores about 1: the walk leaves each half with probability 1/2).
 EXPAND_LIMIT = _d.EXPAND_LIMIT
@@ -93,6 +98,10 @@ class Hierarchy:
     isolated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: The root's Fiedler vector (over the root's members), a warm start for a similar next graph.
     root_vector: np.ndarray | None = None
+    #: The root's Ritz block (fast engine), the stationary distribution the graph was built from
+    #: (``walk`` mode): the other parts of a warm start for the next graph of a sequence.
+    root_block: np.ndarray | None = None
+    stationary: np.ndarray | None = None
 
     @property
     def root(self) -> HierarchyNode:
@@ -182,34 +191,81 @@ class _Growing:
     scaled: float = math.inf
     sides: tuple[np.ndarray, np.ndarray] | None = None
     children: tuple[int, ...] = ()
+    # fast engine only, dropped once the children exist: the node's own affinity block, its split in
+    # local indices, and the Ritz block its children start from.
+    block: object = None
+    local_sides: tuple[np.ndarray, np.ndarray] | None = None
+    ritz: np.ndarray | None = None
+
+
+def _warm_parts(warm_start):
+    """``(root vector, root Ritz block, stationary)`` from a warm start: an array (the root vector),
+    a :class:`Hierarchy` or a :class:`CutResult` of a similar previous graph, or ``None``."""
+    if warm_start is None:
+        return None, None, None
+    if isinstance(warm_start, CutResult):
+        warm_start = warm_start.hierarchy
+    if isinstance(warm_start, Hierarchy):
+        return warm_start.root_vector, warm_start.root_block, warm_start.stationary
+    return np.asarray(warm_start, dtype=np.float64).ravel(), None, None
 
 
 def build_hierarchy(
-    W, *, min_size: int, max_segments: int, solver: str = "auto", seed: int = 0, warm_start=None
+    W, *, min_size: int, max_segments: int, solver: str = "auto", seed: int = 0, warm_start=None,
+    engine: str = _d.ENGINE,
 ) -> Hierarchy:
-    """Grow the cut hierarchy of a symmetric affinity ``W`` best-first (see module docstring)."""
+    """Grow the cut hierarchy of a symmetric affinity ``W`` best-first (see module docstring).
+
+    ``engine="exact"`` solves every node from scratch on a copy gathered from ``W`` (the reference
+    path); ``"fast"`` recycles each parent's Ritz block and affinity block (:mod:`.fast`). Both grow
+    the same tree from the same splits; they differ only in how each Fiedler vector is computed.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     n = W.shape[0]
     isolated = zero_degree_nodes(W)
     active = np.setdiff1d(np.arange(n), isolated)
     dense = not sp.issparse(W)
     Wc = W if dense else sp.csr_matrix(W)
     nodes: list[_Growing] = []
+    warm_vector, warm_block, _ = _warm_parts(warm_start)
+    fast_path = engine == "fast" and solver == "auto"
 
     root_vector = None
+    root_block = None
 
-    def add(members: np.ndarray, parent: int, depth: int) -> int:
-        nonlocal root_vector
+    def add(members: np.ndarray, parent: int, depth: int, local: np.ndarray | None = None) -> int:
+        nonlocal root_vector, root_block
         node = _Growing(members=members, parent=parent, depth=depth)
-        if dense:
-            sub = Wc[np.ix_(members, members)]
+        start = warm_vector if parent < 0 else None
+        if fast_path:
+            if parent < 0:
+                # A dense W is used as it is (no copy of the full matrix); a sparse one becomes a dense
+                # float32 block up to DENSE_SUBGRAPH_MAX_NODES, as every other node does.
+                sub = Wc if dense and members.size == n else fast.sub_block(Wc, members)
+                block = warm_block if warm_block is not None and warm_block.shape[0] == members.size else None
+            else:
+                up = nodes[parent]
+                sub = fast.sub_block(up.block, local)
+                block = None if up.ritz is None else up.ritz[local]
+            node.volume = float(sub.sum(dtype=np.float64))
+            split, ritz = fast.bipartition_fast(sub, min_size=min_size, seed=seed, block=block, start=start,
+                                                recycle=dense)
+            if split is not None:
+                node.block, node.ritz = sub, ritz
+                node.local_sides = (np.flatnonzero(split.side), np.flatnonzero(~split.side))
+            if parent < 0:
+                root_block = ritz
         else:
-            sub = Wc[members][:, members]
-            if members.size <= DENSE_SUBGRAPH_MAX_NODES:
-                # Small subgraphs: dense single-precision kernels beat sparse-call overhead.
-                sub = sub.toarray().astype(np.float32)
-        node.volume = float(sub.sum(dtype=np.float64))
-        start = warm_start if parent < 0 else None
-        split = bipartition(sub, min_size=min_size, solver=solver, seed=seed, start=start)
+            if dense:
+                sub = Wc[np.ix_(members, members)]
+            else:
+                sub = Wc[members][:, members]
+                if members.size <= DENSE_SUBGRAPH_MAX_NODES:
+                    # Small subgraphs: dense single-precision kernels beat sparse-call overhead.
+                    sub = sub.toarray().astype(np.float32)
+            node.volume = float(sub.sum(dtype=np.float64))
+            split = bipartition(sub, min_size=min_size, solver=solver, seed=seed, start=start)
         if parent < 0 and split is not None:
             root_vector = split.vector
         if split is not None:
@@ -234,9 +290,12 @@ def build_hierarchy(
         if not cost < EXPAND_LIMIT:
             break
         a, b = nodes[i].sides
-        a, b = (a, b) if a[0] < b[0] else (b, a)
-        kids = (add(a, i, nodes[i].depth + 1), add(b, i, nodes[i].depth + 1))
+        la, lb = nodes[i].local_sides if nodes[i].local_sides is not None else (None, None)
+        if a[0] > b[0]:
+            a, b, la, lb = b, a, lb, la
+        kids = (add(a, i, nodes[i].depth + 1, la), add(b, i, nodes[i].depth + 1, lb))
         nodes[i].children = kids
+        nodes[i].block = nodes[i].ritz = None  # the children hold their own blocks now
         for k in kids:
             heapq.heappush(heap, growth_key(k))
         n_leaves += 1
@@ -249,7 +308,7 @@ def build_hierarchy(
     )
     if not frozen:  # every node isolated: a single root holding nothing
         frozen = (HierarchyNode(0, -1, 0, np.zeros(0, np.int64), 0.0, math.inf, math.inf, math.inf),)
-    return Hierarchy(n=n, nodes=frozen, isolated=isolated, root_vector=root_vector)
+    return Hierarchy(n=n, nodes=frozen, isolated=isolated, root_vector=root_vector, root_block=root_block)
 
 
 @dataclass(frozen=True, eq=False)
@@ -318,10 +377,12 @@ def _check_int(name: str, value, low: int) -> int:
 def cut_affinity(
     W, *, threshold=_d.THRESHOLD, min_size: int | None = None, max_segments: int = _d.MAX_SEGMENTS,
     solver: str = "auto", seed: int = 0, blas_threads: int | None = 1, warm_start=None,
+    engine: str = _d.ENGINE, stationary: np.ndarray | None = None,
 ) -> CutResult:
     """Recursive Normalized Cut of a symmetric non-negative affinity ``W`` (dense or sparse).
 
     See :func:`cut_transition_matrix` for the options; this entry point skips the graph building.
+    ``stationary`` is only recorded in the hierarchy (a warm start for the next graph).
     """
     n = W.shape[0]
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
@@ -330,9 +391,13 @@ def cut_affinity(
     max_segments = _check_int("max_segments", max_segments, 1)
     if isinstance(threshold, str) and threshold not in AUTO_RULES:
         raise ValueError(f"threshold must be a number or one of {AUTO_RULES}, got {threshold!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     with _blas_limit(blas_threads):
         tree = build_hierarchy(W, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed,
-                               warm_start=warm_start)
+                               warm_start=warm_start, engine=engine)
+    if stationary is not None:
+        tree = dataclasses.replace(tree, stationary=stationary)
     cost, tau = resolve_threshold(tree, threshold)
     return CutResult(tree.labels(tau, cost=cost), tree, tau, threshold, cost)
 
@@ -351,6 +416,7 @@ def cut_transition_matrix(
     seed: int = 0,
     blas_threads: int | None = 1,
     warm_start=None,
+    engine: str = _d.ENGINE,
 ) -> CutResult:
     """Segment the nodes of a random walk by recursive Normalized Cuts.
 
@@ -379,10 +445,17 @@ def cut_transition_matrix(
     blas_threads : int or None, default 1
         BLAS threads while cutting (``None``: unchanged). One is fastest for these small products
         and robust when other processes share the cores.
-    warm_start : (m,) array, optional
-        Start vector for the root split, e.g. the previous video frame's ``hierarchy.root_vector``
-        (ignored when its length differs). Fewer Lanczos products on similar graphs; where the top
+    warm_start : (m,) array, Hierarchy or CutResult, optional
+        The previous graph of a sequence (a video frame): its ``hierarchy`` (or the result itself)
+        starts the stationary solve from its ``pi``, and the root eigen-solve from its root vector
+        and, with the fast engine, its root Ritz block; a plain array is the root vector alone
+        (parts whose length differs are ignored). Fewer products on similar graphs; where the top
         eigenvalues nearly coincide it also keeps the choice of the previous frame.
+    engine : {"fast", "exact"}, default "fast"
+        ``fast`` (:mod:`walkcut.runtime.cuts.fast`): single-precision ``pi``, in-place graph, per-node
+        blocks, chunked sweeps and (dense graphs) Lanczos started from the parent's recycled Ritz vectors. ``exact``: the reference algorithm (every node
+        solved from scratch by ARPACK). They give the same partitions up to eigensolver tolerance
+        (tests/test_cuts_engine.py). ``solver`` other than ``"auto"`` selects the exact node solver.
 
     Returns
     -------
@@ -399,9 +472,15 @@ def cut_transition_matrix(
     ----------
     Shi & Malik, TPAMI 2000; Meila & Shi, AISTATS 2001; Couairon et al. (DiffCut), NeurIPS 2024.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    _, _, warm_pi = _warm_parts(warm_start)
     with _blas_limit(blas_threads):
-        W = affinity(P, mode=mode, power=_check_int("power", power, 1), stationary=stationary, exponent=exponent)
+        W, stationary = affinity_and_stationary(
+            P, mode=mode, power=_check_int("power", power, 1), stationary=stationary, exponent=exponent,
+            engine=engine, stationary_start=warm_pi,
+        )
     return cut_affinity(
         W, threshold=threshold, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed,
-        blas_threads=blas_threads, warm_start=warm_start,
+        blas_threads=blas_threads, warm_start=warm_start, engine=engine, stationary=stationary,
     )

@@ -61,6 +61,7 @@ __all__ = [
     "RegionScore",
     "RegionSweepSummary",
     "SemanticCounts",
+    "adjusted_rand_index",
     "contingency_table",
     "covering_counts",
     "hungarian_match",
@@ -158,6 +159,33 @@ def rand_index(table) -> float:
     pairs = total * (total - 1) / 2.0
     disagree = (a @ a) / 2.0 + (b @ b) / 2.0 - (n * n).sum()
     return float(1.0 - disagree / pairs)
+
+
+def adjusted_rand_index(table) -> float:
+    """Adjusted Rand index (Hubert & Arabie 1985) of two labelings from their contingency table.
+
+    ``ARI = (sum_ij C(n_ij, 2) - E) / ((sum_i C(a_i, 2) + sum_j C(b_j, 2)) / 2 - E)`` with
+    ``E = sum_i C(a_i, 2) sum_j C(b_j, 2) / C(N, 2)``: 1 for identical partitions, about 0 for
+    independent ones. 1.0 when both labelings are a single segment (nothing to disagree on).
+
+    References
+    ----------
+    .. [1] L. Hubert, P. Arabie, "Comparing partitions", J. Classification 2, 1985.
+    """
+    n = _check_table(table)
+    total = n.sum()
+    if total < 2:
+        return 1.0
+    comb = (n * (n - 1) / 2.0).sum()
+    a = n.sum(axis=1)
+    b = n.sum(axis=0)
+    ca = (a * (a - 1) / 2.0).sum()
+    cb = (b * (b - 1) / 2.0).sum()
+    expected = ca * cb / (total * (total - 1) / 2.0)
+    top = 0.5 * (ca + cb) - expected
+    if top == 0:
+        return 1.0
+    return float((comb - expected) / top)
 
 
 def variation_of_information(table, *, base: float = 2.0) -> float:
