@@ -203,6 +203,8 @@ def bench_memory(args) -> dict:
     def on_frame(i, ids, picture):
         if i % 50 == 0:
             samples.append((i, round(rss_mb(), 1)))
+            print(json.dumps({"frame": i, "rss_mb": samples[-1][1], "load": _loadavg()}), file=sys.stderr,
+                  flush=True)  # a partial run still shows the trend
 
     load_before = os.getloadavg()
     with VideoWriter(SCRATCH / "out_x10.mp4", 15) as writer, VideoReader(VideoInput.parse(str(clip))) as reader:
