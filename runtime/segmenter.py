@@ -145,9 +145,10 @@ class Segmenter:
         if guide is not self._image:
             labels = cv2.resize(labels.astype(np.int32), (W, H), interpolation=cv2.INTER_NEAREST).astype(np.int64)
         # Upsampling can drop a tiny segment: renumber to 0..K-1 keeping order (a lookup table, not
-        # np.unique, whose sort needs several copies of a huge label map).
+        # np.unique, whose sort needs several copies of a huge label map); usually none is dropped.
         present = np.bincount(labels.ravel(), minlength=int(grid_labels.max()) + 1) > 0
-        labels = (np.cumsum(present) - 1)[labels]
+        if not present.all():
+            labels = (np.cumsum(present) - 1)[labels]
         t2 = time.perf_counter()
         timings = {"source": self._source_seconds, **self._source_timings, "cuts": t1 - t0, "upsample": t2 - t1}
         return Segmentation(labels=labels, grid_labels=grid_labels, cut=cut, timings=timings)

@@ -1,4 +1,6 @@
-"""Video: input and output (:mod:`.io`), the pipelined run (:mod:`.pipeline`), id tracking (:mod:`.tracking`)."""
+"""Video: input and output (:mod:`.io`), the pipelined run (:mod:`.pipeline`), its workers
+(:mod:`.workers`), the engine stage that overlaps engine and cuts (:mod:`.overlap`), id tracking
+(:mod:`.tracking`)."""
 
 from walkcut.runtime.video.io import (
     Terminated,
@@ -8,19 +10,30 @@ from walkcut.runtime.video.io import (
     VideoWriter,
     display_available,
 )
-from walkcut.runtime.video.pipeline import (
-    FrameSegmentation,
-    ProcessSegmenter,
-    VideoPipeline,
-    VideoSummary,
-    limit_blas_threads,
-)
+from walkcut.runtime.video.overlap import EngineStage, EngineStats
+from walkcut.runtime.video.pipeline import VideoPipeline, VideoSummary
 from walkcut.runtime.video.tracking import IdTracker
+from walkcut.runtime.video.workers import (
+    FrameSegmentation,
+    HandedSource,
+    ProcessSegmenter,
+    SegmenterSpec,
+    WorkerPlan,
+    available_cores,
+    build_video_segmenter,
+    limit_blas_threads,
+    plan_workers,
+    worker_factory,
+)
 
 __all__ = [
+    "EngineStage",
+    "EngineStats",
     "FrameSegmentation",
+    "HandedSource",
     "IdTracker",
     "ProcessSegmenter",
+    "SegmenterSpec",
     "Terminated",
     "VideoInput",
     "VideoInputError",
@@ -28,6 +41,11 @@ __all__ = [
     "VideoReader",
     "VideoSummary",
     "VideoWriter",
+    "WorkerPlan",
+    "available_cores",
+    "build_video_segmenter",
     "display_available",
     "limit_blas_threads",
+    "plan_workers",
+    "worker_factory",
 ]

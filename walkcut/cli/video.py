@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import functools
+import argparse
 import logging
+import math
 import signal
 import sys
 import threading
@@ -21,12 +22,21 @@ from walkcut.cli.args import (
 )
 from walkcut.cli.errors import CommandError, UsageError, plural
 from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
-from walkcut.runtime.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
 #: Codec written for each accepted output extension (the file name is never changed).
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of milliseconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of milliseconds, got {text!r}")
+    return value
 
 
 def register(sub) -> None:
@@ -45,10 +55,18 @@ def register(sub) -> None:
     p.add_argument("--live", action="store_true",
                    help="treat INPUT as live: drop frames when segmenting is slower than the input "
                         "(default for cameras and URLs; files never drop frames otherwise)")
-    p.add_argument("--workers", type=positive_int, default=1, help="segmenting workers (default: 1)")
-    p.add_argument("--processes", action="store_true",
-                   help="run each worker in its own process: uses every core (threads share one "
-                        "interpreter lock); the model is loaded once per process")
+    p.add_argument("--max-latency", type=_milliseconds, default=None, metavar="MS",
+                   help="live input: keep only the newest frame waiting and drop any frame older than MS "
+                        "milliseconds when work on it would start (implies --live); drops are reported")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="segmenting workers (default: one per available core; with --engine, one per "
+                        "core besides the engine stage)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--processes", dest="processes", action="store_const", const=True, default=None,
+                      help="run each worker in its own process (default when 2 or more cores are available: "
+                           "threads share one interpreter lock)")
+    kind.add_argument("--threads", dest="processes", action="store_const", const=False,
+                      help="run the workers as threads of this process")
     p.add_argument("--queue", type=positive_int, default=4, help="frames buffered between stages (default: 4)")
     p.add_argument("--label-side", type=non_negative_int, default=VIDEO_LABEL_SIDE,
                    help=f"longest side at which labels follow image edges, then enlarged (default: "
@@ -60,22 +78,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def build_segmenter(*, engine=None, backend="auto", grid=32, label_side=0) -> Segmenter:
-    """A Segmenter over an engine or the pixel source (module level: picklable for worker processes)."""
-    limits = {"max_label_side": max(64, label_side)} if label_side else {}
-    if engine:
-        from walkcut.runtime.sources.engine import EngineSource
-
-        return Segmenter(EngineSource.from_path(engine, backend=backend), warm_start=True, **limits)
-    from walkcut.runtime.sources.pixels import PixelSource
-
-    # Consecutive frames are alike: each root eigen-solve starts from the previous frame's vector.
-    return Segmenter(PixelSource(grid=grid), warm_start=True, **limits)
-
-
 def run(args) -> int:
     from walkcut.runtime.video import (
-        ProcessSegmenter,
+        SegmenterSpec,
         Terminated,
         VideoInput,
         VideoInputError,
@@ -84,40 +89,40 @@ def run(args) -> int:
         VideoWriter,
         display_available,
         limit_blas_threads,
+        plan_workers,
+        worker_factory,
     )
 
     if args.out is None and args.labels_dir is None and not args.show:
         raise UsageError("nothing to write: give --out, --labels-dir or --show")
     check_outputs(args)
     try:
-        spec = VideoInput.parse(args.input, live=True if args.live else None)
+        live = True if args.live or args.max_latency is not None else None
+        spec = VideoInput.parse(args.input, live=live)
         reader = VideoReader(spec)
     except VideoInputError as exc:
         raise CommandError(str(exc), code=2) from exc
     try:
         check_is_video(spec, reader)
+        # The source opens in the parent: model problems are reported before any work, and an
+        # engine runs here, in the pipeline's engine stage, one call in flight ahead of the cut workers.
+        source = make_source(args)
     except BaseException:
         reader.close()
         raise
     limit_blas_threads(1)  # parallel across frames, not inside tiny matrix products
-    try:
-        source = make_source(args)  # in the parent too: model problems are reported before any work
-    except BaseException:
-        reader.close()
-        raise
-    if args.processes:
-        factory = functools.partial(build_segmenter, engine=args.engine, backend=args.backend, grid=args.grid,
-                                    label_side=args.label_side)
-        make_segmenter = functools.partial(ProcessSegmenter, factory)
-        del source
-    else:
-        limits = {"max_label_side": max(64, args.label_side)} if args.label_side else {}
-        make_segmenter = functools.partial(Segmenter, source, **limits)
+    engine = bool(args.engine)
+    plan = plan_workers(engine=engine, workers=args.workers, processes=args.processes)
+    segmenter_spec = SegmenterSpec(engine=str(args.engine) if engine else None, backend=args.backend,
+                                   grid=args.grid, label_side=args.label_side, handed=engine)
+    make_segmenter = worker_factory(segmenter_spec, processes=plan.processes, source=source)
     show = args.show and display_available()
     if args.show and not show:
         logger.warning("--show: no display (or an OpenCV build without GUI); running without a window")
-    pipeline = VideoPipeline(make_segmenter, cut_options=cut_options(args), workers=args.workers,
-                             queue_size=args.queue, track=not args.no_track)
+    pipeline = VideoPipeline(make_segmenter, cut_options=cut_options(args), workers=plan.workers,
+                             queue_size=args.queue, track=not args.no_track, engine=source if engine else None,
+                             max_latency=None if args.max_latency is None else args.max_latency / 1000.0)
+    pipeline.describe_workers = plan.reason
     previous = None
     if threading.current_thread() is threading.main_thread():
         def on_term(signum, frame):
@@ -199,5 +204,6 @@ def codec_available(suffix: str) -> bool:
 
 
 def _run(pipeline, reader, writer, args, show):
-    return pipeline.run(reader, writer, live=True if args.live else None, labels_dir=args.labels_dir, show=show,
+    live = True if args.live or args.max_latency is not None else None
+    return pipeline.run(reader, writer, live=live, labels_dir=args.labels_dir, show=show,
                         max_frames=args.max_frames)
