@@ -123,7 +123,7 @@ CONTOUR_SCALE = None
 
 #: Residual tolerance of the float32 stationary solve: partitions were identical to the float64
 #: tolerance-1e-9 solve on every dense walk measured, at a third of the products.
-STATIONARY_TOL = 1e-4
+FAST_STATIONARY_TOL = 1e-4
 #: Power steps tried before Arnoldi (fast-mixing walks converge in a few).
 STATIONARY_POWER_STEPS = 10
 #: Vectors in the recycled block. 16 covers the leading eigenvectors of the children of a node

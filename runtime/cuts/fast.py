@@ -42,7 +42,7 @@ from walkcut.runtime.cuts import spectral
 logger = logging.getLogger(__name__)
 
 # Tuning constants live in runtime/defaults.py (with the measurements behind them).
-STATIONARY_TOL = _d.STATIONARY_TOL
+STATIONARY_TOL = _d.FAST_STATIONARY_TOL
 STATIONARY_POWER_STEPS = _d.STATIONARY_POWER_STEPS
 BLOCK_SIZE = _d.BLOCK_SIZE
 FAST_TOL = _d.FAST_TOL
