@@ -79,6 +79,12 @@ def run_preset(args) -> dict:
         "rel_error": result.rel_error, "max_abs_error": result.max_abs_error,
         "row_sum_error": result.row_sum_error,
     }
+    if args.no_timing:  # export, size and error only (full-size SDXL runs on a shared 2-core machine)
+        row["peak_rss_gib"] = round(_peak_rss_gib(), 2)
+        if not args.keep:
+            out.unlink(missing_ok=True)
+            out.with_name(out.name + ".data").unlink(missing_ok=True)
+        return row
     x = sample_image(args.image_size, seed=1)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         wrapper(x)
@@ -168,6 +174,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", help=argparse.SUPPRESS)  # one preset, in the child process
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--ort-variants", action="store_true", help="also time ORT session-option variants")
+    p.add_argument("--no-timing", action="store_true",
+                   help="export, size and error only: no latency runs and no run-time FLOP count")
     p.add_argument("--out-dir", default=str(ROOT / "models"))
     p.add_argument("--keep", action="store_true", help="keep the exported ONNX files")
     p.add_argument("--json", help="append results to this JSON-lines file")
@@ -185,7 +193,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, __file__, "--layers", preset, "--arch", args.arch,
                "--image-size", str(args.image_size), "--attn-res", str(args.attn_res),
                "--runs", str(args.runs), "--out-dir", args.out_dir]
-        cmd += ["--ort-variants"] * args.ort_variants + ["--keep"] * args.keep
+        cmd += ["--ort-variants"] * args.ort_variants + ["--keep"] * args.keep + ["--no-timing"] * args.no_timing
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode or not lines:
