@@ -203,10 +203,13 @@ def _load_pretrained_xl(model: str, *, source: str, kw: dict) -> SDComponents:
 
 def _checkpoint_keys(path: str) -> list[str]:
     if path.lower().endswith(".safetensors"):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(path, framework="pt") as f:  # the header only: no tensor is read
-            return list(f.keys())
+        try:
+            with safe_open(path, framework="pt") as f:  # the header only: no tensor is read
+                return list(f.keys())
+        except SafetensorError as exc:  # not an OSError: say what is wrong in the loader's terms
+            raise ValueError(f"not a readable .safetensors file ({exc})") from exc
     from diffusers.loaders.single_file_utils import load_single_file_checkpoint
 
     return list(load_single_file_checkpoint(path, local_files_only=True).keys())
