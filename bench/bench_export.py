@@ -6,6 +6,7 @@ warm-up) on the same input. Speed does not depend on the weights, so random ones
 
     python bench/bench_export.py                         # SD 1.5, S=512, R=32, encoder then all
     python bench/bench_export.py --arch tiny --image-size 128 --attn-res 8 --runs 3   # smoke test
+    python bench/bench_export.py --arch vega --image-size 1024 --presets encoder --runs 1  # SDXL family
 
 Each preset runs in its own subprocess so that its peak RSS is its own. Results go to stdout as
 one JSON object per preset (and ``--json FILE`` if given).
@@ -49,20 +50,19 @@ def run_preset(args) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from walkcut.export.api import build_contract
-    from walkcut.export.configs import build_random_components, load_architecture
-    from walkcut.export.loading import empty_prompt_embedding, weights_hash
+    from walkcut.export.configs import load_architecture
+    from walkcut.export.loading import random_components, weights_hash
     from walkcut.export.onnx_export import export_onnx, sample_image
     from walkcut.export.wrapper import AttentionExportModel
 
     torch.set_num_threads(os.cpu_count())
     arch = load_architecture(args.arch)
     t0 = time.perf_counter()
-    unet, vae, text_encoder = build_random_components(arch, seed=0)
-    emb = empty_prompt_embedding(text_encoder, arch.empty_prompt_ids())
-    del text_encoder
+    c = random_components(arch.name, seed=0)  # text encoders (both for SDXL) run once, then dropped
+    unet, vae = c.unet, c.vae
     build_s = time.perf_counter() - t0
-    wrapper = AttentionExportModel(unet, vae, emb, image_size=args.image_size, attn_res=args.attn_res,
-                                   layers=args.layers).eval()
+    wrapper = AttentionExportModel(unet, vae, c.prompt_embedding, pooled_embedding=c.pooled_embedding,
+                                   image_size=args.image_size, attn_res=args.attn_res, layers=args.layers).eval()
     contract = build_contract(wrapper, model_id=f"random:{arch.name}",
                               model_hash=weights_hash(unet, vae.encoder, vae.quant_conv), fp16=False,
                               extra={"benchmark": True})
@@ -71,12 +71,20 @@ def run_preset(args) -> dict:
     export_rss = _peak_rss_gib()
     row = {
         "arch": arch.name, "layers": args.layers, "image_size": args.image_size, "attn_res": args.attn_res,
-        "n_layers": len(wrapper.selected), "build_random_s": round(build_s, 1),
+        "n_layers": len(wrapper.selected), "resolutions": list(wrapper.resolutions),
+        "unet_params_m": round(sum(p.numel() for p in unet.parameters()) / 1e6, 1),
+        "build_random_s": round(build_s, 1),
         "export_s": round(result.seconds, 1), "export_peak_rss_gib": round(export_rss, 2),
         "onnx_mb": round(result.size_bytes / 1e6, 1), "onnx_nodes": result.n_nodes,
         "rel_error": result.rel_error, "max_abs_error": result.max_abs_error,
         "row_sum_error": result.row_sum_error,
     }
+    if args.no_timing:  # export, size and error only (full-size SDXL runs on a shared 2-core machine)
+        row["peak_rss_gib"] = round(_peak_rss_gib(), 2)
+        if not args.keep:
+            out.unlink(missing_ok=True)
+            out.with_name(out.name + ".data").unlink(missing_ok=True)
+        return row
     x = sample_image(args.image_size, seed=1)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         wrapper(x)
@@ -127,11 +135,16 @@ def flop_table(args) -> dict:
     from walkcut.export.wrapper import AttentionExportModel
 
     arch = load_architecture(args.arch)
-    unet, vae, _ = build_random_components(arch, device="meta")
+    unet, vae, _ = build_random_components(arch, device="meta", text_encoder=False)
     f = 2 ** (len(arch.vae["block_out_channels"]) - 1)
     x = torch.zeros(1, 3, args.image_size, args.image_size, device="meta")
     emb = torch.zeros(1, arch.tokenizer["model_max_length"], arch.unet["cross_attention_dim"], device="meta")
     latent = torch.zeros(1, 4, args.image_size // f, args.image_size // f, device="meta")
+    pooled, added = None, None
+    if arch.is_xl:  # SDXL family: pooled text embedding + size/crop time ids
+        pooled = torch.zeros(1, arch.text_encoder_2["projection_dim"], device="meta")
+        s = args.image_size
+        added = {"text_embeds": pooled, "time_ids": torch.tensor([[s, s, 0, 0, s, s]], device="meta")}
     gflops = {}
 
     def count(name, fn):
@@ -140,11 +153,16 @@ def flop_table(args) -> dict:
         gflops[name] = round(counter.get_total_flops() / 1e9, 1)
 
     count("vae_encoder", lambda: vae.quant_conv(vae.encoder(x)))
-    count("unet_full_step", lambda: unet(latent, torch.tensor(300, device="meta"), encoder_hidden_states=emb))
+    count("unet_full_step", lambda: unet(latent, torch.tensor(300, device="meta"), encoder_hidden_states=emb,
+                                         added_cond_kwargs=added))
     for preset in args.presets.split(","):
-        w = AttentionExportModel(unet, vae, emb, image_size=args.image_size, attn_res=args.attn_res, layers=preset)
+        w = AttentionExportModel(unet, vae, emb, pooled_embedding=pooled, image_size=args.image_size,
+                                 attn_res=args.attn_res, layers=preset)
         count(f"wrapper_{preset}", lambda w=w: w(x))
-    return {"arch": arch.name, "image_size": args.image_size, "gflops": gflops}
+    params = {"unet": sum(p.numel() for p in unet.parameters()) / 1e6,
+              "vae_encoder": sum(p.numel() for p in vae.encoder.parameters()) / 1e6}
+    return {"arch": arch.name, "image_size": args.image_size, "gflops": gflops,
+            "params_m": {k: round(v, 1) for k, v in params.items()}}
 
 
 def main(argv=None) -> int:
@@ -156,6 +174,8 @@ def main(argv=None) -> int:
     p.add_argument("--layers", help=argparse.SUPPRESS)  # one preset, in the child process
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--ort-variants", action="store_true", help="also time ORT session-option variants")
+    p.add_argument("--no-timing", action="store_true",
+                   help="export, size and error only: no latency runs and no run-time FLOP count")
     p.add_argument("--out-dir", default=str(ROOT / "models"))
     p.add_argument("--keep", action="store_true", help="keep the exported ONNX files")
     p.add_argument("--json", help="append results to this JSON-lines file")
@@ -173,7 +193,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, __file__, "--layers", preset, "--arch", args.arch,
                "--image-size", str(args.image_size), "--attn-res", str(args.attn_res),
                "--runs", str(args.runs), "--out-dir", args.out_dir]
-        cmd += ["--ort-variants"] * args.ort_variants + ["--keep"] * args.keep
+        cmd += ["--ort-variants"] * args.ort_variants + ["--keep"] * args.keep + ["--no-timing"] * args.no_timing
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
         if res.returncode or not lines:

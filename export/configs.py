@@ -26,9 +26,13 @@ logger = logging.getLogger(__name__)
 
 #: Folder holding the architecture JSON files (the ``walkcut.models`` package).
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-ARCHITECTURES = ("sd15", "sd2-base", "tiny")
+ARCHITECTURES = ("sd15", "sd2-base", "tiny", "sdxl", "ssd-1b", "vega", "tiny-sdxl")
+#: Architectures of the SDXL family (two text encoders, ``text_time`` added conditioning).
+XL_ARCHITECTURES = ("sdxl", "ssd-1b", "vega", "tiny-sdxl")
 #: Checkpoint family reported by diffusers' ``infer_diffusers_model_type`` -> our architecture name.
-CHECKPOINT_TYPE_TO_ARCH = {"v1": "sd15", "v2": "sd2-base"}
+#: ``xl_base`` covers SDXL, SSD-1B and Segmind-Vega alike; :func:`walkcut.export.loading.detect_checkpoint_arch`
+#: tells them apart by their transformer depths.
+CHECKPOINT_TYPE_TO_ARCH = {"v1": "sd15", "v2": "sd2-base", "xl_base": "sdxl"}
 
 
 def _models_dir() -> Path:
@@ -52,21 +56,34 @@ class Architecture:
     text_encoder: Mapping[str, Any]
     tokenizer: Mapping[str, Any]
     scheduler: Mapping[str, Any]
+    text_encoder_2: Mapping[str, Any] | None = None  # SDXL family: OpenCLIP bigG with projection
+    tokenizer_2: Mapping[str, Any] | None = None
+    native_image_size: int = 512  # the size the family was trained at (contract default)
+
+    @property
+    def is_xl(self) -> bool:
+        """SDXL family: two text encoders and the ``text_time`` added conditioning."""
+        return self.text_encoder_2 is not None
 
     @property
     def vae_factor(self) -> int:
         """Pixels per latent cell: 2 ** (number of VAE encoder blocks - 1)."""
         return 2 ** (len(self.vae["block_out_channels"]) - 1)
 
-    def empty_prompt_ids(self) -> list[int]:
-        """Token ids of ``""`` padded to the maximum length, as CLIP's tokenizer produces them."""
-        tok = self.tokenizer
+    def empty_prompt_ids(self, which: int = 1) -> list[int]:
+        """Token ids of ``""`` padded to the maximum length, as CLIP's tokenizer produces them.
+
+        ``which=2`` gives the ids of the second tokenizer (SDXL pads it with ``!``, id 0).
+        """
+        tok = self.tokenizer if which == 1 else self.tokenizer_2
+        if tok is None:
+            raise ValueError(f"architecture {self.name!r} has no second tokenizer")
         n = int(tok["model_max_length"])
         return [int(tok["bos_token_id"]), int(tok["eos_token_id"])] + [int(tok["pad_token_id"])] * (n - 2)
 
 
 def load_architecture(name_or_path: str | Path) -> Architecture:
-    """Read an architecture by name (``sd15``, ``sd2-base``, ``tiny``) or from a JSON path.
+    """Read an architecture by name (one of :data:`ARCHITECTURES`) or from a JSON path.
 
     Raises
     ------
@@ -85,10 +102,15 @@ def load_architecture(name_or_path: str | Path) -> Architecture:
     missing = [k for k in keys if k not in data]
     if missing:
         raise ValueError(f"architecture file {path} lacks {missing}")
+    if ("text_encoder_2" in data) != ("tokenizer_2" in data):
+        raise ValueError(f"architecture file {path} must give both text_encoder_2 and tokenizer_2, or neither")
     return Architecture(
         name=data.get("name", path.stem),
         family=data.get("family", ""),
         hub_id=data.get("hub_id", ""),
+        text_encoder_2=data.get("text_encoder_2"),
+        tokenizer_2=data.get("tokenizer_2"),
+        native_image_size=int(data.get("native_image_size", 512)),
         **{k: data[k] for k in keys},
     )
 
@@ -96,11 +118,15 @@ def load_architecture(name_or_path: str | Path) -> Architecture:
 def write_diffusers_config_folder(arch: Architecture, folder: str | Path) -> Path:
     """Write ``arch`` as a diffusers pipeline config folder (configs only, no weights).
 
-    The folder is what ``StableDiffusionPipeline.from_single_file(..., config=folder)`` reads to
-    build the components a checkpoint file's weights are converted into.
+    The folder is what ``StableDiffusionPipeline.from_single_file(..., config=folder)`` (or the
+    ``StableDiffusionXLPipeline`` one for the SDXL family) reads to build the components a
+    checkpoint file's weights are converted into.
     """
     folder = Path(folder)
-    for sub, cfg in (("unet", arch.unet), ("vae", arch.vae), ("text_encoder", arch.text_encoder)):
+    parts = [("unet", arch.unet), ("vae", arch.vae), ("text_encoder", arch.text_encoder)]
+    if arch.is_xl:
+        parts.append(("text_encoder_2", arch.text_encoder_2))
+    for sub, cfg in parts:
         (folder / sub).mkdir(parents=True, exist_ok=True)
         (folder / sub / "config.json").write_text(json.dumps(dict(cfg), indent=2))
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
@@ -116,6 +142,16 @@ def write_diffusers_config_folder(arch: Architecture, folder: str | Path) -> Pat
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
+    if arch.is_xl:
+        for key in ("safety_checker", "feature_extractor", "requires_safety_checker"):
+            del index[key]
+        index.update({
+            "_class_name": "StableDiffusionXLPipeline",
+            "force_zeros_for_empty_prompt": True,
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer_2": [None, None],
+            "image_encoder": [None, None],
+        })
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder
 
@@ -135,13 +171,14 @@ def alphas_cumprod(arch: Architecture):
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def build_random_components(arch: Architecture, *, seed: int = 0, device: str = "cpu"):
+def build_random_components(arch: Architecture, *, seed: int = 0, device: str = "cpu",
+                            text_encoder: bool = True):
     """UNet, VAE and CLIP text encoder of ``arch`` with random weights (no download, no tokenizer).
 
     Returns
     -------
     unet, vae, text_encoder : torch.nn.Module
-        In eval mode, float32, on ``device``.
+        In eval mode, float32, on ``device``; ``text_encoder`` is None when not asked for.
     """
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -152,5 +189,29 @@ def build_random_components(arch: Architecture, *, seed: int = 0, device: str = 
         unet = UNet2DConditionModel.from_config(dict(arch.unet))
         vae = AutoencoderKL.from_config(dict(arch.vae))
         te_cfg = {k: v for k, v in arch.text_encoder.items() if k not in ("architectures", "model_type")}
-        text_encoder = CLIPTextModel(CLIPTextConfig(**te_cfg))
-    return unet.eval(), vae.eval(), text_encoder.eval()
+        te = CLIPTextModel(CLIPTextConfig(**te_cfg)).eval() if text_encoder else None
+    return unet.eval(), vae.eval(), te
+
+
+def build_random_text_encoders(arch: Architecture, *, seed: int = 0, device: str = "cpu"):
+    """Both text encoders of an SDXL-family ``arch`` with random weights (no UNet, no VAE).
+
+    Returns
+    -------
+    text_encoder : transformers.CLIPTextModel
+    text_encoder_2 : transformers.CLIPTextModelWithProjection
+    """
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    if not arch.is_xl:
+        raise ValueError(f"architecture {arch.name!r} has a single text encoder")
+
+    def config(cfg):
+        return CLIPTextConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        te1 = CLIPTextModel(config(arch.text_encoder))
+        te2 = CLIPTextModelWithProjection(config(arch.text_encoder_2))
+    return te1.eval(), te2.eval()

@@ -158,7 +158,8 @@ def export_onnx(wrapper, out_path: str | Path, contract: ModelContract, *, fp16:
     Parameters
     ----------
     wrapper : AttentionExportModel
-        In float32; with ``fp16`` it is converted to half precision after the reference run.
+        In float32; with ``fp16`` it is converted to half precision after the reference run
+        (``wrapper.to_fp16()``: an SDXL VAE stays float32).
     out_path : path
         Target ``.onnx`` file; written atomically.
     contract : ModelContract
@@ -189,8 +190,8 @@ def export_onnx(wrapper, out_path: str | Path, contract: ModelContract, *, fp16:
         bar.set_postfix_str("torch reference")
         with torch.no_grad():
             reference = wrapper(sample).numpy()
-    if fp16:
-        wrapper = wrapper.half()
+    if fp16:  # the wrapper's own conversion keeps an SDXL VAE in float32
+        wrapper = wrapper.to_fp16() if hasattr(wrapper, "to_fp16") else wrapper.half()
     bar.set_postfix_str("tracing to ONNX")
     program = trace_to_onnx(wrapper, sample)
     n_nodes = count_nodes(program.model)

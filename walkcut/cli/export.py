@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from walkcut.cli.args import output_file
-from walkcut.cli.errors import CommandError, note
+from walkcut.cli.errors import CommandError, UsageError, note
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,20 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=(
             "Export image -> aggregated self-attention (1, R*R, R*R) as a verified ONNX model. "
             "MODEL is a hub id (downloaded when online), a local diffusers folder, or a single "
-            ".safetensors/.ckpt checkpoint file."
+            ".safetensors/.ckpt checkpoint file, of SD 1.x, SD 2.x or the SDXL family (SDXL, SSD-1B, "
+            "Segmind-Vega). Without weights, --random-weights --arch NAME exports an architecture with "
+            "random weights to try the pipeline (its segments are meaningless)."
         ),
     )
-    p.add_argument("--model", required=True, metavar="PATH_OR_ID", help="hub id, diffusers folder or checkpoint file")
-    p.add_argument("--out", required=True, type=output_file(".onnx"), metavar="FILE.onnx", help="output ONNX path, e.g. models/sd15.onnx")
-    p.add_argument("--image-size", type=int, default=512, metavar="S", help="input side, multiple of 64 (512)")
+    p.add_argument("--model", metavar="PATH_OR_ID", help="hub id, diffusers folder or checkpoint file")
+    p.add_argument("--random-weights", action="store_true",
+                   help="no download: export --arch with random weights (try it without weights; the "
+                   "segments are meaningless)")
+    p.add_argument("--out", required=True, type=output_file(".onnx"), metavar="FILE.onnx",
+                   help="output ONNX path, e.g. models/sd15.onnx")
+    p.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="input side, multiple of 64 (default: the family's native size, 512 for SD 1.x/2.x, "
+                   "1024 for the SDXL family)")
     p.add_argument("--attn-res", type=int, default=32, metavar="R", help="output grid side (32: 1024 nodes)")
     p.add_argument("--layers", default="encoder", metavar="SPEC",
                    help="encoder (down+mid, default), all (16 layers), or resolutions like 64,32")
@@ -41,8 +49,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--noise-seed", type=int, default=0, help="seed of that noise (0)")
     p.add_argument("--fp16", action="store_true", help="fp16 weights and compute (IO stays float32)")
     p.add_argument("--trt", action="store_true", help="also build a TensorRT engine beside the ONNX file")
-    p.add_argument("--arch", default=None, help="architecture of a single checkpoint file: sd15, sd2-base "
-                   "or a JSON config (detected when omitted)")
+    p.add_argument("--arch", default=None,
+                   help="architecture of a single checkpoint file or of --random-weights: tiny, sd15, sd2-base, "
+                   "sdxl, ssd-1b, vega, tiny-sdxl or a JSON config (detected from a checkpoint when omitted)")
     p.add_argument("--offline", action="store_true", help="never use the network (hub ids from cache only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -133,6 +142,8 @@ def missing_export_package() -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``walkcut export``; return the exit code."""
+    if args.random_weights == bool(args.model) or (args.random_weights and not args.arch):
+        raise UsageError("give --model PATH_OR_ID, or --random-weights with --arch NAME (not both)")
     missing = missing_export_package()
     if missing:
         raise CommandError(f"walkcut export needs the export extra ({missing} is not installed): "
@@ -150,23 +161,27 @@ def run(args: argparse.Namespace) -> int:
             f"with network); (2) a single .safetensors/.ckpt checkpoint file; (3) this hub id while online "
             f"(set HF_TOKEN for gated repositories).", code=2)
     try:
-        from walkcut.export.api import export_model
+        from walkcut.export.api import export_model, export_random
         from walkcut.export.loading import ModelSourceError
         from walkcut.export.onnx_export import VerificationError
     except ImportError as exc:
         missing = exc.name or "a package of the export extra"
         raise CommandError(f"walkcut export needs the export extra ({missing} is not installed): "
                            f"{INSTALL_EXPORT}", code=2) from exc
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        quiet_third_party()  # again: importing torch configures its own loggers' levels
     if args.trt and importlib.util.find_spec("tensorrt") is None:
         from walkcut.export.trt import INSTALL_HINT  # fail before the long export, not after it
 
         raise CommandError(INSTALL_HINT, code=2)
+    options = {"image_size": args.image_size, "attn_res": args.attn_res, "layers": args.layers,
+               "timestep": args.timestep, "noise": args.noise, "noise_seed": args.noise_seed, "fp16": args.fp16,
+               "progress": not args.no_progress}
     try:
-        result = export_model(
-            args.model, args.out, image_size=args.image_size, attn_res=args.attn_res, layers=args.layers,
-            timestep=args.timestep, noise=args.noise, noise_seed=args.noise_seed, fp16=args.fp16,
-            arch=args.arch, local_files_only=local_only, progress=not args.no_progress,
-        )
+        if args.random_weights:
+            result = export_random(args.arch, args.out, **options)
+        else:
+            result = export_model(args.model, args.out, arch=args.arch, local_files_only=local_only, **options)
     except (ModelSourceError, VerificationError, ValueError) as exc:
         raise CommandError(str(exc), code=2) from exc
     print(result.summary())
