@@ -80,6 +80,7 @@ def _loadavg() -> list[float]:
 def run_command(clip: Path, options: list[str]) -> dict:
     out = SCRATCH / "out.mp4"
     load_before = _loadavg()
+    out.unlink(missing_ok=True)  # the command refuses to replace an earlier run's output
     cmd = [sys.executable, "-m", "walkcut", "video", str(clip), "--out", str(out), *options]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

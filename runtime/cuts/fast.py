@@ -291,19 +291,7 @@ def sweep_ncut_chunked(W, d: np.ndarray, y: np.ndarray, *, min_size: int = 1):
             lower_orig[r0:r1] = np.einsum("ij,ij->i", block, mask.astype(block.dtype), dtype=np.float64)
         lower = lower_orig[order]
         diag = np.diagonal(W).astype(np.float64)[order]
-    assoc = np.cumsum(2.0 * lower + diag)
-    vol = np.cumsum(d[order])
-    total = vol[-1]
-    cut = np.maximum(vol - assoc, 0.0)
-    k = np.arange(min_size - 1, m - min_size)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ncut = cut[k] / vol[k] + cut[k] / (total - vol[k])
-    ncut = np.where(np.isfinite(ncut), ncut, np.inf)
-    best = int(np.argmin(ncut))
-    kb = int(k[best])
-    side = np.zeros(m, dtype=bool)
-    side[order[: kb + 1]] = True
-    return spectral.Bipartition(side=side, ncut=float(ncut[best]), cut=float(cut[kb]), volume=float(total))
+    return spectral.best_prefix_split(order, lower, diag, d, min_size=min_size)
 
 
 # --------------------------------------------------------------------------------------------------

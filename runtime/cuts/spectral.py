@@ -190,7 +190,18 @@ def sweep_ncut(W, d: np.ndarray, y: np.ndarray, *, min_size: int = 1) -> Biparti
         Ws = W[np.ix_(order, order)]
         lower = np.tril(Ws, k=-1).sum(axis=1, dtype=np.float64)
         diag = np.diagonal(Ws)
-    assoc = np.cumsum(2.0 * lower + diag.astype(np.float64))
+    return best_prefix_split(order, lower, diag, d, min_size=min_size)
+
+
+def best_prefix_split(order: np.ndarray, lower: np.ndarray, diag: np.ndarray, d: np.ndarray, *,
+                      min_size: int) -> Bipartition:
+    """The sweep's last step, shared by both engines: the best NCut over the prefixes of ``order``.
+
+    ``lower[k]`` is the sum of ``W`` between the ``k``-th node of ``order`` and the nodes before it,
+    ``diag[k]`` its self-weight, both in sweep order; ``d`` the degrees in node order.
+    """
+    m = order.size
+    assoc = np.cumsum(2.0 * lower + np.asarray(diag, dtype=np.float64))
     vol = np.cumsum(d[order])
     total = vol[-1]
     cut = np.maximum(vol - assoc, 0.0)
