@@ -103,7 +103,7 @@ def test_ort_matches_torch_and_rows_sum_to_one(exported_xl, tiny_xl):  # noqa: F
 
 
 def test_contract_records_family_and_conditioning(exported_xl):
-    from walkcut.export.onnx_export import read_contract
+    from walkcut.runtime.sources.engine import read_contract
 
     c = read_contract(exported_xl)
     c.check_runtime_support()
@@ -142,7 +142,7 @@ def test_segment_runs_on_the_exported_model(exported_xl, tmp_path):
 
 def test_single_file_matches_folder_and_exports_fp16_with_fp32_vae(tiny_xl, tmp_path):  # noqa: F811
     from walkcut.export.loading import detect_checkpoint_arch, load_components
-    from walkcut.export.onnx_export import read_contract
+    from walkcut.runtime.sources.engine import read_contract
 
     ckpt = write_ldm_xl_checkpoint(tiny_xl, tmp_path / "tiny_xl.safetensors")
     assert detect_checkpoint_arch(ckpt) == "tiny-sdxl"  # from the UNet layout, header only
@@ -176,7 +176,7 @@ def test_single_file_matches_folder_and_exports_fp16_with_fp32_vae(tiny_xl, tmp_
 
 def test_random_weights_cli_truncates_after_last_layer(tmp_path, capsys):
     """``--random-weights`` needs no weights; ``encoder:8`` stops after down block 1."""
-    from walkcut.export.onnx_export import read_contract
+    from walkcut.runtime.sources.engine import read_contract
 
     out = tmp_path / "random.onnx"
     rc = main(["export", "--random-weights", "--arch", "tiny-sdxl", "--layers", "encoder:8",
