@@ -52,6 +52,12 @@ _HOW_TO_SUPPLY = (
 )
 
 
+def _first_line(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"`` for an error message that stays one line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 class ModelSourceError(ValueError):
     """The model argument names no usable weights; the message says how to supply them."""
 
@@ -149,8 +155,7 @@ def _load_pretrained(model: str, *, source: str, local_files_only: bool, token: 
     except (OSError, ValueError) as exc:
         where = "hub id" if source == "hub" else "folder"
         raise ModelSourceError(
-            f"could not load Stable Diffusion weights from {where} {model!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). {_HOW_TO_SUPPLY}"
+            f"could not load Stable Diffusion weights from {where} {model!r} ({_first_line(exc)}). {_HOW_TO_SUPPLY}"
         ) from exc
     return SDComponents(unet=unet, vae=vae, prompt_embedding=embedding, model_id=model, source=source, arch="")
 
@@ -165,8 +170,7 @@ def _has_second_text_encoder(model: str, *, source: str, kw: dict) -> bool:
         index = DiffusionPipeline.load_config(model, **kw)
     except (OSError, ValueError) as exc:
         raise ModelSourceError(
-            f"could not read model_index.json of hub id {model!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). {_HOW_TO_SUPPLY}"
+            f"could not read model_index.json of hub id {model!r} ({_first_line(exc)}). {_HOW_TO_SUPPLY}"
         ) from exc
     return "text_encoder_2" in index
 
@@ -194,8 +198,7 @@ def _load_pretrained_xl(model: str, *, source: str, kw: dict) -> SDComponents:
     except (OSError, ValueError) as exc:
         where = "hub id" if source == "hub" else "folder"
         raise ModelSourceError(
-            f"could not load SDXL weights from {where} {model!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). {_HOW_TO_SUPPLY}"
+            f"could not load SDXL weights from {where} {model!r} ({_first_line(exc)}). {_HOW_TO_SUPPLY}"
         ) from exc
     return SDComponents(unet=unet, vae=vae, prompt_embedding=embedding, pooled_embedding=pooled,
                         model_id=model, source=source, arch="")

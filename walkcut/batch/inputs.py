@@ -13,7 +13,7 @@ import glob
 import os
 from pathlib import Path
 
-from walkcut.cli.inputs import InputError, InputImage, expand_inputs, name_outputs
+from walkcut.cli.inputs import InputError, InputImage, expand_inputs, name_outputs, unique_paths
 
 
 def read_list_file(path: str | os.PathLike) -> list[str]:
@@ -56,11 +56,4 @@ def collect_batch_inputs(arguments: list[str], list_files: list[str] = ()) -> li
     for list_file in list_files:
         for entry in read_list_file(list_file):
             paths.extend(_expand_listed(entry))
-    seen: set[Path] = set()
-    unique = []
-    for p in paths:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return name_outputs(unique)
+    return name_outputs(unique_paths(paths))

@@ -66,9 +66,14 @@ def expand_inputs(arguments: list[str | os.PathLike]) -> list[Path]:
             out.extend(found)
         else:
             raise InputError(f"{text}: no such file or folder")
+    return unique_paths(out)
+
+
+def unique_paths(paths: list[Path]) -> list[Path]:
+    """``paths`` in order, each file once (compared after resolving links and ``..``)."""
     seen: set[Path] = set()
     unique = []
-    for p in out:
+    for p in paths:
         key = p.resolve()
         if key not in seen:
             seen.add(key)
