@@ -160,6 +160,27 @@ SWEEP_CHUNK_ELEMENTS = 1 << 20
 #: Tile side of the in-place symmetrisation of ``W``.
 SYMMETRIZE_TILE = 512
 
+#: Node solver of the fast engine on sparse (pixel) graphs: ``"shift-invert"`` runs Lanczos on
+#: ``(L + sigma I)^-1`` from a sparse factorisation of each node's graph (runtime/cuts/sparse.py);
+#: ``"arpack"`` is the exact path's solver on dense float32 copies of nodes up to
+#: DENSE_SUBGRAPH_MAX_NODES. On CamVid frames (R = 32, 480 x 360) shift-invert needed 7-9 solves per
+#: node against ARPACK's 100-300 products, and its labels do not depend on the start vector
+#: (bench/RESULTS.md, "Cut engine v2, sparse graphs").
+SPARSE_SOLVER = "shift-invert"
+SPARSE_SOLVERS = ("shift-invert", "arpack")
+#: Shift sigma of ``L + sigma I``: below every lambda_2 measured on pixel graphs (1.5e-9 at R = 64 is
+#: the smallest seen; a smaller lambda_2 only means more nearly disconnected parts, which any vector
+#: in that eigenspace separates) and far above double rounding of ``L`` (~1e-15).
+SHIFT_INVERT_SIGMA = 1e-9
+#: Relative Ritz residual of the shift-invert Lanczos; 1e-5, 1e-6 and 1e-8 gave identical labels on 12
+#: CamVid frames, 1e-8 costs about one solve more per node than 1e-6.
+SHIFT_INVERT_TOL = 1e-8
+#: Solves before the exact solver takes over (7-9 needed per node on CamVid and BSDS500 val).
+SHIFT_INVERT_MAX_STEPS = 60
+#: Banded Cholesky is used while ``(bandwidth + 1) * nodes`` is at most this (64 MB of float64):
+#: R = 64 pixel graphs need 1.6 M entries, R = 128 (radius 12) 25 M and go to SuperLU.
+SHIFT_INVERT_BANDED_MAX_ENTRIES = 1 << 23
+
 #: Cut engines: "fast" (the default; same partitions, recycled Krylov starts) and "exact" (the
 #: reference algorithm, kept for tests and `walkcut bench --compare-dense`).
 ENGINES = ("fast", "exact")

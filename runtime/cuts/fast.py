@@ -37,7 +37,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigs
 from walkcut.runtime import defaults as _d
-from walkcut.runtime.cuts import spectral
+from walkcut.runtime.cuts import sparse, spectral
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ LANCZOS_MAX_STEPS = _d.LANCZOS_MAX_STEPS
 LANCZOS_CHECK = _d.LANCZOS_CHECK
 SWEEP_CHUNK_ELEMENTS = _d.SWEEP_CHUNK_ELEMENTS
 SYMMETRIZE_TILE = _d.SYMMETRIZE_TILE
+SPARSE_SOLVER = _d.SPARSE_SOLVER
 #: Nodes up to this size are solved by dense ``eigh`` (cheaper than any iteration at this size).
 DENSE_MAX_NODES = spectral.DENSE_MAX_NODES
 
@@ -212,12 +213,14 @@ def block_fiedler(op: _Operator, u: np.ndarray, X0: np.ndarray, *, tol: float, m
     return X, False
 
 
-def lanczos_fiedler(op: _Operator, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps: int, n_ritz: int):
-    """Top eigenpair of ``M`` on the complement of ``u`` by Lanczos with full reorthogonalisation.
+def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps: int, n_ritz: int,
+                    check: int = LANCZOS_CHECK, relative: bool = False):
+    """Top eigenpair of the symmetric operator ``op`` on the complement of ``u`` by Lanczos with full
+    reorthogonalisation (``op`` is ``M``, or a shift-invert operator of the sparse solver).
 
-    Stops when the Ritz residual ``beta_j |s_j|`` of the top pair is below ``tol`` (checked every
-    ``LANCZOS_CHECK`` steps). Returns ``(v, ritz, converged)``: the Ritz vector (m,) and the top
-    ``n_ritz`` Ritz vectors (m, k) for the children.
+    Stops when the Ritz residual ``beta_j |s_j|`` of the top pair is below ``tol`` (times the top
+    Ritz value when ``relative``), checked every ``check`` steps. Returns ``(v, ritz, converged)``:
+    the Ritz vector (m,) and the top ``n_ritz`` Ritz vectors (m, k) for the children.
     """
     m = v0.size
     steps = min(max_steps, m - 1)
@@ -237,10 +240,11 @@ def lanczos_fiedler(op: _Operator, u: np.ndarray, v0: np.ndarray, *, tol: float,
             w -= (basis @ w) @ basis
             w -= u * (u @ w)
         b = float(np.linalg.norm(w))
-        last = j + 1 == steps or b < 1e-12
-        if (j + 1) % LANCZOS_CHECK == 0 or last:
-            _, S = sla.eigh_tridiagonal(np.array(alpha), np.array(beta), check_finite=False)
-            if b * abs(S[-1, -1]) < tol or b < 1e-12:
+        scale = max(abs(a), 1e-300) if relative else 1.0  # breakdown is judged against the operator's size
+        last = j + 1 == steps or b < 1e-12 * scale
+        if (j + 1) % check == 0 or last:
+            theta, S = sla.eigh_tridiagonal(np.array(alpha), np.array(beta), check_finite=False)
+            if b * abs(S[-1, -1]) < tol * (abs(theta[-1]) if relative else 1.0) or b < 1e-12 * scale:
                 converged = True
                 break
         if last:
@@ -330,6 +334,16 @@ def bipartition_fast(W, *, min_size: int, seed: int, block: np.ndarray | None, s
     s = 1.0 / sqrt_d
     u = sqrt_d / np.linalg.norm(sqrt_d)
     ritz = None
+    if sp.issparse(W) and m > DENSE_MAX_NODES and SPARSE_SOLVER == "shift-invert":
+        y, ok = sparse.shift_invert_fiedler(W, d, seed=seed, start=start)
+        if not ok:
+            logger.info("shift-invert Lanczos did not converge on %d nodes; using the exact solver", m)
+            y = spectral.fiedler_vector(W, d, seed=seed, start=y)
+        y = spectral.fix_sign(y)
+        split = sweep_ncut_chunked(W, d, y, min_size=min_size)
+        if split is None:
+            return None, None
+        return spectral.Bipartition(split.side, split.ncut, split.cut, split.volume, vector=y), None
     if not recycle:
         y = spectral.fiedler_vector(W, d, seed=seed, start=start)
         split = sweep_ncut_chunked(W, d, y, min_size=min_size)
@@ -379,9 +393,12 @@ def sub_block(W, idx: np.ndarray):
     from walkcut.runtime.cuts.hierarchy import DENSE_SUBGRAPH_MAX_NODES
 
     if sp.issparse(W):
-        sub = W[idx][:, idx]
-        if idx.size <= DENSE_SUBGRAPH_MAX_NODES:
+        sub = sparse.csr_sub_block(sp.csr_matrix(W), idx)
+        # Shift-invert needs the sparse graph; nodes small enough for dense ``eigh`` (or for the
+        # "arpack" solver's dense float32 products) become dense.
+        dense_max = DENSE_MAX_NODES if SPARSE_SOLVER == "shift-invert" else DENSE_SUBGRAPH_MAX_NODES
+        if idx.size <= dense_max:
             return sub.toarray().astype(np.float32)
-        return sp.csr_matrix(sub)
+        return sub
     return W.take(idx, axis=0).take(idx, axis=1)  # two takes: faster than one np.ix_ gather
 
