@@ -33,7 +33,8 @@ STAGES = {
     "graph W": [("graph.py", "affinity_and_stationary")],
     "node blocks + bookkeeping": [("hierarchy.py", "add")],
     "eigen-solves": [("spectral.py", "fiedler_vector"), ("fast.py", "lanczos_fiedler"),
-                     ("fast.py", "block_fiedler"), ("fast.py", "_dense_fiedler"), ("fast.py", "_orthonormalize")],
+                     ("fast.py", "block_fiedler"), ("fast.py", "_dense_fiedler"), ("fast.py", "_orthonormalize"),
+                     ("sparse.py", "shift_invert_fiedler")],
     "sweeps": [("spectral.py", "sweep_ncut"), ("fast.py", "sweep_ncut_chunked")],
 }
 

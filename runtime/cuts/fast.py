@@ -281,9 +281,10 @@ def sweep_ncut_chunked(W, d: np.ndarray, y: np.ndarray, *, min_size: int = 1):
     rank = np.empty(m, dtype=np.int64)
     rank[order] = np.arange(m)
     if sp.issparse(W):
-        coo = W.tocoo()
-        lower_mask = rank[coo.col] < rank[coo.row]
-        lower = np.bincount(rank[coo.row[lower_mask]], weights=coo.data[lower_mask], minlength=m)
+        W = sp.csr_matrix(W)
+        row_rank = np.repeat(rank, np.diff(W.indptr))
+        lower_mask = rank[W.indices] < row_rank
+        lower = np.bincount(row_rank[lower_mask], weights=W.data[lower_mask], minlength=m)
         diag = W.diagonal().astype(np.float64)[order]
     else:
         lower_orig = np.empty(m, dtype=np.float64)

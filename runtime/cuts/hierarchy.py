@@ -230,6 +230,10 @@ def build_hierarchy(
     nodes: list[_Growing] = []
     warm_vector, warm_block, _ = _warm_parts(warm_start)
     fast_path = engine == "fast" and solver == "auto"
+    if fast_path and dense and Wc.dtype != np.float32:
+        # The dense products are memory-bound: one single-precision copy halves every later read
+        # (walks from cut_transition_matrix are float32 already; this serves cut_affinity's callers).
+        Wc = np.asarray(Wc, dtype=np.float32)
 
     root_vector = None
     root_block = None

@@ -66,44 +66,37 @@ def csr_sub_block(W: sp.csr_matrix, idx: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((W.data[take[keep]], cols[keep], new_ptr), shape=(idx.size, idx.size))
 
 
-def _banded_upper(A: sp.csr_matrix, bandwidth: int) -> np.ndarray:
-    """LAPACK's upper band storage of a symmetric ``A``: ``ab[bandwidth + i - j, j] = A[i, j]`` for ``i <= j``."""
-    m = A.shape[0]
-    rows = np.repeat(np.arange(m), np.diff(A.indptr))
-    upper = A.indices >= rows
-    ab = np.zeros((bandwidth + 1, m))
-    ab[bandwidth + rows[upper] - A.indices[upper], A.indices[upper]] = A.data[upper]
-    return ab
-
-
 class _ShiftInvert:
     """``X -> Q (L + sigma I)^-1 Q X`` with ``Q = I - u u^T``; counts its solves in ``products``.
 
     ``L + sigma I`` is factored by banded Cholesky (LAPACK ``pbtrf``) when its band in the given
     node order is narrow enough (grid graphs in row-major order: bandwidth about radius x R), else by
-    SuperLU.
+    SuperLU. Both are built straight from ``W``'s CSR arrays (no intermediate sparse matrices).
     """
 
     def __init__(self, W: sp.csr_matrix, s: np.ndarray, u: np.ndarray, sigma: float):
         m = W.shape[0]
+        W.sum_duplicates()  # a no-op on the canonical matrices the cuts build
         rows = np.repeat(np.arange(m), np.diff(W.indptr))
-        A = sp.csr_matrix((-W.data * s[rows] * s[W.indices], W.indices, W.indptr), shape=(m, m))
-        A = A + sp.identity(m, format="csr") * (1.0 + sigma)
-        A.sort_indices()
+        cols = W.indices
+        values = -W.data * s[rows] * s[cols]  # off-diagonal of L; its diagonal gets 1 + sigma below
         self.u = u
         self.products = 0
         self.banded = None
         self.lu = None
-        rows = np.repeat(np.arange(m), np.diff(A.indptr))
-        bandwidth = int(np.abs(A.indices - rows).max(initial=0))
+        bandwidth = int(np.abs(cols - rows).max(initial=0))
         if (bandwidth + 1) * m <= BANDED_MAX_ENTRIES:
+            upper = cols >= rows
+            ab = np.zeros((bandwidth + 1, m))  # LAPACK upper band storage: ab[bw + i - j, j] = A[i, j]
+            ab[bandwidth + rows[upper] - cols[upper], cols[upper]] = values[upper]
+            ab[bandwidth] += 1.0 + sigma
             try:
-                self.banded = sla.cholesky_banded(_banded_upper(A, bandwidth), check_finite=False)
+                self.banded = sla.cholesky_banded(ab, overwrite_ab=True, check_finite=False)
                 return
             except np.linalg.LinAlgError:  # not positive definite in rounding: let SuperLU pivot
                 logger.info("banded Cholesky failed on %d nodes; using SuperLU", m)
         # W is symmetric, so its CSR arrays read as CSC describe the same matrix.
-        A = sp.csc_matrix((A.data, A.indices, A.indptr), shape=(m, m))
+        A = sp.csc_matrix((values, cols, W.indptr), shape=(m, m)) + sp.identity(m, format="csc") * (1.0 + sigma)
         self.lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
 
     def __call__(self, X: np.ndarray) -> np.ndarray:  # (m, k) -> (m, k)
