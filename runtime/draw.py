@@ -47,9 +47,9 @@ def _tint(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """
     k = len(colors)
     if k > 256:
-        return colors[labels % k]
+        return colors[labels.astype(np.int64, copy=False) % k]
     if labels.size and (labels.min() < 0 or labels.max() >= k):
-        labels = labels % k  # the integer modulo is the slow part: only when some label needs it
+        labels = labels.astype(np.int64, copy=False) % k  # the slow part: only when some label needs it
     index = labels.astype(np.uint8, copy=False)
     lut = colors[np.arange(256) % k].reshape(256, 1, 3)
     return cv2.LUT(cv2.merge([index, index, index]), lut)
