@@ -54,8 +54,9 @@ class Transition:
 
 def grid_cell_colors(image_rgb: np.ndarray, grid: int) -> np.ndarray:
     """Mean colour of each of ``grid x grid`` cells, (grid, grid, 3) float32 in [0, 1]."""
-    img = image_rgb.astype(np.float32) / 255.0
-    return cv2.resize(img, (grid, grid), interpolation=cv2.INTER_AREA)
+    cells = cv2.resize(image_rgb.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+    cells *= np.float32(1.0 / 255.0)  # scaled after averaging: one full-size pass fewer per frame
+    return cells
 
 
 def edge_map(image_rgb: np.ndarray, grid: int) -> np.ndarray:
