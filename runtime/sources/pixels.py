@@ -72,7 +72,11 @@ def edge_map(image_rgb: np.ndarray, grid: int) -> np.ndarray:
     lab = cv2.GaussianBlur(cv2.cvtColor(img, cv2.COLOR_RGB2LAB), (0, 0), 1.0)
     gx = cv2.Scharr(lab, cv2.CV_32F, 1, 0)
     gy = cv2.Scharr(lab, cv2.CV_32F, 0, 1)
-    return np.sqrt((gx * gx + gy * gy).sum(axis=2))  # (side, side)
+    sq = gx * gx
+    sq += gy * gy
+    total = sq[..., 0] + sq[..., 1]  # channel slices: numpy's sum over a length-3 last axis is 5x slower
+    total += sq[..., 2]
+    return np.sqrt(total)  # (side, side)
 
 
 def intervening_contours(edges: np.ndarray, grid: int, i: np.ndarray, dy: int, dx: int) -> np.ndarray:
