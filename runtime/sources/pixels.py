@@ -93,9 +93,10 @@ def intervening_contours(edges: np.ndarray, grid: int, i: np.ndarray, dy: int, d
     c = (s - 1) / 2.0
     oy = np.rint(t * dy * s).astype(np.intp)  # (steps,) offsets along the line, shared by every cell
     ox = np.rint(t * dx * s).astype(np.intp)
-    py = (y0 * s + int(c))[:, None] + oy[None, :]
-    px = (x0 * s + int(c))[:, None] + ox[None, :]
-    return edges[py, px].max(axis=1).astype(np.float64)
+    side = edges.shape[1]
+    start = (y0 * s + int(c)) * side + (x0 * s + int(c))  # flat raster index of each cell's centre
+    samples = np.ascontiguousarray(edges).ravel().take(start[None, :] + (oy * side + ox)[:, None])  # (steps, cells)
+    return samples.max(axis=0).astype(np.float64)
 
 
 def _neighbour_offsets(radius: float) -> np.ndarray:
