@@ -16,9 +16,9 @@ weight 1 (a cell is fully similar to itself; it keeps every degree positive). Th
 Defaults (chosen on BSDS500 val, see bench/RESULTS.md): ``radius`` 3 cells at R = 32 (scaled with R,
 so it covers the same image area), ``sigma_x = radius / 2``, and ``sigma_c`` self-tuned per image as
 ``color_scale`` (1.0) times the median colour distance between neighbouring cells (so the graph
-adapts to low- and high-contrast images alike); ``sigma_e`` likewise ``contour_scale`` (2.0 when enabled; off by default) times the
+adapts to low- and high-contrast images alike); ``sigma_e`` likewise ``contour_scale`` (2.0; ``None`` turns the term off) times the
 median intervening edge between neighbouring cells. The contour term was chosen on BSDS500 and CamVid
-val (bench/ABLATION.md, "Quality v0.2" in bench/RESULTS.md).
+val (bench/ABLATION.md, "Quality v0.2" and "Quality v0.3" in bench/RESULTS.md).
 
 References
 ----------
@@ -112,17 +112,9 @@ def _neighbour_offsets(radius: float) -> np.ndarray:
     return np.stack([dy[keep], dx[keep]], axis=1)
 
 
-#: Named settings of the weight-free source and its cuts, chosen on the val sets (bench/ABLATION.md).
-#: ``default`` is what ``PixelSource()`` and the cut defaults give; ``street`` serves street scenes
-#: (CamVid), whose protocol rewards more, finer segments than natural images (BSDS500) do: a finer
-#: grid and a constant threshold that keeps the tree's splits down to small objects (first 40 CamVid
-#: val frames: mIoU 0.371 / pixel accuracy 0.652, against 0.354 / 0.620 for R = 32 at its best constant;
-#: 3-4x the time per frame; not yet confirmed on all 101 frames, bench/RESULTS.md "Quality v0.2").
-#: ``source`` holds ``PixelSource`` options, ``cuts`` the ``Segmenter.segment`` options.
-PRESETS: dict[str, dict[str, dict]] = {
-    "default": {"source": {"grid": 32, "contour_scale": _d.CONTOUR_SCALE}, "cuts": {"threshold": "auto-ncut", "max_segments": 32}},
-    "street": {"source": {"grid": 48, "contour_scale": 2.0}, "cuts": {"threshold": 0.0665, "max_segments": 32}},
-}
+#: Named settings of the weight-free source and its cuts (``--preset``); defined with the defaults
+#: (runtime/defaults.py), where the choice is explained.
+PRESETS: dict[str, dict[str, dict]] = _d.PRESETS
 
 
 @dataclass(frozen=True)
@@ -140,11 +132,15 @@ class PixelSource:
         3% higher auto-ncut Covering on BSDS500 val (0.530 vs 0.514) but made the cuts 2x slower and
         sensitive to rounding (the C++ and Python cuts no longer agreed); 2.0 and 4.0 were worse
         (bench/RESULTS.md).
-    contour_scale : float or None, default None (off)
+    contour_scale : float or None, default 2.0
         ``sigma_e`` = ``contour_scale`` x the median intervening edge between neighbouring cells;
-        ``None`` leaves the contour term out (the 0.1 graph). 2.0 is the measured best value; it is
-        opt-in because it makes the cuts ~1.5x slower and the C++ demo lacks it (runtime/defaults.py). On 20 BSDS500 val images 1.0 and 4.0
-        scored lower auto-ncut Covering than 2.0 (bench/ABLATION.md).
+        ``None`` leaves the contour term out (the 0.1 graph, which the C++ demo computes; it lacks
+        the contour term). On BSDS500 val 1.0, 1.5, 3.0 and 4.0 scored no better than 2.0
+        (bench/ABLATION.md).
+    texture_scale : float or None, default None (off)
+        Multiplies the affinity by ``exp(-|t_i - t_j|^2 / (2 sigma_t^2))``, ``t`` the per-cell standard
+        deviation of each Lab channel (:func:`cell_texture`), ``sigma_t`` = ``texture_scale`` x its
+        median between neighbouring cells. Measured no better on BSDS500 val (bench/ABLATION.md), so off.
     """
 
     grid: int = _d.GRID
