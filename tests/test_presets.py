@@ -90,3 +90,39 @@ def test_segment_runs_with_a_preset(tmp_path):
     assert main(["segment", str(tmp_path / "a.png"), "--out", str(out), "--preset", "default"]) == 0
     labels = cv2.imread(str(out / "a_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (48, 64) and labels.max() >= 1
+
+
+def test_video_workers_build_the_preset_source(monkeypatch):
+    # Worker processes rebuild the source from the SegmenterSpec: every preset option must travel.
+    from walkcut.runtime.video import SegmenterSpec
+
+    import walkcut.cli.video as video_cli
+
+    args = parse(COMMANDS["video"] + ["--preset", "street"])
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_factory(spec, **kwargs):
+        seen["spec"] = spec
+        raise Stop
+
+    monkeypatch.setattr("walkcut.runtime.video.worker_factory", fake_factory)
+    monkeypatch.setattr("walkcut.runtime.video.VideoInput.parse", staticmethod(lambda text, live=None: text))
+    monkeypatch.setattr("walkcut.runtime.video.VideoReader", lambda spec: _Reader())
+    monkeypatch.setattr(video_cli, "check_is_video", lambda spec, reader: None)
+    monkeypatch.setattr(video_cli, "check_outputs", lambda args: None)
+    args.out = "x.mp4"
+    with pytest.raises(Stop):
+        video_cli.run(args)
+    spec = seen["spec"]
+    assert isinstance(spec, SegmenterSpec)
+    source = spec.open_source()
+    for key, value in defaults.PRESETS["street"]["source"].items():
+        assert getattr(source, key) == value, key
+
+
+class _Reader:
+    def close(self):
+        pass

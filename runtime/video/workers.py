@@ -124,6 +124,8 @@ class SegmenterSpec:
         R of the pixel source.
     contour_scale : float or None
         ``PixelSource.contour_scale`` (None: no contour term).
+    source_options : tuple of (name, value)
+        Further ``PixelSource`` options (a preset's, e.g. ``color_scale``).
     label_side : int
         Longest side at which labels follow image edges (0: full resolution).
     upsample : str
@@ -139,6 +141,7 @@ class SegmenterSpec:
     backend: str = "auto"
     grid: int = 32
     contour_scale: float | None = _CONTOUR_SCALE
+    source_options: tuple = ()
     label_side: int = 0
     upsample: str = "joint-bilateral"
     warm_start: bool = True
@@ -154,7 +157,7 @@ class SegmenterSpec:
             return EngineSource.from_path(self.engine, backend=self.backend)
         from walkcut.runtime.sources.pixels import PixelSource
 
-        return PixelSource(grid=self.grid, contour_scale=self.contour_scale)
+        return PixelSource(grid=self.grid, contour_scale=self.contour_scale, **dict(self.source_options))
 
 
 def build_video_segmenter(spec: SegmenterSpec, source=None):

@@ -187,10 +187,14 @@ def resolve_cut_arguments(args: argparse.Namespace) -> argparse.Namespace:
     base = dict(getattr(args, "cut_defaults", {}))
     base.update(getattr(args, "contour_defaults", {}))
     preset = getattr(args, "preset", None)
+    extra = {}
     if preset is not None:
         chosen = defaults.PRESETS[preset]
         base.update({k: v for k, v in chosen["cuts"].items() if k in base})
         base.update({k: v for k, v in chosen["source"].items() if k in base})
+        # Source options without a flag of their own (e.g. color_scale) come from the preset alone.
+        extra = {k: v for k, v in chosen["source"].items() if k not in base}
+    args.preset_source = extra
     for key, value in base.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -244,8 +248,13 @@ def make_source(args):
         return EngineSource.from_path(args.engine, backend=getattr(args, "backend", "auto"))
     from walkcut.runtime.sources.pixels import PixelSource
 
+    return PixelSource(**source_options(args))
+
+
+def source_options(args) -> dict:
+    """``PixelSource`` keyword arguments from the parsed options (flags, then the preset's)."""
     resolve_cut_arguments(args)
-    return PixelSource(grid=args.grid, contour_scale=contour_scale(args))
+    return {**getattr(args, "preset_source", {}), "grid": args.grid, "contour_scale": contour_scale(args)}
 
 
 def contour_scale(args) -> float | None:

@@ -118,6 +118,7 @@ def run(args) -> int:
     plan = plan_workers(engine=engine, workers=args.workers, processes=args.processes)
     segmenter_spec = SegmenterSpec(engine=str(args.engine) if engine else None, backend=args.backend,
                                    grid=args.grid, contour_scale=contour_scale(args),
+                                   source_options=tuple(sorted(getattr(args, "preset_source", {}).items())),
                                    label_side=args.label_side, handed=engine)
     make_segmenter = worker_factory(segmenter_spec, processes=plan.processes, source=source)
     show = args.show and display_available()
