@@ -129,11 +129,12 @@ CONTOUR_SCALE = 2.0
 PRESETS: dict[str, dict[str, dict]] = {
     "default": {"source": {"grid": GRID, "contour_scale": CONTOUR_SCALE},
                 "cuts": {"threshold": THRESHOLD, "max_segments": MAX_SEGMENTS}},
-    # R = 64 with a sharper colour scale, segments of at least 32 cells (1/128 of the frame) and the
-    # automatic min-cut rule, which on CamVid keeps ~27 of the 32 leaves. ~25x the defaults' time per
-    # frame: not a real-time setting.
+    # R = 64 with a sharper colour scale, segments of at least 24 cells (1/170 of the frame; the
+    # default at R = 64 is 16) and the automatic min-cut rule, which on CamVid keeps ~28 of the 32
+    # leaves: mIoU 0.388 / pixel accuracy 0.658 on all 101 CamVid val frames. Many times the
+    # defaults' time per frame (bench/RESULTS.md, "Quality v0.3"): not a real-time setting.
     "street": {"source": {"grid": 64, "contour_scale": 2.0, "color_scale": 0.7},
-               "cuts": {"threshold": "auto-mincut", "max_segments": 32, "min_size": 32}},
+               "cuts": {"threshold": "auto-mincut", "max_segments": 32, "min_size": 24}},
 }
 
 # --- Fast cut engine (runtime/cuts/fast.py; measurements in bench/RESULTS.md, "Cut engine v2") ---
