@@ -43,9 +43,13 @@ def otsu_variant(hierarchy, a: float, f: float, floor: float = COST_FLOOR) -> fl
     return f * otsu_threshold(values, sizes**a, floor=floor)
 
 
-def parse_variant(text: str) -> tuple[float, float]:
+def variant_name(a: float, f: float, floor: float) -> str:
+    return f"otsu a={a} f={f}" + ("" if floor == COST_FLOOR else f" floor={floor:g}")
+
+
+def parse_variant(text: str) -> tuple[float, float, float]:
     d = dict(part.split("=") for part in text.split(","))
-    return float(d.get("a", 1)), float(d.get("f", 1))
+    return float(d.get("a", 1)), float(d.get("f", 1)), float(d.get("floor", COST_FLOOR))
 
 
 def parse_candidate(text: str) -> dict:
@@ -86,9 +90,9 @@ def one_image(job):
     for rule in rules:
         s = first if rule == rules[0] else seg.segment(threshold=rule, **cut)
         out[str(rule)] = (score(name, s.labels, sample, meta.num_classes, meta.ignore_label), s.n_segments)
-    for a, f in variants:
-        s = seg.segment(threshold=otsu_variant(first.hierarchy, a, f), **cut)
-        out[f"otsu a={a} f={f}"] = (score(name, s.labels, sample, meta.num_classes, meta.ignore_label), s.n_segments)
+    for a, f, floor in variants:
+        s = seg.segment(threshold=otsu_variant(first.hierarchy, a, f, floor), **cut)
+        out[variant_name(a, f, floor)] = (score(name, s.labels, sample, meta.num_classes, meta.ignore_label), s.n_segments)
     return k, seconds, first.timings, out, first.hierarchy
 
 
@@ -142,8 +146,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--constants", type=lambda t: [float(v) for v in t.split(",")], default=[],
                     help="extra constant thresholds to report (comma-separated)")
-    ap.add_argument("--otsu", type=parse_variant, action="append", default=[], metavar="a=A,f=F",
-                    help="extra Otsu variant: node sizes ** A as weights, threshold times F")
+    ap.add_argument("--otsu", type=parse_variant, action="append", default=[], metavar="a=A,f=F[,floor=C]",
+                    help="extra Otsu variant: node sizes ** A as weights, threshold times F, costs below C equal")
     ap.add_argument("--jsonl", type=Path, default=None, help="append one JSON line per candidate and set")
     args = ap.parse_args(argv)
     for cand in args.candidate:
@@ -155,7 +159,7 @@ def main(argv=None) -> int:
             else:
                 best = max(SWEEP, key=lambda r: summary[str(r)]["miou"])
                 cols = ("miou", "pixel_accuracy", "segments")
-            extra = [str(c) for c in args.constants] + [f"otsu a={a} f={f}" for a, f in args.otsu]
+            extra = [str(c) for c in args.constants] + [variant_name(*v) for v in args.otsu]
             line = {"set": name, "candidate": cand, "limit": args.limit, "timings_median": t,
                     "wall_per_image": per_image, "load": os.getloadavg()[0],
                     "rules": {r: summary[r] for r in ("auto-ncut", "auto-mincut", str(best), *extra)}, "best_constant": best,
