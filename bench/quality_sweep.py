@@ -20,7 +20,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from walkcut.runtime.cuts.hierarchy import AUTO_RULES
+from walkcut.runtime.cuts.hierarchy import AUTO_RULES, otsu_threshold
+from walkcut.runtime.defaults import COST_FLOOR, FALLBACK_NCUT
 from walkcut.runtime.segmenter import Segmenter
 from walkcut.runtime.sources.pixels import PixelSource
 
@@ -31,6 +32,24 @@ CUT_KEYS = ("max_segments", "min_size")
 SWEEP = tuple(float(f"{0.003 * (1 / 0.003) ** (k / 15):.3g}") for k in range(16))
 
 _DATASETS: dict = {}
+
+
+def otsu_variant(hierarchy, a: float, f: float, floor: float = COST_FLOOR) -> float:
+    """Otsu on log NCut costs with node sizes ** ``a`` as weights, times ``f`` (the default rule is
+    a = 1, f = 1); the fallback constant when the tree has fewer than two distinct costs."""
+    values, sizes = hierarchy.costs("ncut", with_sizes=True)
+    if values.size < 2 or np.ptp(np.maximum(values, floor)) == 0:
+        return FALLBACK_NCUT
+    return f * otsu_threshold(values, sizes**a, floor=floor)
+
+
+def variant_name(a: float, f: float, floor: float) -> str:
+    return f"otsu a={a} f={f}" + ("" if floor == COST_FLOOR else f" floor={floor:g}")
+
+
+def parse_variant(text: str) -> tuple[float, float, float]:
+    d = dict(part.split("=") for part in text.split(","))
+    return float(d.get("a", 1)), float(d.get("f", 1)), float(d.get("floor", COST_FLOOR))
 
 
 def parse_candidate(text: str) -> dict:
@@ -56,7 +75,7 @@ def score(name: str, labels, sample, num_classes=None, ignore=None):
 
 
 def one_image(job):
-    name, limit, k, cand, rules = job
+    name, limit, k, cand, rules, variants = job
     ds = _dataset(name, limit)
     sample = ds[k]
     meta = load_dataset(name, limit=1)
@@ -71,6 +90,9 @@ def one_image(job):
     for rule in rules:
         s = first if rule == rules[0] else seg.segment(threshold=rule, **cut)
         out[str(rule)] = (score(name, s.labels, sample, meta.num_classes, meta.ignore_label), s.n_segments)
+    for a, f, floor in variants:
+        s = seg.segment(threshold=otsu_variant(first.hierarchy, a, f, floor), **cut)
+        out[variant_name(a, f, floor)] = (score(name, s.labels, sample, meta.num_classes, meta.ignore_label), s.n_segments)
     return k, seconds, first.timings, out, first.hierarchy
 
 
@@ -95,16 +117,16 @@ def summarise(name: str, per_rule: dict, num_classes: int | None) -> dict:
     return res
 
 
-def run(name: str, limit: int, cand: dict, workers: int, cache: Path | None):
+def run(name: str, limit: int, cand: dict, workers: int, cache: Path | None, constants=(), variants=()):
     ds = _dataset(name, limit)
     meta = load_dataset(name, limit=1)
-    rules = list(AUTO_RULES) + list(SWEEP)
-    jobs = [(name, limit, k, cand, rules) for k in range(len(ds))]
+    rules = list(AUTO_RULES) + list(SWEEP) + [c for c in constants if c not in SWEEP]
+    jobs = [(name, limit, k, cand, rules, variants) for k in range(len(ds))]
     t0 = time.perf_counter()
     with get_context("fork").Pool(workers) as pool:
         results = sorted(pool.imap_unordered(one_image, jobs), key=lambda r: r[0])
     wall = time.perf_counter() - t0
-    per_rule = {str(r): [res[3][str(r)] for res in results] for r in rules}
+    per_rule = {key: [res[3][key] for res in results] for key in results[0][3]}
     summary = summarise(name, per_rule, meta.num_classes)
     t = {k: float(np.median([r[2][k] for r in results])) for k in ("source", "cuts", "upsample")}
     if cache is not None:
@@ -122,24 +144,29 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--constants", type=lambda t: [float(v) for v in t.split(",")], default=[],
+                    help="extra constant thresholds to report (comma-separated)")
+    ap.add_argument("--otsu", type=parse_variant, action="append", default=[], metavar="a=A,f=F[,floor=C]",
+                    help="extra Otsu variant: node sizes ** A as weights, threshold times F, costs below C equal")
     ap.add_argument("--jsonl", type=Path, default=None, help="append one JSON line per candidate and set")
     args = ap.parse_args(argv)
     for cand in args.candidate:
         for name in args.datasets:
-            summary, t, per_image = run(name, args.limit, cand, args.workers, args.cache)
+            summary, t, per_image = run(name, args.limit, cand, args.workers, args.cache, args.constants, args.otsu)
             if name == "bsds500":
                 best = max(SWEEP, key=lambda r: summary[str(r)]["covering"])
                 cols = ("covering", "pri", "voi", "segments")
             else:
                 best = max(SWEEP, key=lambda r: summary[str(r)]["miou"])
                 cols = ("miou", "pixel_accuracy", "segments")
+            extra = [str(c) for c in args.constants] + [variant_name(*v) for v in args.otsu]
             line = {"set": name, "candidate": cand, "limit": args.limit, "timings_median": t,
                     "wall_per_image": per_image, "load": os.getloadavg()[0],
-                    "rules": {r: summary[r] for r in ("auto-ncut", "auto-mincut", str(best))}, "best_constant": best,
+                    "rules": {r: summary[r] for r in ("auto-ncut", "auto-mincut", str(best), *extra)}, "best_constant": best,
                     "ods": {c: (max if c in ("covering", "pri", "miou", "pixel_accuracy") else min)(
                         summary[str(r)][c] for r in SWEEP) for c in cols[:-1]}}
             txt = " ".join(f"{r}:" + "/".join(f"{summary[r][c]:.3f}" for c in cols)
-                           for r in ("auto-ncut", "auto-mincut", str(best)))
+                           for r in ("auto-ncut", "auto-mincut", str(best), *extra))
             print(f"{name} {cand} | {txt} | ODS " + "/".join(f"{v:.3f}" for v in line["ods"].values())
                   + f" | src {t['source']*1e3:.0f} cuts {t['cuts']*1e3:.0f} up {t['upsample']*1e3:.0f} ms"
                   + f" | load {line['load']:.1f}", flush=True)

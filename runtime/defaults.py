@@ -113,11 +113,29 @@ VIDEO_MAX_SEGMENTS = 16
 #: (runtime/upsample.py), a 480 x 360 frame is upsampled whole in about 4.5 ms on one core.
 VIDEO_LABEL_SIDE = 640
 
-#: Intervening-contour term of the pixel source (``PixelSource.contour_scale``): None = off. On
-#: BSDS500 val it lifts auto-ncut Covering/PRI/VoI from 0.509/0.753/1.965 to 0.522/0.759/1.947 and
-#: CamVid mIoU from 0.226 to 0.246 at 2.0, but the sharper graphs make the cuts ~1.5x slower and the
-#: C++ demo does not compute it yet, so it stays opt-in (bench/RESULTS.md, "Quality v0.2").
-CONTOUR_SCALE = None
+#: Intervening-contour term of the pixel source (``PixelSource.contour_scale``; None = off). On the
+#: full val sets with today's cut engine it lifts auto-ncut BSDS500 Covering/PRI/VoI from
+#: 0.511/0.756/1.959 to 0.524/0.763/1.930 and CamVid mIoU from 0.232 to 0.245 (bench/RESULTS.md,
+#: "Quality v0.3"); 1.5 and 3.0 were no better. On by default since the shift-invert sparse solver made
+#: the cuts fast enough. The C++ demo does not compute it (kContourScale there is C++ only, 0 = off):
+#: Python/C++ comparisons pass ``contour_scale=None``.
+CONTOUR_SCALE = 2.0
+
+#: Named settings of the pixel source and its cuts for ``--preset`` (walkcut segment / video / eval)
+#: and ``walkcut.runtime.sources.pixels.PRESETS``. ``source`` holds ``PixelSource`` options, ``cuts``
+#: the ``Segmenter.segment`` options. ``default`` is what ``PixelSource()`` and the cut defaults give;
+#: ``street`` serves street scenes (CamVid), whose protocol rewards more, finer segments than natural
+#: images do (bench/RESULTS.md, "Quality v0.3"). Explicit command-line options override a preset.
+PRESETS: dict[str, dict[str, dict]] = {
+    "default": {"source": {"grid": GRID, "contour_scale": CONTOUR_SCALE},
+                "cuts": {"threshold": THRESHOLD, "max_segments": MAX_SEGMENTS}},
+    # R = 64 with a sharper colour scale, segments of at least 24 cells (1/170 of the frame; the
+    # default at R = 64 is 16) and the automatic min-cut rule, which on CamVid keeps ~28 of the 32
+    # leaves: mIoU 0.388 / pixel accuracy 0.658 on all 101 CamVid val frames. Many times the
+    # defaults' time per frame (bench/RESULTS.md, "Quality v0.3"): not a real-time setting.
+    "street": {"source": {"grid": 64, "contour_scale": 2.0, "color_scale": 0.7},
+               "cuts": {"threshold": "auto-mincut", "max_segments": 32, "min_size": 24}},
+}
 
 # --- Fast cut engine (runtime/cuts/fast.py; measurements in bench/RESULTS.md, "Cut engine v2") ---
 

@@ -163,7 +163,7 @@ def _pixel_transition(image_path: Path, R: int):
     from walkcut.runtime.imageio import read_image
     from walkcut.runtime.sources.pixels import PixelSource
 
-    return PixelSource(grid=R).transition(read_image(image_path))
+    return PixelSource(grid=R, contour_scale=None).transition(read_image(image_path))
 
 
 def test_sparse_pixel_graph_matrix_matches_python(demo, tmp_path):
@@ -187,7 +187,7 @@ def _check_image(demo, tmp_path, image: Path, R: int):
     from walkcut.runtime.segmenter import Segmenter
     from walkcut.runtime.sources.pixels import PixelSource
 
-    expected = Segmenter(PixelSource(grid=R)).set_image(read_image(image)).segment()
+    expected = Segmenter(PixelSource(grid=R, contour_scale=None)).set_image(read_image(image)).segment()
     proc = run_demo(demo, "--image", image, "--grid", R, "--out", tmp_path, "--eigen-tol", EIGEN_TOL)
     assert "timings:" in proc.stdout and "cuts" in proc.stdout
     labels = cv2.imread(str(tmp_path / f"{image.stem}_labels.png"), cv2.IMREAD_UNCHANGED)

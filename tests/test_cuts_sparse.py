@@ -132,7 +132,10 @@ def test_failed_factorisation_falls_back_to_the_exact_solver(monkeypatch, caplog
 
     monkeypatch.setattr(sparse._ShiftInvert, "__init__", broken)
     image = read_image(EXAMPLES / "coffee.jpg")
-    tr = PixelSource(grid=24).transition(image)
+    # The graph without contours: on the contour graph (the default since issue 12) this image has
+    # nearly coincident eigenvalues at one node, where the fallback (ARPACK on a dense copy) and the
+    # exact engine pick different vectors of the cluster (6 vs 7 leaves, 99.7% of node pairs agree).
+    tr = PixelSource(grid=24, contour_scale=None).transition(image)
     with caplog.at_level(logging.INFO, logger="walkcut.runtime.cuts"):
         result = cut_transition_matrix(tr.P, stationary=tr.stationary)
     assert "factorisation failed" in caplog.text

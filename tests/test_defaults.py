@@ -79,10 +79,27 @@ def test_modules_take_their_defaults_from_the_one_home():
 
 def test_command_line_defaults_are_the_runtime_defaults():
     from walkcut.cli import build_parser
+    from walkcut.cli.args import contour_scale, resolve_cut_arguments
 
     parser = build_parser()
-    seg = parser.parse_args(["segment", "x.png", "--out", "o"])
+    seg = resolve_cut_arguments(parser.parse_args(["segment", "x.png", "--out", "o"]))
     assert (seg.mode, seg.power, seg.threshold, seg.max_segments, seg.grid) == (
         defaults.MODE, defaults.POWER, defaults.THRESHOLD, defaults.MAX_SEGMENTS, defaults.GRID)
-    video = parser.parse_args(["video", "x.mp4"])
+    assert contour_scale(seg) == defaults.CONTOUR_SCALE == PixelSource().contour_scale
+    video = resolve_cut_arguments(parser.parse_args(["video", "x.mp4"]))
     assert (video.max_segments, video.label_side) == (defaults.VIDEO_MAX_SEGMENTS, defaults.VIDEO_LABEL_SIDE)
+    assert contour_scale(video) == defaults.CONTOUR_SCALE
+
+
+def test_default_preset_is_the_defaults():
+    preset = defaults.PRESETS["default"]
+    src = PixelSource()
+    assert {k: getattr(src, k) for k in preset["source"]} == preset["source"]
+    assert preset["cuts"] == {"threshold": defaults.THRESHOLD, "max_segments": defaults.MAX_SEGMENTS}
+
+
+def test_cpp_header_says_it_lacks_the_contour_term():
+    # The C++ demo builds the graph without intervening contours; its header must say so while the
+    # Python default has them on (tests/test_cpp_demo.py then compares with contour_scale=None).
+    if defaults.CONTOUR_SCALE is not None:
+        assert "kContourScale = 0.0" in HPP.read_text()

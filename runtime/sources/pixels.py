@@ -16,9 +16,9 @@ weight 1 (a cell is fully similar to itself; it keeps every degree positive). Th
 Defaults (chosen on BSDS500 val, see bench/RESULTS.md): ``radius`` 3 cells at R = 32 (scaled with R,
 so it covers the same image area), ``sigma_x = radius / 2``, and ``sigma_c`` self-tuned per image as
 ``color_scale`` (1.0) times the median colour distance between neighbouring cells (so the graph
-adapts to low- and high-contrast images alike); ``sigma_e`` likewise ``contour_scale`` (2.0 when enabled; off by default) times the
+adapts to low- and high-contrast images alike); ``sigma_e`` likewise ``contour_scale`` (2.0; ``None`` turns the term off) times the
 median intervening edge between neighbouring cells. The contour term was chosen on BSDS500 and CamVid
-val (bench/ABLATION.md, "Quality v0.2" in bench/RESULTS.md).
+val (bench/ABLATION.md, "Quality v0.2" and "Quality v0.3" in bench/RESULTS.md).
 
 References
 ----------
@@ -99,6 +99,18 @@ def intervening_contours(edges: np.ndarray, grid: int, i: np.ndarray, dy: int, d
     return samples.max(axis=0).astype(np.float64)
 
 
+def cell_texture(image_rgb: np.ndarray, grid: int) -> np.ndarray:
+    """Texture of each cell, ``(grid * grid, 3)``: the standard deviation of each CIE Lab channel over
+    the cell's pixels (on a ``(grid * s)^2`` raster as in :func:`edge_map`)."""
+    s = max(4, -(-256 // grid))
+    side = grid * s
+    img = cv2.resize(image_rgb.astype(np.float32) / 255.0, (side, side), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+    m1 = cv2.resize(lab, (grid, grid), interpolation=cv2.INTER_AREA)
+    m2 = cv2.resize(lab * lab, (grid, grid), interpolation=cv2.INTER_AREA)
+    return np.sqrt(np.maximum(m2 - m1 * m1, 0.0)).reshape(-1, 3).astype(np.float64)
+
+
 def _neighbour_offsets(radius: float) -> np.ndarray:
     r = int(np.floor(radius))
     dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -106,17 +118,9 @@ def _neighbour_offsets(radius: float) -> np.ndarray:
     return np.stack([dy[keep], dx[keep]], axis=1)
 
 
-#: Named settings of the weight-free source and its cuts, chosen on the val sets (bench/ABLATION.md).
-#: ``default`` is what ``PixelSource()`` and the cut defaults give; ``street`` serves street scenes
-#: (CamVid), whose protocol rewards more, finer segments than natural images (BSDS500) do: a finer
-#: grid and a constant threshold that keeps the tree's splits down to small objects (first 40 CamVid
-#: val frames: mIoU 0.371 / pixel accuracy 0.652, against 0.354 / 0.620 for R = 32 at its best constant;
-#: 3-4x the time per frame; not yet confirmed on all 101 frames, bench/RESULTS.md "Quality v0.2").
-#: ``source`` holds ``PixelSource`` options, ``cuts`` the ``Segmenter.segment`` options.
-PRESETS: dict[str, dict[str, dict]] = {
-    "default": {"source": {"grid": 32, "contour_scale": _d.CONTOUR_SCALE}, "cuts": {"threshold": "auto-ncut", "max_segments": 32}},
-    "street": {"source": {"grid": 48, "contour_scale": 2.0}, "cuts": {"threshold": 0.0665, "max_segments": 32}},
-}
+#: Named settings of the weight-free source and its cuts (``--preset``); defined with the defaults
+#: (runtime/defaults.py), where the choice is explained.
+PRESETS: dict[str, dict[str, dict]] = _d.PRESETS
 
 
 @dataclass(frozen=True)
@@ -134,17 +138,22 @@ class PixelSource:
         3% higher auto-ncut Covering on BSDS500 val (0.530 vs 0.514) but made the cuts 2x slower and
         sensitive to rounding (the C++ and Python cuts no longer agreed); 2.0 and 4.0 were worse
         (bench/RESULTS.md).
-    contour_scale : float or None, default None (off)
+    contour_scale : float or None, default 2.0
         ``sigma_e`` = ``contour_scale`` x the median intervening edge between neighbouring cells;
-        ``None`` leaves the contour term out (the 0.1 graph). 2.0 is the measured best value; it is
-        opt-in because it makes the cuts ~1.5x slower and the C++ demo lacks it (runtime/defaults.py). On 20 BSDS500 val images 1.0 and 4.0
-        scored lower auto-ncut Covering than 2.0 (bench/ABLATION.md).
+        ``None`` leaves the contour term out (the 0.1 graph, which the C++ demo computes; it lacks
+        the contour term). On BSDS500 val 1.0, 1.5, 3.0 and 4.0 scored no better than 2.0
+        (bench/ABLATION.md).
+    texture_scale : float or None, default None (off)
+        Multiplies the affinity by ``exp(-|t_i - t_j|^2 / (2 sigma_t^2))``, ``t`` the per-cell standard
+        deviation of each Lab channel (:func:`cell_texture`), ``sigma_t`` = ``texture_scale`` x its
+        median between neighbouring cells. Measured no better on BSDS500 val (bench/ABLATION.md), so off.
     """
 
     grid: int = _d.GRID
     radius: float | None = None
     color_scale: float = _d.COLOR_SCALE
     contour_scale: float | None = _d.CONTOUR_SCALE
+    texture_scale: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not _d.MIN_GRID <= self.grid <= _d.MAX_GRID:
@@ -155,6 +164,8 @@ class PixelSource:
             raise ValueError(f"color_scale must be a positive number, got {self.color_scale!r}")
         if self.contour_scale is not None and not (np.isfinite(self.contour_scale) and self.contour_scale > 0):
             raise ValueError(f"contour_scale must be a positive number or None, got {self.contour_scale!r}")
+        if self.texture_scale is not None and not (np.isfinite(self.texture_scale) and self.texture_scale > 0):
+            raise ValueError(f"texture_scale must be a positive number or None, got {self.texture_scale!r}")
 
     @property
     def effective_radius(self) -> float:
@@ -173,7 +184,8 @@ class PixelSource:
         # the weight is symmetric, so the other half is the transpose.
         offsets = offsets[(offsets[:, 0] > 0) | ((offsets[:, 0] == 0) & (offsets[:, 1] > 0))]
         yy, xx = np.divmod(np.arange(R * R), R)
-        rows, cols, dist2, cdist2, contour = [], [], [], [], []
+        rows, cols, dist2, cdist2, contour, tdist2 = [], [], [], [], [], []
+        tex = cell_texture(image_rgb, R) if self.texture_scale is not None else None
         edges = edge_map(image_rgb, R) if self.contour_scale is not None else None
         for dy, dx in offsets:
             ny, nx = yy + dy, xx + dx
@@ -184,6 +196,8 @@ class PixelSource:
             cols.append(j)
             dist2.append(np.full(i.size, float(dy * dy + dx * dx)))
             cdist2.append(((lab[i] - lab[j]) ** 2).sum(axis=1))
+            if tex is not None:
+                tdist2.append(((tex[i] - tex[j]) ** 2).sum(axis=1))
             if edges is not None:
                 contour.append(intervening_contours(edges, R, i, int(dy), int(dx)))
         rows = np.concatenate(rows)
@@ -199,6 +213,10 @@ class PixelSource:
             # Self-tuned like sigma_c; the floor keeps flat images (no edges anywhere) finite.
             sigma_e = self.contour_scale * max(float(np.median(ic[near])), 1e-3 * float(edges.max()), 1e-6)
             logw -= ic**2 / (2 * sigma_e**2)
+        if tex is not None:
+            td2 = np.concatenate(tdist2)
+            sigma_t = self.texture_scale * max(float(np.median(np.sqrt(td2[near]))), _d.MIN_SIGMA_COLOR)
+            logw -= td2 / (2 * sigma_t**2)
         n = R * R
         W = sp.csr_matrix((np.exp(logw), (rows, cols)), shape=(n, n))
         # The self-loop (a cell is fully similar to itself) keeps every degree >= 1 even where all

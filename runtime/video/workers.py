@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
+from walkcut.runtime.defaults import CONTOUR_SCALE as _CONTOUR_SCALE
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,10 @@ class SegmenterSpec:
         Engine backend name.
     grid : int
         R of the pixel source.
+    contour_scale : float or None
+        ``PixelSource.contour_scale`` (None: no contour term).
+    source_options : tuple of (name, value)
+        Further ``PixelSource`` options (a preset's, e.g. ``color_scale``).
     label_side : int
         Longest side at which labels follow image edges (0: full resolution).
     upsample : str
@@ -135,6 +140,8 @@ class SegmenterSpec:
     engine: str | None = None
     backend: str = "auto"
     grid: int = 32
+    contour_scale: float | None = _CONTOUR_SCALE
+    source_options: tuple = ()
     label_side: int = 0
     upsample: str = "joint-bilateral"
     warm_start: bool = True
@@ -150,7 +157,7 @@ class SegmenterSpec:
             return EngineSource.from_path(self.engine, backend=self.backend)
         from walkcut.runtime.sources.pixels import PixelSource
 
-        return PixelSource(grid=self.grid)
+        return PixelSource(grid=self.grid, contour_scale=self.contour_scale, **dict(self.source_options))
 
 
 def build_video_segmenter(spec: SegmenterSpec, source=None):

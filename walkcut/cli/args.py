@@ -120,22 +120,85 @@ def output_file(*suffixes: str):
 
 
 def add_cut_arguments(p: argparse.ArgumentParser, *, max_segments: int = defaults.MAX_SEGMENTS) -> None:
-    """Options shared by every command that cuts (segment, video, eval, bench)."""
+    """Options shared by every command that cuts (segment, video, eval, bench).
+
+    Their parsed default is None; :func:`resolve_cut_arguments` fills in the preset's value (when
+    ``--preset`` is given) or else the command's default, so an explicit flag always wins.
+    """
     g = p.add_argument_group("cuts")
-    g.add_argument("--mode", choices=MODES, default=defaults.MODE,
+    g.add_argument("--mode", choices=MODES, default=None,
                    help=f"graph built from the walk (default: {defaults.MODE})")
-    g.add_argument("--power", type=positive_int, default=defaults.POWER,
+    g.add_argument("--power", type=positive_int, default=None,
                    help=f"walk length t >= 1: cut P^t (default: {defaults.POWER})")
-    g.add_argument("--threshold", type=threshold_arg, default=defaults.THRESHOLD,
+    g.add_argument("--threshold", type=threshold_arg, default=None,
                    help="stopping rule: a number >= 0 (constant NCut threshold; larger = more segments), "
                         f"auto-ncut or auto-mincut (default: {defaults.THRESHOLD})")
-    g.add_argument("--max-segments", type=positive_int, default=max_segments,
+    g.add_argument("--max-segments", type=positive_int, default=None,
                    help=f"most segments, >= 1 (default: {max_segments})")
     g.add_argument("--min-size", type=positive_int, default=None,
                    help=f"smallest segment in grid cells, >= 1 (default: R*R/{defaults.MIN_SIZE_DIVISOR})")
-    g.add_argument("--grid", "-R", type=int_at_least(defaults.MIN_GRID, defaults.MAX_GRID), default=defaults.GRID,
+    g.add_argument("--grid", "-R", type=int_at_least(defaults.MIN_GRID, defaults.MAX_GRID), default=None,
                    help=f"graph resolution R of the pixel source, {defaults.MIN_GRID} to {defaults.MAX_GRID} "
                         f"(default: {defaults.GRID})")
+    p.set_defaults(cut_defaults={"mode": defaults.MODE, "power": defaults.POWER, "threshold": defaults.THRESHOLD,
+                                 "max_segments": max_segments, "min_size": None, "grid": defaults.GRID})
+
+
+def preset_name(text: str) -> str:
+    """``type=`` for ``--preset``: a key of ``defaults.PRESETS``."""
+    if text not in defaults.PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; choose from {', '.join(defaults.PRESETS)}")
+    return text
+
+
+def contour_scale_arg(text: str):
+    """``type=`` for ``--contour-scale``: a positive number, or ``off`` (no contour term)."""
+    if text in ("off", "none"):
+        return CONTOUR_OFF
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'off', got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'off', got {text!r}")
+    return value
+
+
+#: ``--contour-scale off`` (None means "not given" while parsing).
+CONTOUR_OFF = "off"
+
+
+def add_preset_argument(p: argparse.ArgumentParser) -> None:
+    """``--preset NAME`` and ``--contour-scale`` (segment, video, eval; after add_cut_arguments)."""
+    names = ", ".join(f"{k} (R = {v['source']['grid']}, {v['cuts']['threshold']})" for k, v in defaults.PRESETS.items())
+    g = p.add_argument_group("presets")
+    g.add_argument("--preset", type=preset_name, default=None, metavar="NAME",
+                   help=f"named pixel-source and cut settings: {names}; explicit options override it "
+                        "(default: none, the command's defaults)")
+    g.add_argument("--contour-scale", type=contour_scale_arg, default=None, metavar="S",
+                   help="intervening-contour term of the pixel source: sigma_e = S x median edge, or 'off' "
+                        f"(default: {defaults.CONTOUR_SCALE})")
+    p.set_defaults(contour_defaults={"contour_scale": defaults.CONTOUR_SCALE})
+
+
+def resolve_cut_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the cut and source options the user left out: the preset's value if ``--preset`` was
+    given, else the command's default. Idempotent; returns ``args``."""
+    base = dict(getattr(args, "cut_defaults", {}))
+    base.update(getattr(args, "contour_defaults", {}))
+    preset = getattr(args, "preset", None)
+    extra = {}
+    if preset is not None:
+        chosen = defaults.PRESETS[preset]
+        base.update({k: v for k, v in chosen["cuts"].items() if k in base})
+        base.update({k: v for k, v in chosen["source"].items() if k in base})
+        # Source options without a flag of their own (e.g. color_scale) come from the preset alone.
+        extra = {k: v for k, v in chosen["source"].items() if k not in base}
+    args.preset_source = extra
+    for key, value in base.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -151,7 +214,11 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> str | None:
-    """Checks across options, run right after parsing; the usage error's message, or None."""
+    """Checks across options, run right after parsing; the usage error's message, or None.
+
+    Also fills in the cut options left out (:func:`resolve_cut_arguments`).
+    """
+    resolve_cut_arguments(args)
     engine, backend = getattr(args, "engine", None), getattr(args, "backend", "auto")
     if engine is not None:
         if not Path(engine).exists():
@@ -168,6 +235,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
 
 def cut_options(args) -> dict:
     """Keyword arguments of :meth:`Segmenter.segment` from the parsed cut options."""
+    resolve_cut_arguments(args)
     return dict(mode=args.mode, power=args.power, threshold=args.threshold,
                 max_segments=args.max_segments, min_size=args.min_size)
 
@@ -180,4 +248,16 @@ def make_source(args):
         return EngineSource.from_path(args.engine, backend=getattr(args, "backend", "auto"))
     from walkcut.runtime.sources.pixels import PixelSource
 
-    return PixelSource(grid=args.grid)
+    return PixelSource(**source_options(args))
+
+
+def source_options(args) -> dict:
+    """``PixelSource`` keyword arguments from the parsed options (flags, then the preset's)."""
+    resolve_cut_arguments(args)
+    return {**getattr(args, "preset_source", {}), "grid": args.grid, "contour_scale": contour_scale(args)}
+
+
+def contour_scale(args) -> float | None:
+    """``PixelSource.contour_scale`` from the parsed options (the default where the command has none)."""
+    value = getattr(args, "contour_scale", defaults.CONTOUR_SCALE)
+    return None if value == CONTOUR_OFF else value

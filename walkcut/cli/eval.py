@@ -10,7 +10,7 @@ import argparse
 import logging
 import math
 
-from walkcut.cli.args import add_cut_arguments, add_engine_arguments, cut_options, make_source, output_file, positive_int
+from walkcut.cli.args import add_cut_arguments, add_preset_argument, add_engine_arguments, cut_options, make_source, output_file, positive_int
 from walkcut.cli.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--source", choices=("pixels",), default="pixels",
                    help="weight-free colour + position graph, no model (default; --engine replaces it)")
     add_cut_arguments(p)
+    add_preset_argument(p)
     add_engine_arguments(p)
     p.add_argument("--thresholds", type=threshold_list, default=None,
                    help="constant thresholds of the ODS/OIS sweep, comma-separated, or 'none' (default: 24 "

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from walkcut.cli.args import add_cut_arguments, add_engine_arguments, cut_options, make_source, output_dir
+from walkcut.cli.args import add_cut_arguments, add_preset_argument, add_engine_arguments, cut_options, make_source, output_dir
 from walkcut.cli.errors import UsageError, error, file_error, plural
 from walkcut.cli.inputs import IMAGE_EXTENSIONS, InputImage, collect_images
 from walkcut.runtime.draw import overlay
@@ -52,6 +52,7 @@ def register(sub) -> None:
     existing.add_argument("--skip-existing", action="store_true",
                           help="skip images whose outputs already exist (resume a batch)")
     add_cut_arguments(p)
+    add_preset_argument(p)
     add_engine_arguments(p)
     p.set_defaults(func=run)
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from walkcut.cli.args import (
     add_cut_arguments,
+    add_preset_argument,
     add_engine_arguments,
+    contour_scale,
     cut_options,
     make_source,
     non_negative_int,
@@ -74,6 +76,7 @@ def register(sub) -> None:
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
     p.add_argument("--no-track", action="store_true", help="independent per-frame ids (for comparison)")
     add_cut_arguments(p, max_segments=VIDEO_MAX_SEGMENTS)
+    add_preset_argument(p)
     add_engine_arguments(p)
     p.set_defaults(func=run)
 
@@ -114,7 +117,9 @@ def run(args) -> int:
     engine = bool(args.engine)
     plan = plan_workers(engine=engine, workers=args.workers, processes=args.processes)
     segmenter_spec = SegmenterSpec(engine=str(args.engine) if engine else None, backend=args.backend,
-                                   grid=args.grid, label_side=args.label_side, handed=engine)
+                                   grid=args.grid, contour_scale=contour_scale(args),
+                                   source_options=tuple(sorted(getattr(args, "preset_source", {}).items())),
+                                   label_side=args.label_side, handed=engine)
     make_segmenter = worker_factory(segmenter_spec, processes=plan.processes, source=source)
     show = args.show and display_available()
     if args.show and not show:

@@ -43,6 +43,10 @@ inline constexpr double kRadiusPer32 = 3.0;
 inline constexpr double kColorScale = 1.0;             // PixelSource.color_scale
 inline constexpr double kMinSigmaColor = 1.0;          // max(median, 1.0)
 inline constexpr double kPixelSelfLoop = 1.0;          // W + identity: a cell is fully similar to itself
+// Not mirrored: the intervening-contour term. Python's default is CONTOUR_SCALE = 2.0 (since issue 12,
+// "Quality v0.3"); this demo computes the graph without it, i.e. PixelSource(contour_scale=None), and
+// tests/test_cpp_demo.py compares it with that setting.
+inline constexpr double kContourScale = 0.0;           // C++ only: 0 = no contour term (Python default 2.0)
 
 // runtime/upsample.py
 inline constexpr double kUpsampleSigmaColor = 0.1;     // upsample_labels(sigma_color)
