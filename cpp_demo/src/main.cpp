@@ -35,6 +35,7 @@ source
 cuts (defaults as the Python runtime)
   --mode walk|dot|cosine   --power T   --threshold auto-ncut|auto-mincut|NUMBER
   --max-segments K (32)    --min-size M (n/256)   --exponent E (1)   --eigen-tol TOL (1e-5)
+  --seed S (0)        seeds the eigensolvers' random start vectors
 other
   --max-frames N      stop video/camera after N frames
   --out DIR           output folder (created)
@@ -104,6 +105,11 @@ Args parse(int argc, char** argv) {
     else if (f == "--min-size") a.pipe.cuts.min_size = to_int(f, v);
     else if (f == "--exponent") a.pipe.cuts.exponent = to_double(f, v);
     else if (f == "--eigen-tol") a.pipe.cuts.eigen_tol = to_double(f, v);
+    else if (f == "--seed") {
+      const int seed = to_int(f, v);
+      if (seed < 0) throw UsageError("--seed expects an integer >= 0, got '" + v + "'");
+      a.pipe.cuts.seed = static_cast<std::uint64_t>(seed);
+    }
     else if (f == "--max-frames") a.max_frames = to_int(f, v);
     else if (f == "--repeat") a.repeat = to_int(f, v);
     else throw UsageError("unknown option '" + f + "'");
