@@ -191,7 +191,8 @@ Dense orthonormalize(Dense S, const Vector& u) {
 // Lanczos run to opt.eigen_tol (the runtime's FAST_TOL_F32, 1e-5) started from the best vector of one
 // Rayleigh-Ritz step on `block` (the parent's Ritz vectors restricted to this node); returns y and
 // the node's own top Ritz vectors in `ritz` for its children.
-Vector recycled_fiedler(const Dense& W, const Vector& d, const CutOptions& opt, const Dense* block, Dense* ritz) {
+Vector recycled_fiedler(const Dense& W, const Vector& d, const CutOptions& opt, const Dense* block, Dense* ritz,
+                        SolverStats& stats) {
   const int m = static_cast<int>(W.rows());
   const Vector sqrt_d = d.cwiseSqrt();
   const Vector u = sqrt_d / sqrt_d.norm();
@@ -202,6 +203,8 @@ Vector recycled_fiedler(const Dense& W, const Vector& d, const CutOptions& opt, 
   if (block && block->rows() == m && block->allFinite() && k > defaults::kRandomColumns) {
     const Dense X = orthonormalize(block->leftCols(std::min<Eigen::Index>(block->cols(), k - defaults::kRandomColumns)), u);
     if (X.cols() > 0) {  // one Rayleigh-Ritz step: the best start the recycled vectors hold
+      ++stats.recycled_starts;
+      stats.recycled_products += X.cols();
       Dense AX(m, X.cols());
       Vector y(m);
       for (int j = 0; j < X.cols(); ++j) {
@@ -217,7 +220,10 @@ Vector recycled_fiedler(const Dense& W, const Vector& d, const CutOptions& opt, 
   const detail::LanczosResult r =
       detail::lanczos_top(apply, u, v0, opt.eigen_tol, defaults::kLanczosMaxSteps, k, defaults::kLanczosCheck, false);
   *ritz = r.ritz;
+  ++stats.recycled_nodes;
+  stats.recycled_products += r.steps;
   if (!r.converged) {
+    ++stats.fallbacks;
     const Vector guess = r.v.cwiseQuotient(sqrt_d);
     return fiedler_vector(W, d, opt, &guess);
   }
@@ -227,30 +233,40 @@ Vector recycled_fiedler(const Dense& W, const Vector& d, const CutOptions& opt, 
 // Sparse graph, node above kDenseMaxNodes (sparse.shift_invert_fiedler): Lanczos on
 // Q (L + sigma I)^-1 Q to a relative Ritz residual of kShiftInvertTol; Spectra on M if the
 // factorisation fails (random start) or the Lanczos does not converge (started from its vector).
-Vector shift_invert_fiedler(const Sparse& W, const Vector& d, const CutOptions& opt) {
+Vector shift_invert_fiedler(const Sparse& W, const Vector& d, const CutOptions& opt, SolverStats& stats) {
   const int m = static_cast<int>(W.rows());
   const Vector sqrt_d = d.cwiseSqrt();
   const Vector u = sqrt_d / sqrt_d.norm();
   const detail::ShiftInvert si(W, sqrt_d.cwiseInverse(), u, defaults::kShiftInvertSigma);
-  if (!si.ok()) return fiedler_vector(W, d, opt);
+  ++stats.shift_invert_nodes;
+  if (!si.ok()) {
+    ++stats.fallbacks;
+    return fiedler_vector(W, d, opt);
+  }
+  stats.banded_nodes += si.banded();
   const detail::Apply apply = [&si](const Vector& x, Vector& y) { si.apply(x, y); };
   const detail::LanczosResult r = detail::lanczos_top(apply, u, random_start(m, opt.seed), defaults::kShiftInvertTol,
                                                       defaults::kShiftInvertMaxSteps, 1, defaults::kShiftInvertCheck, true);
+  stats.shift_invert_solves += r.steps;
   const Vector y = r.v.cwiseQuotient(sqrt_d);
-  if (!r.converged) return fiedler_vector(W, d, opt, &y);
+  if (!r.converged) {
+    ++stats.fallbacks;
+    return fiedler_vector(W, d, opt, &y);
+  }
   return fix_sign(y);
 }
 
 // The node solver for this node (see the top of the file); `ritz` receives the Ritz vectors a dense
 // node hands to its children (left empty otherwise).
-Vector node_fiedler(const Dense& W, const Vector& d, const CutOptions& opt, const Dense* block, Dense* ritz) {
-  if (W.rows() <= defaults::kDenseMaxNodes) return fiedler_vector(W, d, opt);
-  return recycled_fiedler(W, d, opt, block, ritz);
+Vector node_fiedler(const Dense& W, const Vector& d, const CutOptions& opt, const Dense* block, Dense* ritz,
+                    SolverStats& stats) {
+  if (W.rows() <= defaults::kDenseMaxNodes) return ++stats.small_nodes, fiedler_vector(W, d, opt);
+  return recycled_fiedler(W, d, opt, block, ritz, stats);
 }
 
-Vector node_fiedler(const Sparse& W, const Vector& d, const CutOptions& opt, const Dense*, Dense*) {
-  if (W.rows() <= defaults::kDenseMaxNodes) return fiedler_vector(Dense(W), d, opt);
-  return shift_invert_fiedler(W, d, opt);
+Vector node_fiedler(const Sparse& W, const Vector& d, const CutOptions& opt, const Dense*, Dense*, SolverStats& stats) {
+  if (W.rows() <= defaults::kDenseMaxNodes) return ++stats.small_nodes, fiedler_vector(Dense(W), d, opt);
+  return shift_invert_fiedler(W, d, opt, stats);
 }
 
 // ---- exact sweep ---------------------------------------------------------------------------------
@@ -313,8 +329,8 @@ std::optional<Split> sweep_ncut(const Matrix& W, const Vector& d, const Vector& 
 // `block`: the parent's Ritz vectors restricted to this node (dense graphs; may be null); `ritz`
 // receives this node's (left empty where none are made).
 template <class Matrix>
-std::optional<Split> bipartition(const Matrix& W, int min_size, const CutOptions& opt, const Dense* block = nullptr,
-                                 Dense* ritz = nullptr) {
+std::optional<Split> bipartition(const Matrix& W, int min_size, const CutOptions& opt, SolverStats& stats,
+                                 const Dense* block = nullptr, Dense* ritz = nullptr) {
   const int m = static_cast<int>(W.rows());
   const int need = std::max(2, 2 * min_size);
   if (m < need) return std::nullopt;
@@ -325,7 +341,7 @@ std::optional<Split> bipartition(const Matrix& W, int min_size, const CutOptions
   if (static_cast<int>(live.size()) < need) return std::nullopt;
   if (static_cast<int>(live.size()) < m) {
     // Zero-degree nodes carry no volume and no cut: they join the larger side.
-    auto inner = bipartition(submatrix(W, live), min_size, opt);
+    auto inner = bipartition(submatrix(W, live), min_size, opt, stats);
     if (!inner) return std::nullopt;
     const long in_a = std::count(inner->side.begin(), inner->side.end(), 1);
     Split s{std::vector<char>(m, in_a * 2 >= static_cast<long>(live.size()) ? 1 : 0), inner->ncut, inner->cut,
@@ -334,7 +350,7 @@ std::optional<Split> bipartition(const Matrix& W, int min_size, const CutOptions
     return s;
   }
   Dense unused;
-  return sweep_ncut(W, d, node_fiedler(W, d, opt, block, ritz ? ritz : &unused), min_size);
+  return sweep_ncut(W, d, node_fiedler(W, d, opt, block, ritz ? ritz : &unused, stats), min_size);
 }
 
 // ---- hierarchy -----------------------------------------------------------------------------------
@@ -363,7 +379,7 @@ Hierarchy build_hierarchy(const Matrix& W, int min_size, const CutOptions& opt) 
     g.node.volume = total(sub);
     // Sparse nodes keep their sparse graph for the shift-invert solver; those small enough for the
     // dense solver become dense inside node_fiedler (as fast.sub_block).
-    std::optional<Split> split = bipartition(sub, min_size, opt, block.size() ? &block : nullptr, &g.ritz);
+    std::optional<Split> split = bipartition(sub, min_size, opt, tree.stats, block.size() ? &block : nullptr, &g.ritz);
     if (split) {
       g.node.ncut = split->ncut;
       g.node.mincut = split->cut;
