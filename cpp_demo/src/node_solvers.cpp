@@ -144,13 +144,14 @@ ShiftInvert::ShiftInvert(const Sparse& W, const Vector& inv_sqrt_d, const Vector
   for (int j = 0; j < A.outerSize(); ++j)
     for (Eigen::SparseMatrix<double>::InnerIterator it(A, j); it; ++it)
       bandwidth = std::max(bandwidth, std::abs(static_cast<int>(it.row()) - j));
-  if (static_cast<double>(bandwidth + 1) * m <= defaults::kShiftInvertBandedMaxEntries) {
-    banded_ = band_.factor(A, bandwidth);
-    if (banded_) {
-      ok_ = true;
-      return;
-    }
+  // Too wide a band: not factored (ok_ stays false), the caller uses Spectra's Lanczos on M.
+  if (static_cast<double>(bandwidth + 1) * m > defaults::kShiftInvertBandedMaxEntries) return;
+  banded_ = band_.factor(A, bandwidth);
+  if (banded_) {
+    ok_ = true;
+    return;
   }
+  // A non-positive pivot in rounding: Eigen's LDL^T (AMD ordering) needs no square roots.
   ldlt_ = std::make_unique<Eigen::SimplicialLDLT<Eigen::SparseMatrix<double>, Eigen::Lower, Eigen::AMDOrdering<int>>>(A);
   ok_ = ldlt_->info() == Eigen::Success;
 }
