@@ -217,6 +217,25 @@ def test_pixel_graph_shift_invert_matches_python_fast_engine(demo, tmp_path, R):
     assert stats["solves"] <= 15 * stats["si"], stats
 
 
+def test_wide_band_nodes_fall_back_to_spectra(demo, tmp_path):
+    """A pixel graph in a random node order: the top nodes' band is too wide for the banded factor
+    (SHIFT_INVERT_BANDED_MAX_ENTRIES), so C++ solves them with Spectra (the runtime: SuperLU) and
+    the smaller ones with shift-invert; the labels still agree (Spectra at the comparison tolerance)."""
+    tr = _pixel_transition(EXAMPLES[0], 64)
+    perm = np.random.default_rng(0).permutation(tr.P.shape[0])
+    P, pi = tr.P[perm][:, perm], tr.stationary[perm]
+    np.save(tmp_path / "P.npy", P.toarray())
+    np.save(tmp_path / "pi.npy", pi)
+    proc = run_demo(demo, "--matrix", tmp_path / "P.npy", "--stationary", tmp_path / "pi.npy", "--sparse", "--out",
+                    tmp_path, "--eigen-tol", EIGEN_TOL)
+    stats = solver_stats(proc.stdout)
+    assert stats["fallbacks"] >= 1 and stats["banded"] >= 1 and stats["banded"] + stats["fallbacks"] == stats["si"], stats
+    got = np.load(tmp_path / "P_labels.npy")
+    expected = python_cut(P, stationary=pi, engine="fast")
+    assert np.unique(got).size == np.unique(expected).size
+    assert agreement(got, expected) >= AGREE
+
+
 def test_pixel_labels_do_not_depend_on_the_seed(demo, tmp_path):
     tr = _pixel_transition(EXAMPLES[0], 64)
     runs = [_cut_pixel_matrix(demo, tmp_path, tr, "--seed", seed) for seed in (0, 1, 12345)]
