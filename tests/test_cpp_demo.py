@@ -10,6 +10,7 @@ Agreement is measured up to label permutation (Hungarian matching) and must reac
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -174,6 +175,90 @@ def test_sparse_pixel_graph_matrix_matches_python(demo, tmp_path):
              "--eigen-tol", EIGEN_TOL)
     got = np.load(tmp_path / "P_labels.npy")
     assert agreement(got, python_cut(tr.P, stationary=tr.stationary)) >= AGREE
+
+
+SOLVER_LINE = re.compile(
+    r"solvers: (?P<small>\d+) small nodes; (?P<si>\d+) shift-invert nodes \((?P<banded>\d+) banded, (?P<solves>\d+) "
+    r"solves\); (?P<recycled>\d+) recycled-Lanczos nodes \((?P<starts>\d+) from a parent block, (?P<products>\d+) "
+    r"products\); (?P<fallbacks>\d+) fallbacks")
+
+
+def solver_stats(stdout: str) -> dict[str, int]:
+    """The node-solver counts ``walkcut_demo --matrix`` prints."""
+    m = SOLVER_LINE.search(stdout)
+    assert m, f"no solver line in the demo's output:\n{stdout}"
+    return {k: int(v) for k, v in m.groupdict().items()}
+
+
+def _cut_pixel_matrix(demo, tmp_path, tr, *args):
+    np.save(tmp_path / "P.npy", tr.P.toarray())
+    np.save(tmp_path / "pi.npy", tr.stationary)
+    proc = run_demo(demo, "--matrix", tmp_path / "P.npy", "--stationary", tmp_path / "pi.npy", "--sparse", "--out",
+                    tmp_path, *args)
+    return np.load(tmp_path / "P_labels.npy"), solver_stats(proc.stdout)
+
+
+@pytest.mark.parametrize("R", [32, 64])
+def test_pixel_graph_shift_invert_matches_python_fast_engine(demo, tmp_path, R):
+    """Both sides at their default tolerances: the shift-invert solvers converge to a relative
+    residual of 1e-8 whatever the start, so the labels agree without tightening anything."""
+    from walkcut.runtime import defaults
+
+    assert defaults.ENGINE == "fast" and defaults.SPARSE_SOLVER == "shift-invert"  # what C++ is compared with
+    tr = _pixel_transition(EXAMPLES[0], R)
+    got, stats = _cut_pixel_matrix(demo, tmp_path, tr)
+    expected = python_cut(tr.P, stationary=tr.stationary, engine="fast")
+    assert np.unique(got).size == np.unique(expected).size
+    assert agreement(got, expected) >= AGREE
+    # Nodes above kDenseMaxNodes went through shift-invert, factored by the banded Cholesky (the band
+    # of a row-major grid graph is radius x R), converged without falling back to Spectra, and needed
+    # few solves (the runtime: 7-9 per node on CamVid; over 15 would mean the shift is not working).
+    assert stats["si"] >= 3 and stats["banded"] == stats["si"] and stats["fallbacks"] == 0
+    assert stats["solves"] <= 15 * stats["si"], stats
+
+
+def test_wide_band_nodes_fall_back_to_spectra(demo, tmp_path):
+    """A pixel graph in a random node order: the top nodes' band is too wide for the banded factor
+    (SHIFT_INVERT_BANDED_MAX_ENTRIES), so C++ solves them with Spectra (the runtime: SuperLU) and
+    the smaller ones with shift-invert; the labels still agree (Spectra at the comparison tolerance)."""
+    tr = _pixel_transition(EXAMPLES[0], 64)
+    perm = np.random.default_rng(0).permutation(tr.P.shape[0])
+    P, pi = tr.P[perm][:, perm], tr.stationary[perm]
+    np.save(tmp_path / "P.npy", P.toarray())
+    np.save(tmp_path / "pi.npy", pi)
+    proc = run_demo(demo, "--matrix", tmp_path / "P.npy", "--stationary", tmp_path / "pi.npy", "--sparse", "--out",
+                    tmp_path, "--eigen-tol", EIGEN_TOL)
+    stats = solver_stats(proc.stdout)
+    assert stats["fallbacks"] >= 1 and stats["banded"] >= 1 and stats["banded"] + stats["fallbacks"] == stats["si"], stats
+    got = np.load(tmp_path / "P_labels.npy")
+    expected = python_cut(P, stationary=pi, engine="fast")
+    assert np.unique(got).size == np.unique(expected).size
+    assert agreement(got, expected) >= AGREE
+
+
+def test_pixel_labels_do_not_depend_on_the_seed(demo, tmp_path):
+    tr = _pixel_transition(EXAMPLES[0], 64)
+    runs = [_cut_pixel_matrix(demo, tmp_path, tr, "--seed", seed) for seed in (0, 1, 12345)]
+    assert runs[0][1]["si"] >= 3 and runs[0][1]["fallbacks"] == 0
+    for labels, _ in runs[1:]:
+        assert np.array_equal(labels, runs[0][0])
+
+
+@pytest.mark.parametrize("case", ["walk", "dot", "max8-min3"])
+def test_dense_recycled_lanczos_matches_python_at_R32(demo, tmp_path, case):
+    """n = 1024: the root and its larger descendants (> kDenseMaxNodes) run the recycled Lanczos."""
+    P = attention_like(32, seed=32).astype(np.float32)
+    np.save(tmp_path / "P.npy", P)
+    py_options, cli = CUT_CASES[case]
+    expected = python_cut(P, engine="fast", **py_options)
+    proc = run_demo(demo, "--matrix", tmp_path / "P.npy", "--out", tmp_path, "--eigen-tol", EIGEN_TOL, *cli)
+    got = np.load(tmp_path / "P_labels.npy")
+    assert np.unique(got).size == np.unique(expected).size
+    assert agreement(got, expected) >= AGREE
+    stats = solver_stats(proc.stdout)
+    # Children above kDenseMaxNodes started from their parent's Ritz vectors, and nothing fell back.
+    assert stats["recycled"] >= 3 and stats["starts"] >= 2 and stats["fallbacks"] == 0, stats
+    assert stats["si"] == 0
 
 
 def _image_cases():
@@ -352,5 +437,6 @@ def test_bad_input_gives_clear_error(demo, tmp_path):
                                 '"image_size": 512, "attn_res": 128}'})
     fails("--image", EXAMPLES[0], "--model", huge, expect="larger than this runtime handles")
     fails("--image", EXAMPLES[0], "--exponent", "sharp", expect="--exponent expects a number", rc=2)
+    fails("--image", EXAMPLES[0], "--seed", "-1", expect="--seed expects an integer >= 0", rc=2)
     (tmp_path / "x.engine").write_bytes(b"\0" * 16)
     fails("--image", EXAMPLES[0], "--model", tmp_path / "x.engine", expect="no contract file")

@@ -43,6 +43,30 @@ def test_cpp_defaults_hold_the_python_values():
     assert differ == {}, f"defaults.hpp and runtime/defaults.py disagree (C++, Python): {differ}"
 
 
+#: Constants of the fast engine's node solvers that the C++ demo ports (cpp_demo/src/cuts.cpp, node_solvers.cpp).
+FAST_ENGINE_SHARED = {"BLOCK_SIZE", "RANDOM_COLUMNS", "LANCZOS_MAX_STEPS", "LANCZOS_CHECK", "SHIFT_INVERT_SIGMA",
+                      "SHIFT_INVERT_TOL", "SHIFT_INVERT_MAX_STEPS", "SHIFT_INVERT_BANDED_MAX_ENTRIES"}
+
+
+def test_cpp_mirrors_the_fast_engine_constants():
+    from walkcut.runtime.cuts import fast, sparse
+
+    shared = hpp_constants()
+    assert FAST_ENGINE_SHARED <= set(shared), f"missing in defaults.hpp: {sorted(FAST_ENGINE_SHARED - set(shared))}"
+    d = defaults
+    assert (fast.BLOCK_SIZE, fast.RANDOM_COLUMNS, fast.LANCZOS_MAX_STEPS, fast.LANCZOS_CHECK) == (
+        d.BLOCK_SIZE, d.RANDOM_COLUMNS, d.LANCZOS_MAX_STEPS, d.LANCZOS_CHECK)
+    assert (sparse.SHIFT, sparse.TOL, sparse.MAX_STEPS, sparse.BANDED_MAX_ENTRIES) == (
+        d.SHIFT_INVERT_SIGMA, d.SHIFT_INVERT_TOL, d.SHIFT_INVERT_MAX_STEPS, d.SHIFT_INVERT_BANDED_MAX_ENTRIES)
+    # The C++ demo has one Lanczos tolerance (--eigen-tol, default kEigenTol) for the exact solver and
+    # the dense node solver; the runtime's two must therefore stay equal.
+    assert d.FAST_TOL_F32 == d.EIGEN_TOL
+    # kShiftInvertCheck (C++ only) is the literal the runtime passes to lanczos_fiedler.
+    check = re.search(r"kShiftInvertCheck\s*=\s*(\d+);", HPP.read_text())
+    assert check, "kShiftInvertCheck not found in defaults.hpp"
+    assert f"check={check.group(1)}," in inspect.getsource(sparse.shift_invert_fiedler)
+
+
 def _default(func, name):
     return inspect.signature(func).parameters[name].default
 

@@ -1,5 +1,13 @@
-// Two-way NCut (Fiedler vector + exact sweep) and the best-first hierarchy
-// (runtime/spectral.py, runtime/cuts.py).
+// Two-way NCut (Fiedler vector + exact sweep) and the best-first hierarchy: the C++ twin of the
+// runtime's default "fast" engine (runtime/cuts/fast.py, sparse.py, spectral.py, hierarchy.py).
+//
+// Node solvers (as bipartition_fast):
+// - up to kDenseMaxNodes nodes: Spectra Lanczos to kSmallGraphTol (the runtime's dense eigh);
+// - larger nodes of a sparse (pixel) graph: shift-invert Lanczos on (L + sigma I)^-1, factored by a
+//   banded Cholesky in the node's row-major order (node_solvers.cpp), 7-15 solves per node;
+// - larger nodes of a dense (attention) graph: one Lanczos run started from a Rayleigh-Ritz step on
+//   the parent's top Ritz vectors restricted to the node, handing its own Ritz vectors on;
+// - any of them that fails (factorisation, no convergence): Spectra Lanczos on M - u u^T, then dense.
 #include <Spectra/SymEigsSolver.h>
 
 #include <algorithm>
@@ -9,8 +17,8 @@
 #include <tuple>
 #include <random>
 #include <stdexcept>
-#include <type_traits>
 
+#include "node_solvers.hpp"
 #include "walkcut/cuts.hpp"
 
 namespace walkcut {
@@ -59,6 +67,14 @@ struct DenseOp {
     Eigen::Map<Vector> yv(y, Wf.rows());
     yv = s.cwiseProduct((Wf * xf).cast<double>());
     yv -= u * u.dot(xv);
+  }
+  // The same for the k columns of X in one single-precision GEMM: W is streamed from memory once
+  // (at n = 4096 a 12-column product costs about 2 single products), as fast.py's _Operator.
+  Dense perform_block(const Dense& X) const {
+    const Eigen::MatrixXf Xf = (s.asDiagonal() * X).cast<float>();
+    Dense Y = s.asDiagonal() * (Wf * Xf).cast<double>();
+    Y.noalias() -= u * (u.transpose() * X);
+    return Y;
   }
 };
 
@@ -109,9 +125,26 @@ std::optional<Vector> top_lanczos(Op& op, const Vector& v0, int ncv, int maxit, 
   return v;
 }
 
-// Second generalised eigenvector y of (D - W) y = lambda D y, sign fixed (largest |y_i| positive).
+Vector fix_sign(Vector y) {
+  Eigen::Index at;
+  y.cwiseAbs().maxCoeff(&at);
+  if (y[at] < 0) y = -y;
+  return y;
+}
+
+Vector random_start(int m, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> uni(-1.0, 1.0);
+  Vector v0(m);
+  for (int i = 0; i < m; ++i) v0[i] = uni(rng);
+  return v0;
+}
+
+// Second generalised eigenvector y of (D - W) y = lambda D y, sign fixed (largest |y_i| positive),
+// by Spectra's Lanczos (the exact path's solver; the fast node solvers fall back to it). `start`, a
+// guess of y (an unconverged node solver's), replaces the random start as spectral.fiedler_vector's.
 template <class Matrix>
-Vector fiedler_vector(const Matrix& W, const Vector& d, const CutOptions& opt) {
+Vector fiedler_vector(const Matrix& W, const Vector& d, const CutOptions& opt, const Vector* start = nullptr) {
   const int m = static_cast<int>(W.rows());
   const Vector sqrt_d = d.cwiseSqrt();
   const Vector u = sqrt_d / sqrt_d.norm();
@@ -120,10 +153,13 @@ Vector fiedler_vector(const Matrix& W, const Vector& d, const CutOptions& opt) {
   if (m <= defaults::kIterativeMinNodes) {
     v = top_dense(dense_of(op));
   } else {
-    std::mt19937_64 rng(opt.seed);
-    std::uniform_real_distribution<double> uni(-1.0, 1.0);
-    Vector v0(m);
-    for (int i = 0; i < m; ++i) v0[i] = uni(rng);
+    Vector v0 = random_start(m, opt.seed);
+    if (start && start->size() == m && start->allFinite()) {
+      Vector guess = start->cwiseProduct(sqrt_d);  // y -> v of the symmetric problem
+      guess -= u * u.dot(guess);
+      if (guess.norm() > 1e-8 * sqrt_d.norm())
+        v0 = guess + 1e-3 * guess.norm() / std::sqrt(static_cast<double>(m)) * v0;  // keep every direction present
+    }
     v0 -= u * u.dot(v0);  // start orthogonal to the known top eigenvector
     // Up to kDenseMaxNodes the Python runtime solves exactly (LAPACK, top eigenpair only); a full
     // Eigen eigendecomposition costs O(m^3) per node, so Lanczos to near machine precision stands
@@ -138,11 +174,101 @@ Vector fiedler_vector(const Matrix& W, const Vector& d, const CutOptions& opt) {
     }
     v = *got;
   }
-  Vector y = v.cwiseQuotient(sqrt_d);
-  Eigen::Index at;
-  y.cwiseAbs().maxCoeff(&at);
-  if (y[at] < 0) y = -y;
-  return y;
+  return fix_sign(v.cwiseQuotient(sqrt_d));
+}
+
+// Orthonormal basis of the columns of S orthogonal to u (nearly dependent columns dropped).
+Dense orthonormalize(Dense S, const Vector& u) {
+  for (int pass = 0; pass < 2; ++pass) S.noalias() -= u * (u.transpose() * S);
+  const double largest = S.cols() ? S.colwise().norm().maxCoeff() : 0.0;
+  std::vector<int> keep;
+  for (int j = 0; j < S.cols(); ++j)
+    if (S.col(j).norm() > 1e-8 * std::max(1.0, largest)) keep.push_back(j);
+  if (keep.empty()) return Dense(S.rows(), 0);
+  Dense kept = S(Eigen::all, keep);
+  kept.colwise().normalize();
+  Eigen::ColPivHouseholderQR<Dense> qr(kept.rows(), kept.cols());
+  qr.setThreshold(1e-8);
+  qr.compute(kept);
+  Dense Q = qr.householderQ() * Dense::Identity(kept.rows(), qr.rank());
+  Q.noalias() -= u * (u.transpose() * Q);
+  return Q;
+}
+
+// Dense graph, node above kDenseMaxNodes (fast.bipartition_fast, NODE_SOLVER = "lanczos"): one
+// Lanczos run to opt.eigen_tol (the runtime's FAST_TOL_F32, 1e-5) started from the best vector of one
+// Rayleigh-Ritz step on `block` (the parent's Ritz vectors restricted to this node); returns y and
+// the node's own top Ritz vectors in `ritz` for its children.
+Vector recycled_fiedler(const Dense& W, const Vector& d, const CutOptions& opt, const Dense* block, Dense* ritz,
+                        SolverStats& stats) {
+  const int m = static_cast<int>(W.rows());
+  const Vector sqrt_d = d.cwiseSqrt();
+  const Vector u = sqrt_d / sqrt_d.norm();
+  const DenseOp op = make_op(W, sqrt_d.cwiseInverse(), u);
+  const detail::Apply apply = [&op](const Vector& x, Vector& y) { op.perform_op(x.data(), y.data()); };
+  const int k = std::min(defaults::kBlockSize, std::max(2, (m - 1) / 4));
+  Vector v0 = random_start(m, opt.seed);
+  if (block && block->rows() == m && block->allFinite() && k > defaults::kRandomColumns) {
+    const Dense X = orthonormalize(block->leftCols(std::min<Eigen::Index>(block->cols(), k - defaults::kRandomColumns)), u);
+    if (X.cols() > 0) {  // one Rayleigh-Ritz step: the best start the recycled vectors hold
+      ++stats.recycled_starts;
+      stats.recycled_products += X.cols();
+      const Dense G = X.transpose() * op.perform_block(X);
+      Eigen::SelfAdjointEigenSolver<Dense> es((G + G.transpose()) * 0.5);
+      if (es.info() == Eigen::Success)
+        v0 = X * es.eigenvectors().col(X.cols() - 1) + 1e-3 / std::sqrt(static_cast<double>(m)) * v0;
+    }
+  }
+  const detail::LanczosResult r =
+      detail::lanczos_top(apply, u, v0, opt.eigen_tol, defaults::kLanczosMaxSteps, k, defaults::kLanczosCheck, false);
+  *ritz = r.ritz;
+  ++stats.recycled_nodes;
+  stats.recycled_products += r.steps;
+  if (!r.converged) {
+    ++stats.fallbacks;
+    const Vector guess = r.v.cwiseQuotient(sqrt_d);
+    return fiedler_vector(W, d, opt, &guess);
+  }
+  return fix_sign(r.v.cwiseQuotient(sqrt_d));
+}
+
+// Sparse graph, node above kDenseMaxNodes (sparse.shift_invert_fiedler): Lanczos on
+// Q (L + sigma I)^-1 Q to a relative Ritz residual of kShiftInvertTol; Spectra on M if the
+// factorisation fails (random start) or the Lanczos does not converge (started from its vector).
+Vector shift_invert_fiedler(const Sparse& W, const Vector& d, const CutOptions& opt, SolverStats& stats) {
+  const int m = static_cast<int>(W.rows());
+  const Vector sqrt_d = d.cwiseSqrt();
+  const Vector u = sqrt_d / sqrt_d.norm();
+  const detail::ShiftInvert si(W, sqrt_d.cwiseInverse(), u, defaults::kShiftInvertSigma);
+  ++stats.shift_invert_nodes;
+  if (!si.ok()) {
+    ++stats.fallbacks;
+    return fiedler_vector(W, d, opt);
+  }
+  stats.banded_nodes += si.banded();
+  const detail::Apply apply = [&si](const Vector& x, Vector& y) { si.apply(x, y); };
+  const detail::LanczosResult r = detail::lanczos_top(apply, u, random_start(m, opt.seed), defaults::kShiftInvertTol,
+                                                      defaults::kShiftInvertMaxSteps, 1, defaults::kShiftInvertCheck, true);
+  stats.shift_invert_solves += r.steps;
+  const Vector y = r.v.cwiseQuotient(sqrt_d);
+  if (!r.converged) {
+    ++stats.fallbacks;
+    return fiedler_vector(W, d, opt, &y);
+  }
+  return fix_sign(y);
+}
+
+// The node solver for this node (see the top of the file); `ritz` receives the Ritz vectors a dense
+// node hands to its children (left empty otherwise).
+Vector node_fiedler(const Dense& W, const Vector& d, const CutOptions& opt, const Dense* block, Dense* ritz,
+                    SolverStats& stats) {
+  if (W.rows() <= defaults::kDenseMaxNodes) return ++stats.small_nodes, fiedler_vector(W, d, opt);
+  return recycled_fiedler(W, d, opt, block, ritz, stats);
+}
+
+Vector node_fiedler(const Sparse& W, const Vector& d, const CutOptions& opt, const Dense*, Dense*, SolverStats& stats) {
+  if (W.rows() <= defaults::kDenseMaxNodes) return ++stats.small_nodes, fiedler_vector(Dense(W), d, opt);
+  return shift_invert_fiedler(W, d, opt, stats);
 }
 
 // ---- exact sweep ---------------------------------------------------------------------------------
@@ -202,8 +328,11 @@ std::optional<Split> sweep_ncut(const Matrix& W, const Vector& d, const Vector& 
   return s;
 }
 
+// `block`: the parent's Ritz vectors restricted to this node (dense graphs; may be null); `ritz`
+// receives this node's (left empty where none are made).
 template <class Matrix>
-std::optional<Split> bipartition(const Matrix& W, int min_size, const CutOptions& opt) {
+std::optional<Split> bipartition(const Matrix& W, int min_size, const CutOptions& opt, SolverStats& stats,
+                                 const Dense* block = nullptr, Dense* ritz = nullptr) {
   const int m = static_cast<int>(W.rows());
   const int need = std::max(2, 2 * min_size);
   if (m < need) return std::nullopt;
@@ -214,7 +343,7 @@ std::optional<Split> bipartition(const Matrix& W, int min_size, const CutOptions
   if (static_cast<int>(live.size()) < need) return std::nullopt;
   if (static_cast<int>(live.size()) < m) {
     // Zero-degree nodes carry no volume and no cut: they join the larger side.
-    auto inner = bipartition(submatrix(W, live), min_size, opt);
+    auto inner = bipartition(submatrix(W, live), min_size, opt, stats);
     if (!inner) return std::nullopt;
     const long in_a = std::count(inner->side.begin(), inner->side.end(), 1);
     Split s{std::vector<char>(m, in_a * 2 >= static_cast<long>(live.size()) ? 1 : 0), inner->ncut, inner->cut,
@@ -222,13 +351,16 @@ std::optional<Split> bipartition(const Matrix& W, int min_size, const CutOptions
     for (size_t k = 0; k < live.size(); ++k) s.side[live[k]] = inner->side[k];
     return s;
   }
-  return sweep_ncut(W, d, fiedler_vector(W, d, opt), min_size);
+  Dense unused;
+  return sweep_ncut(W, d, node_fiedler(W, d, opt, block, ritz ? ritz : &unused, stats), min_size);
 }
 
 // ---- hierarchy -----------------------------------------------------------------------------------
 struct Growing {
   HierarchyNode node;
-  std::vector<int> a, b;  // sides of the best split
+  std::vector<int> a, b;    // sides of the best split
+  std::vector<int> la, lb;  // the same sides as positions in `members`
+  Dense ritz;               // dense graphs: Ritz vectors for the children, dropped once they exist
 };
 
 template <class Matrix>
@@ -240,27 +372,26 @@ Hierarchy build_hierarchy(const Matrix& W, int min_size, const CutOptions& opt) 
   std::vector<int> active;
   for (int i = 0; i < n; ++i) (deg[i] > 0 ? active : tree.isolated).push_back(i);
   std::vector<Growing> nodes;
-  auto add = [&](std::vector<int> members, int parent, int depth) {
+  // `block`: the parent's Ritz vectors restricted to the new node (dense graphs), or empty.
+  auto add = [&](std::vector<int> members, int parent, int depth, const Dense& block) {
     Growing g;
     const Matrix sub = submatrix(W, members);
     g.node.parent = parent;
     g.node.depth = depth;
     g.node.volume = total(sub);
-    std::optional<Split> split;
-    // Small sparse subgraphs are cut as dense arrays: dense kernels beat sparse overhead there.
-    if constexpr (std::is_same_v<Matrix, Sparse>) {
-      if (static_cast<int>(members.size()) <= defaults::kDenseSubgraphMaxNodes)
-        split = bipartition(Dense(sub), min_size, opt);
-      else
-        split = bipartition(sub, min_size, opt);
-    } else {
-      split = bipartition(sub, min_size, opt);
-    }
+    // Sparse nodes keep their sparse graph for the shift-invert solver; those small enough for the
+    // dense solver become dense inside node_fiedler (as fast.sub_block).
+    std::optional<Split> split = bipartition(sub, min_size, opt, tree.stats, block.size() ? &block : nullptr, &g.ritz);
     if (split) {
       g.node.ncut = split->ncut;
       g.node.mincut = split->cut;
       g.node.scaled_mincut = split->volume > 0 ? split->cut / split->volume : kInf;
-      for (size_t k = 0; k < members.size(); ++k) (split->side[k] ? g.a : g.b).push_back(members[k]);
+      for (size_t k = 0; k < members.size(); ++k) {
+        (split->side[k] ? g.a : g.b).push_back(members[k]);
+        (split->side[k] ? g.la : g.lb).push_back(static_cast<int>(k));
+      }
+    } else {
+      g.ritz.resize(0, 0);
     }
     g.node.members = std::move(members);
     nodes.push_back(std::move(g));
@@ -275,7 +406,7 @@ Hierarchy build_hierarchy(const Matrix& W, int min_size, const CutOptions& opt) 
                  -static_cast<long>(nodes[k].node.members.size()), k);
   };
   if (!active.empty()) {
-    add(active, -1, 0);
+    add(active, -1, 0, Dense());
     heap.push(key(0));
   }
   int n_leaves = 1;
@@ -283,11 +414,13 @@ Hierarchy build_hierarchy(const Matrix& W, int min_size, const CutOptions& opt) 
     const auto [cost, neg_size, i] = heap.top();
     heap.pop();
     if (!(cost < defaults::kExpandLimit)) break;
-    std::vector<int> a = nodes[i].a, b = nodes[i].b;
-    if (!(a[0] < b[0])) std::swap(a, b);  // children ordered by smallest member
+    std::vector<int> a = nodes[i].a, b = nodes[i].b, la = nodes[i].la, lb = nodes[i].lb;
+    if (!(a[0] < b[0])) std::swap(a, b), std::swap(la, lb);  // children ordered by smallest member
     const int depth = nodes[i].node.depth + 1;
-    const int ka = add(std::move(a), i, depth);
-    const int kb = add(std::move(b), i, depth);
+    const Dense ritz = std::move(nodes[i].ritz);  // `add` grows `nodes`: no references across it
+    nodes[i].ritz = Dense();
+    const int ka = add(std::move(a), i, depth, ritz.size() ? Dense(ritz(la, Eigen::all)) : Dense());
+    const int kb = add(std::move(b), i, depth, ritz.size() ? Dense(ritz(lb, Eigen::all)) : Dense());
     nodes[i].node.children[0] = ka;
     nodes[i].node.children[1] = kb;
     heap.push(key(ka));

@@ -61,8 +61,21 @@ struct HierarchyNode {
   double cost(bool scaled) const { return scaled ? scaled_mincut : ncut; }
 };
 
+// Which node solver ran how often while the hierarchy grew (cuts.cpp; printed by walkcut_demo --matrix).
+struct SolverStats {
+  int small_nodes = 0;          // up to kDenseMaxNodes: Spectra Lanczos to kSmallGraphTol (or dense)
+  int shift_invert_nodes = 0;   // sparse graphs: shift-invert Lanczos
+  int banded_nodes = 0;         //   of which factored by the banded Cholesky
+  long shift_invert_solves = 0;
+  int recycled_nodes = 0;       // dense graphs: Lanczos from the parent's Ritz vectors
+  int recycled_starts = 0;      //   of which had a parent block to start from
+  long recycled_products = 0;
+  int fallbacks = 0;            // nodes where Spectra took over (factorisation failed / no convergence)
+};
+
 struct Hierarchy {
   int n = 0;
+  SolverStats stats;
   std::vector<HierarchyNode> nodes;
   std::vector<int> isolated;
   // Finite split costs and the sizes of the nodes they split.

@@ -19,9 +19,20 @@ inline constexpr int kDenseSubgraphMaxNodes = 1024;    // DENSE_SUBGRAPH_MAX_NOD
 inline constexpr int kDenseMaxNodes = 160;             // DENSE_MAX_NODES
 inline constexpr int kIterativeMinNodes = 16;          // ITERATIVE_MIN_NODES
 inline constexpr int kDenseFallbackMaxNodes = 6000;    // DENSE_FALLBACK_MAX_NODES
-inline constexpr double kEigenTol = 1e-5;              // fiedler_vector(tol=1e-5)
+inline constexpr double kEigenTol = 1e-5;              // fiedler_vector(tol=1e-5); also FAST_TOL_F32 (same value)
 inline constexpr int kLanczosNcv = 24;                 // eigsh(ncv=min(m - 1, 24))
 inline constexpr double kSmallGraphTol = 1e-10;        // C++ only: Lanczos in place of dense eigh
+
+// fast cut engine (runtime/cuts/fast.py, runtime/cuts/sparse.py): node solvers
+inline constexpr int kBlockSize = 16;                  // BLOCK_SIZE: Ritz vectors handed to the children
+inline constexpr int kRandomColumns = 4;               // RANDOM_COLUMNS: recycled columns = block - 4
+inline constexpr int kLanczosMaxSteps = 300;           // LANCZOS_MAX_STEPS
+inline constexpr int kLanczosCheck = 4;                // LANCZOS_CHECK: residual checked every 4 steps
+inline constexpr double kShiftInvertSigma = 1e-9;      // SHIFT_INVERT_SIGMA: L + sigma I
+inline constexpr double kShiftInvertTol = 1e-8;        // SHIFT_INVERT_TOL: relative Ritz residual
+inline constexpr int kShiftInvertMaxSteps = 60;        // SHIFT_INVERT_MAX_STEPS: solves before the fallback
+inline constexpr int kShiftInvertCheck = 2;            // C++ only: sparse.py passes check=2 to lanczos_fiedler
+inline constexpr double kShiftInvertBandedMaxEntries = 8388608;  // SHIFT_INVERT_BANDED_MAX_ENTRIES (1 << 23)
 
 // transition matrices (runtime/cuts/graph.py)
 inline constexpr double kRowTol = 1e-2;                // check_transition_matrix(row_tol)
