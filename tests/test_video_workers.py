@@ -141,8 +141,19 @@ def test_max_latency_works_on_the_newest_frame_and_reports_drops():
     assert "replaced by a newer frame" in summary.lines()[0]
 
 
+class PacedCamera(FakeCamera):
+    """A camera delivering a frame every 10 ms, like a real one: frames keep arriving while both
+    workers are busy (a burst of instant frames could all be replaced before any of them aged)."""
+
+    def read(self):
+        import time
+
+        time.sleep(0.01)
+        return super().read()
+
+
 def test_max_latency_drops_frames_that_waited_too_long():
-    reader = VideoReader(VideoInput(0, True, "camera 0"), capture=FakeCamera(20), retries=1)
+    reader = VideoReader(VideoInput(0, True, "camera 0"), capture=PacedCamera(20), retries=1)
     # Two workers and a tiny latency budget: a frame waiting while both are busy is too old.
     pipeline = VideoPipeline(SlowPixels, cut_options={"max_segments": 4}, workers=2, max_latency=1e-4)
     summary = pipeline.run(reader)
