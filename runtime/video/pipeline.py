@@ -369,6 +369,14 @@ class VideoPipeline:
         except Exception as exc:
             summary.stop_reason = f"error: {exc}"
             logger.debug("video run failed", exc_info=True)
+            if encoder is not None and encoder.is_alive() and "error" not in box:
+                # The frames already handed to the encoder come before the failure in frame order
+                # and are complete: write them before stopping, so the file ends at the last good frame.
+                try:
+                    encoded.put(_SENTINEL, timeout=10.0)
+                    encoder.join(timeout=30.0)
+                except queue.Full:
+                    logger.warning("the encoder did not drain after the error; later frames are not written")
         finally:
             self.stop.set()
             for t in threads:
