@@ -44,15 +44,21 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
-def non_negative_float(text: str) -> float:
-    """``type=`` for a finite number >= 0."""
+def finite_number(text: str, *, positive: bool, expected: str) -> float:
+    """``text`` as a finite number > 0 (``positive``) or >= 0; otherwise a usage error
+    "expected {expected}, got ..." (for parsers that also accept words, like ``off``)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """``type=`` for a finite number >= 0."""
+    return finite_number(text, positive=False, expected="a finite number >= 0")
 
 
 def threshold_arg(text: str):
@@ -155,13 +161,7 @@ def contour_scale_arg(text: str):
     """``type=`` for ``--contour-scale``: a positive number, or ``off`` (no contour term)."""
     if text in ("off", "none"):
         return CONTOUR_OFF
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'off', got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'off', got {text!r}")
-    return value
+    return finite_number(text, positive=True, expected="a positive number or 'off'")
 
 
 #: ``--contour-scale off`` (None means "not given" while parsing).

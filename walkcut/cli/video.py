@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-import math
 import signal
 import sys
 import threading
@@ -16,6 +14,7 @@ from walkcut.cli.args import (
     add_engine_arguments,
     contour_scale,
     cut_options,
+    finite_number,
     make_source,
     non_negative_int,
     output_dir,
@@ -32,13 +31,7 @@ CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 
 
 def _milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of milliseconds, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number of milliseconds, got {text!r}")
-    return value
+    return finite_number(text, positive=True, expected="a positive number of milliseconds")
 
 
 def register(sub) -> None:
