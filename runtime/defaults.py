@@ -95,7 +95,23 @@ BOUNDARY_PIXELS_PER = 400.0
 
 # --- Model contract (walkcut.runtime.sources.contract / engine) ------------------------------------
 METADATA_KEY = "walkcut.contract"
-CONTRACT_VERSION = 1
+#: Version 2 added ``backbone``, ``normalization`` "imagenet"/"zero_to_one" and ``cut_defaults``
+#: (vision-transformer backbones); version 1 models (Stable Diffusion exports of walkcut 0.2) are
+#: still read: they mean ``backbone="unet"`` and no per-model cut settings.
+CONTRACT_VERSION = 2
+SUPPORTED_CONTRACT_VERSIONS = (1, 2)
+#: Pixel scalings a contract may name: ``minus_one_to_one`` (x / 127.5 - 1, Stable Diffusion's VAE),
+#: ``imagenet`` ((x / 255 - mean) / std with the ImageNet statistics below, DINO/DINOv2 and most
+#: ViTs), ``zero_to_one`` (x / 255).
+NORMALIZATIONS = ("minus_one_to_one", "imagenet", "zero_to_one")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Backbones a contract may name: the Stable Diffusion UNet (S a multiple of 64) or a vision
+#: transformer (S a multiple of the patch size, R = S / patch).
+BACKBONES = ("unet", "vit")
+#: Cut settings an exported model may carry as its own defaults (``cut_defaults``): the ones tuned for
+#: its backbone. Explicit arguments and flags always win.
+CUT_DEFAULT_KEYS = ("mode", "power", "threshold", "min_size", "max_segments", "upsample")
 INPUT_NAME = "image"
 OUTPUT_NAME = "attention"
 #: Largest output grid the cuts handle within memory on an edge board (R = 96: 9216 nodes, a dense

@@ -351,7 +351,7 @@ def test_not_an_onnx_file_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("override, match", [
-    ({"normalization": "zero_to_one"}, "normalization.*re-export"),
+    ({"normalization": "yuv_centered"}, "normalization.*re-export"),
     ({"color_order": "YUV"}, "color_order"),
     ({"raw_json": json.dumps({"contract_version": 99, "image_size": 64, "attn_res": 8})}, "version 99.*re-export"),
 ])
@@ -384,3 +384,46 @@ def test_nan_in_engine_output_names_the_model(tmp_path):
     source = EngineSource.from_path(path)
     with pytest.raises(EngineOutputError, match=r"nan\.onnx.*NaN"):
         source.transition(quadrant_image())
+
+
+def test_version_1_contract_is_still_read():
+    """Models exported by walkcut 0.2 (contract version 1) keep working: a UNet, no cut defaults."""
+    d = json.loads(ModelContract(image_size=128, attn_res=8).to_json())
+    for key in ("backbone", "cut_defaults"):
+        del d[key]
+    d["contract_version"] = 1
+    c = ModelContract.from_json(json.dumps(d))
+    assert (c.backbone, dict(c.cut_defaults), c.contract_version) == ("unet", {}, 1)
+    d["cut_defaults"] = {"mode": "walk"}  # a version-2 field in a version-1 contract is malformed
+    with pytest.raises(ContractError, match="unknown contract fields.*cut_defaults"):
+        ModelContract.from_json(json.dumps(d))
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"backbone": "vit", "image_size": 224, "attn_res": 16}, None),
+    ({"backbone": "vit", "image_size": 230, "attn_res": 16}, "multiple of attn_res"),
+    ({"backbone": "unet", "image_size": 224, "attn_res": 16}, "multiple of 64"),
+    ({"backbone": "cnn", "image_size": 256, "attn_res": 16}, "backbone must be one of"),
+    ({"image_size": 256, "attn_res": 16, "cut_defaults": {"modes": "walk"}}, "unknown keys.*modes"),
+])
+def test_contract_v2_fields_are_validated(fields, match):
+    if match is None:
+        assert ModelContract(**fields).backbone == "vit"
+    else:
+        with pytest.raises(ContractError, match=match):
+            ModelContract(**fields)
+
+
+@pytest.mark.parametrize("normalization, expect", [
+    ("minus_one_to_one", lambda x: x / 127.5 - 1),
+    ("zero_to_one", lambda x: x / 255.0),
+    ("imagenet", lambda x: (x / 255.0 - np.array([0.485, 0.456, 0.406])[:, None, None])
+     / np.array([0.229, 0.224, 0.225])[:, None, None]),
+])
+def test_preprocess_normalizations(normalization, expect):
+    from walkcut.runtime.sources.preprocess import preprocess
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    contract = ModelContract(image_size=64, attn_res=8, normalization=normalization)
+    x = preprocess(image, contract)
+    np.testing.assert_allclose(x[0], expect(image.transpose(2, 0, 1).astype(np.float64)), atol=1e-5)

@@ -205,16 +205,17 @@ Contract contract_from_object(const Json& root, const std::string& src) {
   Contract c;
   c.source = src;
   const Json* version = root.find("contract_version");
-  if (!version || version->type != Json::Type::kNumber || version->num != defaults::kContractVersion)
-    throw std::runtime_error(src + ": contract version is not supported by this runtime (expects " +
+  if (!version || version->type != Json::Type::kNumber || (version->num != 1 && version->num != defaults::kContractVersion))
+    throw std::runtime_error(src + ": contract version is not supported by this runtime (reads 1 and " +
                              std::to_string(defaults::kContractVersion) +
                              "); re-export the model with this walkcut version (`walkcut export ...`)");
   static const std::set<std::string> known = {
       "image_size", "attn_res", "layers", "resolutions", "weights", "timestep", "noise", "model_id",
       "model_hash", "normalization", "color_order", "precision", "opset", "exporter_version",
-      "contract_version", "extra"};
+      "contract_version", "extra", "backbone", "cut_defaults"};
+  const bool v1 = version->num == 1;  // version 2 added backbone and cut_defaults
   for (const auto& kv : root.fields)
-    if (!known.count(kv.first))
+    if (!known.count(kv.first) || (v1 && (kv.first == "backbone" || kv.first == "cut_defaults")))
       throw std::runtime_error(src + ": unknown contract field '" + kv.first + "'; re-export the model");
   for (const char* key : {"image_size", "attn_res"})
     if (!root.find(key)) throw std::runtime_error(src + ": contract lacks '" + key + "'; re-export the model");

@@ -60,7 +60,8 @@ class ModelContract:
     Attributes
     ----------
     image_size : int
-        S: the model takes a square RGB image of S x S pixels (a multiple of 64).
+        S: the model takes a square RGB image of S x S pixels (a multiple of 64 for the UNet, of
+        ``attn_res`` for a vision transformer: S = R x patch size).
     attn_res : int
         R: the output is a row-stochastic (R*R, R*R) transition matrix over an R x R patch grid,
         nodes in row-major order.
@@ -79,7 +80,8 @@ class ModelContract:
     model_hash : str
         SHA-256 over the UNet + VAE-encoder weights (short hex), identifying the exact weights.
     normalization : str
-        How pixels are scaled: ``"minus_one_to_one"`` means ``x / 127.5 - 1``.
+        How pixels are scaled: ``"minus_one_to_one"`` means ``x / 127.5 - 1``; ``"imagenet"``
+        ``(x / 255 - mean) / std`` with the ImageNet statistics; ``"zero_to_one"`` ``x / 255``.
     color_order : str
         Channel order the model expects (``"RGB"``).
     precision : str
@@ -88,6 +90,12 @@ class ModelContract:
         ONNX opset of the graph.
     exporter_version : str
         walkcut version that wrote the model.
+    backbone : str
+        ``"unet"`` (Stable Diffusion) or ``"vit"`` (a vision transformer) (contract version 2).
+    cut_defaults : dict
+        The cut settings tuned for this backbone (keys of ``CUT_DEFAULT_KEYS``: mode, power,
+        threshold, min_size, max_segments, upsample); the runtime uses them where the caller gives
+        none (contract version 2; empty: the package defaults).
     """
 
     image_size: int
@@ -106,12 +114,25 @@ class ModelContract:
     exporter_version: str = ""
     contract_version: int = CONTRACT_VERSION
     extra: Mapping[str, Any] = field(default_factory=dict)
+    backbone: str = "unet"
+    cut_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.image_size, int) or self.image_size <= 0 or self.image_size % 64:
-            raise ContractError(f"image_size must be a positive multiple of 64, got {self.image_size!r}")
+        if self.backbone not in _d.BACKBONES:
+            raise ContractError(f"backbone must be one of {_d.BACKBONES}, got {self.backbone!r}")
         if not isinstance(self.attn_res, int) or self.attn_res < 2:
             raise ContractError(f"attn_res must be an integer >= 2, got {self.attn_res!r}")
+        if self.backbone == "unet":
+            if not isinstance(self.image_size, int) or self.image_size <= 0 or self.image_size % 64:
+                raise ContractError(f"image_size must be a positive multiple of 64, got {self.image_size!r}")
+        elif not isinstance(self.image_size, int) or self.image_size <= 0 or self.image_size % self.attn_res:
+            raise ContractError(f"image_size of a vision transformer must be a positive multiple of attn_res "
+                                f"({self.attn_res}: S = R x patch size), got {self.image_size!r}")
+        if not isinstance(self.cut_defaults, Mapping):
+            raise ContractError(f"cut_defaults must be a JSON object, got {self.cut_defaults!r}")
+        unknown = sorted(set(self.cut_defaults) - set(_d.CUT_DEFAULT_KEYS))
+        if unknown:
+            raise ContractError(f"cut_defaults has unknown keys {unknown} (known: {list(_d.CUT_DEFAULT_KEYS)})")
         if len(self.weights) != len(self.resolutions):
             raise ContractError(
                 f"weights {self.weights!r} and resolutions {self.resolutions!r} differ in length"
@@ -127,6 +148,7 @@ class ModelContract:
         d["resolutions"] = list(self.resolutions)
         d["weights"] = list(self.weights)
         d["extra"] = dict(self.extra)
+        d["cut_defaults"] = dict(self.cut_defaults)
         return json.dumps(d, sort_keys=True)
 
     def to_metadata(self) -> dict[str, str]:
@@ -142,13 +164,15 @@ class ModelContract:
         if not isinstance(d, dict):
             raise ContractError(f"{source}: the walkcut contract must be a JSON object")
         version = d.get("contract_version")
-        if version != CONTRACT_VERSION:
+        if version not in _d.SUPPORTED_CONTRACT_VERSIONS:
             raise ContractError(
                 f"{source}: contract version {version!r} is not supported by this runtime "
-                f"(expects {CONTRACT_VERSION}); re-export the model with this walkcut version "
-                f"(`walkcut export ...`)"
+                f"(reads {' and '.join(map(str, _d.SUPPORTED_CONTRACT_VERSIONS))}); re-export the model with "
+                f"this walkcut version (`walkcut export ...`)"
             )
         known = {f.name for f in dataclasses.fields(cls)}
+        if version == 1:  # fields added in version 2 are not part of a version-1 contract
+            known -= {"backbone", "cut_defaults"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ContractError(f"{source}: unknown contract fields {unknown}; re-export the model")
@@ -174,10 +198,10 @@ class ModelContract:
 
     def check_runtime_support(self, *, source: str = "model") -> None:
         """Raise :class:`ContractError` if this runtime cannot honour the contract."""
-        if self.normalization != "minus_one_to_one":
+        if self.normalization not in _d.NORMALIZATIONS:
             raise ContractError(
-                f"{source}: normalization {self.normalization!r} is not supported (expects "
-                f"'minus_one_to_one'); re-export with this walkcut version"
+                f"{source}: normalization {self.normalization!r} is not supported (expects one of "
+                f"{', '.join(_d.NORMALIZATIONS)}); re-export with this walkcut version"
             )
         if self.color_order not in ("RGB", "BGR"):
             raise ContractError(f"{source}: color_order {self.color_order!r} is not RGB or BGR; re-export")

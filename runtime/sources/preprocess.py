@@ -27,6 +27,7 @@ import logging
 
 import cv2
 import numpy as np
+from walkcut.runtime import defaults as _d
 from walkcut.runtime.sources.contract import ModelContract
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,22 @@ def preprocess(image_rgb: np.ndarray, contract: ModelContract) -> np.ndarray:
     x = resize_square(image_rgb, contract.image_size)
     if contract.color_order == "BGR":
         x = x[:, :, ::-1]
-    # normalization "minus_one_to_one": x / 127.5 - 1 (the only one check_runtime_support allows)
     out = np.empty((1, 3, contract.image_size, contract.image_size), dtype=np.float32)
-    np.multiply(x.transpose(2, 0, 1), np.float32(1 / 127.5), out=out[0], casting="unsafe")
-    out -= np.float32(1.0)
+    scale, shift = _affine(contract.normalization)  # (3, 1, 1) each: out = x * scale - shift
+    np.multiply(x.transpose(2, 0, 1), scale, out=out[0], casting="unsafe")
+    out[0] -= shift
     return out
+
+
+def _affine(normalization: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(scale, shift)`` with ``normalised = x * scale - shift`` for uint8 ``x``."""
+    if normalization == "minus_one_to_one":  # x / 127.5 - 1
+        scale, shift = np.full(3, 1 / 127.5), np.ones(3)
+    elif normalization == "imagenet":  # (x / 255 - mean) / std
+        mean, std = np.asarray(_d.IMAGENET_MEAN), np.asarray(_d.IMAGENET_STD)
+        scale, shift = 1 / (255.0 * std), mean / std
+    elif normalization == "zero_to_one":
+        scale, shift = np.full(3, 1 / 255.0), np.zeros(3)
+    else:  # check_runtime_support refused it already
+        raise ValueError(f"unknown normalization {normalization!r}")
+    return (scale.astype(np.float32).reshape(3, 1, 1), shift.astype(np.float32).reshape(3, 1, 1))

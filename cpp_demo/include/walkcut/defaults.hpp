@@ -69,7 +69,7 @@ inline constexpr double kBoundaryPixelsPer = 400.0;    // thick = max(1, round(m
 
 // model contract (runtime/sources/contract.py, engine.py)
 inline constexpr const char* kMetadataKey = "walkcut.contract";
-inline constexpr int kContractVersion = 1;
+inline constexpr int kContractVersion = 2;  // version 1 (walkcut 0.2 exports) is still read
 inline constexpr int kMaxAttnRes = 96;
 inline constexpr const char* kInputName = "image";
 inline constexpr const char* kOutputName = "attention";
