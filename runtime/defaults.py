@@ -112,6 +112,9 @@ BACKBONES = ("unet", "vit")
 #: Cut settings an exported model may carry as its own defaults (``cut_defaults``): the ones tuned for
 #: its backbone. Explicit arguments and flags always win.
 CUT_DEFAULT_KEYS = ("mode", "power", "threshold", "min_size", "max_segments", "upsample")
+#: The cut settings a vision-transformer export writes into its contract's ``cut_defaults``
+#: (provisional: the package defaults until they are tuned on real ViT attention, bench/ABLATION.md).
+VIT_CUT_DEFAULTS = {"mode": MODE, "power": POWER, "threshold": THRESHOLD}
 INPUT_NAME = "image"
 OUTPUT_NAME = "attention"
 #: Largest output grid the cuts handle within memory on an edge board (R = 96: 9216 nodes, a dense
