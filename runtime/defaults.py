@@ -114,6 +114,8 @@ BACKBONES = ("unet", "vit")
 CUT_DEFAULT_KEYS = ("mode", "power", "threshold", "min_size", "max_segments", "upsample")
 #: The cut settings a vision-transformer export writes into its contract's ``cut_defaults``
 #: (provisional: the package defaults until they are tuned on real ViT attention, bench/ABLATION.md).
+#: Attention layers a ViT export aggregates by default (``all``, ``lastK`` or 0-based indices).
+VIT_LAYERS = "all"
 VIT_CUT_DEFAULTS = {"mode": MODE, "power": POWER, "threshold": THRESHOLD}
 INPUT_NAME = "image"
 OUTPUT_NAME = "attention"

@@ -75,13 +75,13 @@ def preprocess(image_rgb: np.ndarray, contract: ModelContract) -> np.ndarray:
     if contract.color_order == "BGR":
         x = x[:, :, ::-1]
     out = np.empty((1, 3, contract.image_size, contract.image_size), dtype=np.float32)
-    scale, shift = _affine(contract.normalization)  # (3, 1, 1) each: out = x * scale - shift
+    scale, shift = normalization_affine(contract.normalization)  # (3, 1, 1) each: out = x * scale - shift
     np.multiply(x.transpose(2, 0, 1), scale, out=out[0], casting="unsafe")
     out[0] -= shift
     return out
 
 
-def _affine(normalization: str) -> tuple[np.ndarray, np.ndarray]:
+def normalization_affine(normalization: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel ``(scale, shift)`` with ``normalised = x * scale - shift`` for uint8 ``x``."""
     if normalization == "minus_one_to_one":  # x / 127.5 - 1
         scale, shift = np.full(3, 1 / 127.5), np.ones(3)

@@ -29,7 +29,9 @@ def register(subparsers) -> argparse.ArgumentParser:
             "MODEL is a hub id (downloaded when online), a local diffusers folder, or a single "
             ".safetensors/.ckpt checkpoint file, of SD 1.x, SD 2.x or the SDXL family (SDXL, SSD-1B, "
             "Segmind-Vega). Without weights, --random-weights --arch NAME exports an architecture with "
-            "random weights to try the pipeline (its segments are meaningless)."
+            "random weights to try the pipeline (its segments are meaningless). MODEL may also be an "
+            "ONNX vision transformer (FILE.onnx, e.g. a DINOv2 export): its attention Softmax outputs are "
+            "kept, the rest of the graph dropped, and the aggregation appended in-graph."
         ),
     )
     p.add_argument("--model", metavar="PATH_OR_ID", help="hub id, diffusers folder or checkpoint file")
@@ -42,8 +44,14 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="input side, multiple of 64 (default: the family's native size, 512 for SD 1.x/2.x, "
                    "1024 for the SDXL family)")
     p.add_argument("--attn-res", type=int, default=32, metavar="R", help="output grid side (32: 1024 nodes)")
-    p.add_argument("--layers", default="encoder", metavar="SPEC",
-                   help="encoder (down+mid, default), all (16 layers), or resolutions like 64,32")
+    p.add_argument("--layers", default=None, metavar="SPEC",
+                   help="UNet: encoder (down+mid, default), all (16 layers), or resolutions like 64,32; "
+                   "ViT: all, lastK or 0-based layer indices like 8,9,10,11 (default: the tuned set)")
+    p.add_argument("--normalize", default="imagenet", choices=["imagenet", "minus_one_to_one", "zero_to_one"],
+                   help="ONNX ViT: the pixel scaling it was trained with (imagenet: (x/255 - mean)/std, "
+                   "DINO/DINOv2 and most ViTs; minus_one_to_one: x/127.5 - 1; zero_to_one: x/255)")
+    p.add_argument("--prefix-tokens", type=int, default=None, metavar="K",
+                   help="ONNX ViT: leading non-patch tokens (CLS + registers); inferred when omitted")
     p.add_argument("--timestep", type=int, default=300, metavar="T", help="UNet timestep (300)")
     p.add_argument("--noise", action="store_true", help="add fixed noise to the latent at T (off by default)")
     p.add_argument("--noise-seed", type=int, default=0, help="seed of that noise (0)")
@@ -148,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise CommandError(f"walkcut export needs the export extra ({missing} is not installed): "
                            f"{INSTALL_EXPORT}", code=2)
+    if args.model and Path(args.model).suffix.lower() == ".onnx":
+        return _run_onnx_vit(args)  # onnx + onnxruntime only: no torch, no hub
     # Before the imports: huggingface_hub reads HF_HUB_OFFLINE once, when it is imported.
     local_only = offline_mode(args.model, args.offline)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
@@ -174,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         from walkcut.export.trt import INSTALL_HINT  # fail before the long export, not after it
 
         raise CommandError(INSTALL_HINT, code=2)
-    options = {"image_size": args.image_size, "attn_res": args.attn_res, "layers": args.layers,
+    options = {"image_size": args.image_size, "attn_res": args.attn_res, "layers": args.layers or "encoder",
                "timestep": args.timestep, "noise": args.noise, "noise_seed": args.noise_seed, "fp16": args.fp16,
                "progress": not args.no_progress}
     try:
@@ -193,4 +203,26 @@ def run(args: argparse.Namespace) -> int:
         except (RuntimeError, ValueError) as exc:
             raise CommandError(str(exc), code=2) from exc
         print(f"{engine}  TensorRT engine (+ {engine.name}.json)")
+    return 0
+
+
+def _run_onnx_vit(args: argparse.Namespace) -> int:
+    """``walkcut export --model FILE.onnx``: an existing ONNX vision transformer as the backbone."""
+    from walkcut.export.onnx_vit import OnnxVitError, export_onnx_vit
+    from walkcut.export.onnx_export import VerificationError
+
+    if not Path(args.model).is_file():
+        raise UsageError(f"--model {args.model}: no such ONNX file")
+    for flag, given in (("--fp16", args.fp16), ("--trt", args.trt), ("--noise", args.noise),
+                        ("--arch", args.arch is not None), ("--attn-res", args.attn_res != 32)):
+        if given:
+            raise UsageError(f"{flag} does not apply to an ONNX vision transformer (its patch grid fixes R; "
+                             f"build a TensorRT engine from the exported file with trtexec)")
+    try:
+        result = export_onnx_vit(args.model, args.out, layers=args.layers, normalize=args.normalize,
+                                 image_size=args.image_size, prefix_tokens=args.prefix_tokens,
+                                 progress=not args.no_progress)
+    except (OnnxVitError, VerificationError) as exc:
+        raise CommandError(str(exc), code=2) from exc
+    print(result.summary())
     return 0

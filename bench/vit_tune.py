@@ -1,0 +1,165 @@
+"""Tune the cuts on real ViT attention (issue 19): layers x size x graph x rule x tree x upsampling.
+
+Reads the per-layer attention cached by ``bench/vit_cache.py`` and the ground truth of BSDS500 val /
+CamVid val (../shared/data). A candidate is a set of options:
+
+- ``size`` (224: 16 x 16 patches, 448: 32 x 32) and ``layers`` (``all``, ``lastK``, ``firstK``, ``a-b``
+  or a ``+``-separated list of indices) pick the cached maps; P = their sum, rows renormalised (what
+  the exported graph computes);
+- ``hybrid`` a in [0, 1): P = (1 - a) P_attention + a P_pixels, with the weight-free pixel walk on the
+  same grid (colour + contours: boundaries the 14-pixel patches cannot place);
+- ``mode``, ``power``, ``max_segments``, ``min_size``: the cut (``cut_transition_matrix``);
+- ``upsample``: ``joint-bilateral`` (default) or ``nearest``.
+
+Every image's tree is built once per candidate and pruned by both automatic rules and a sweep of
+constant NCut thresholds (best in hindsight = ODS, for reference only: the defaults must be one
+setting chosen on val). One JSON line per (candidate, rule) goes to ``--out``.
+
+    python bench/vit_tune.py --cache /tmp/vitcache --dataset bsds500 --candidate size=224,layers=all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from walkcut.runtime.cuts.hierarchy import cut_transition_matrix
+from walkcut.runtime.sources.pixels import PixelSource, grid_cell_colors
+from walkcut.runtime.upsample import upsample_labels
+
+from walkcut.eval import metrics
+from walkcut.eval.datasets import load_dataset
+
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # constant NCut thresholds, best in hindsight = ODS
+RULES = ("auto-ncut", "auto-mincut")
+DEFAULTS = {"size": 224, "layers": "all", "hybrid": 0.0, "mode": "walk", "power": 1, "max_segments": 32,
+            "min_size": None, "upsample": "joint-bilateral", "contour_scale": 2.0}
+
+
+def parse_candidate(text: str) -> dict:
+    out = dict(DEFAULTS)
+    for part in filter(None, text.split(",")):
+        key, value = part.split("=")
+        if key not in DEFAULTS:
+            raise SystemExit(f"unknown candidate key {key!r} (known: {sorted(DEFAULTS)})")
+        try:
+            out[key] = None if value == "none" else json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def layer_indices(spec: str, count: int) -> list[int]:
+    spec = str(spec)
+    if spec == "all":
+        return list(range(count))
+    if spec.startswith("last"):
+        return list(range(count - int(spec[4:]), count))
+    if spec.startswith("first"):
+        return list(range(int(spec[5:])))
+    if "-" in spec:
+        a, b = spec.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(p) for p in spec.split("+")]
+
+
+def transition(cache: np.ndarray, cand: dict, image: np.ndarray) -> np.ndarray:
+    """(n, n) float32 row-stochastic walk of one image for a candidate."""
+    idx = layer_indices(cand["layers"], cache.shape[0])
+    P = cache[idx].astype(np.float32).sum(axis=0)
+    P /= P.sum(axis=1, keepdims=True)
+    if cand["hybrid"]:
+        R = int(round(P.shape[0] ** 0.5))
+        pix = PixelSource(grid=R, contour_scale=cand["contour_scale"]).transition(image).P
+        pix = pix.toarray() if hasattr(pix, "toarray") else np.asarray(pix)
+        P = (1 - cand["hybrid"]) * P + cand["hybrid"] * pix.astype(np.float32)
+    return P
+
+
+def run_candidate(samples, cache_dir: Path, dataset, cand: dict) -> list[dict]:
+    folder = cache_dir / f"{dataset.name}_{cand['size']}"
+    semantic = dataset.protocol == "semantic"
+    acc = {r: ([] if not semantic else metrics.SemanticCounts(dataset.num_classes)) for r in RULES + SWEEP}
+    segs = {r: [] for r in RULES}
+    t_cut = t_up = 0.0
+    for s in samples:
+        cache = np.load(folder / f"{s.id}.npy")
+        P = transition(cache, cand, s.image)
+        R = int(round(P.shape[0] ** 0.5))
+        t0 = time.perf_counter()
+        base = cut_transition_matrix(P, mode=cand["mode"], power=cand["power"], threshold="auto-ncut",
+                                     max_segments=cand["max_segments"], min_size=cand["min_size"])
+        t_cut += time.perf_counter() - t0
+        colors = grid_cell_colors(s.image, R)
+        for rule in RULES + SWEEP:
+            cut = base if rule == "auto-ncut" else base.with_threshold(rule)
+            t0 = time.perf_counter()
+            lab = upsample_labels(cut.labels.reshape(R, R), s.image.shape[:2], image_rgb=s.image,
+                                  cell_colors=colors, method=cand["upsample"])
+            if rule == "auto-ncut":
+                t_up += time.perf_counter() - t0
+            if rule in segs:
+                segs[rule].append(int(lab.max()) + 1)
+            if semantic:
+                acc[rule] += metrics.semantic_counts(lab, s.gt, num_classes=dataset.num_classes,
+                                                     ignore_label=dataset.ignore_label)
+            else:
+                acc[rule].append(metrics.score_regions(lab, s.gt))
+    n = len(samples)
+    rows = []
+    for rule in RULES + SWEEP:
+        row = {"candidate": cand, "rule": rule, "dataset": dataset.name, "images": n,
+               "cut_ms": 1e3 * t_cut / n, "upsample_ms": 1e3 * t_up / n}
+        if rule in segs:
+            row["segments"] = float(np.mean(segs[rule]))
+        if semantic:
+            row.update(miou=acc[rule].miou, pixel_accuracy=acc[rule].pixel_accuracy)
+        else:
+            sc = acc[rule]
+            row.update(covering=sum(r.covering_num for r in sc) / sum(r.covering_den for r in sc),
+                       pri=float(np.mean([r.pri for r in sc])), voi=float(np.mean([r.voi for r in sc])))
+        rows.append(row)
+    return rows
+
+
+def show(rows: list[dict]) -> None:
+    c = rows[0]["candidate"]
+    name = ",".join(f"{k}={v}" for k, v in c.items() if DEFAULTS.get(k) != v) or "defaults"
+    auto = [r for r in rows if isinstance(r["rule"], str)]
+    sweep = [r for r in rows if not isinstance(r["rule"], str)]
+    key = "miou" if "miou" in rows[0] else "covering"
+    best = max(sweep, key=lambda r: r[key])
+    parts = []
+    for r in auto + [best]:
+        label = r["rule"] if isinstance(r["rule"], str) else f"best const {r['rule']}"
+        if key == "miou":
+            parts.append(f"{label}: {r['miou']:.3f}/{r['pixel_accuracy']:.3f}" + (f" ({r['segments']:.1f} seg)" if "segments" in r else ""))
+        else:
+            parts.append(f"{label}: {r['covering']:.3f}/{r['pri']:.3f}/{r['voi']:.3f}" + (f" ({r['segments']:.1f} seg)" if "segments" in r else ""))
+    print(f"[{rows[0]['dataset']}] {name}  cut {rows[0]['cut_ms']:.1f} ms up {rows[0]['upsample_ms']:.1f} ms | " + " | ".join(parts), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", default="/tmp/vitcache")
+    ap.add_argument("--dataset", required=True, choices=["bsds500", "camvid"])
+    ap.add_argument("--candidate", action="append", default=[], help="key=value,... (repeatable)")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--out", default=None, help="append JSON lines here")
+    args = ap.parse_args()
+    dataset = load_dataset(args.dataset).limited(args.limit)
+    samples = list(dataset)
+    for text in args.candidate or [""]:
+        rows = run_candidate(samples, Path(args.cache), dataset, parse_candidate(text))
+        show(rows)
+        if args.out:
+            with open(args.out, "a") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()
