@@ -115,6 +115,10 @@ CUT_DEFAULT_KEYS = ("mode", "power", "threshold", "min_size", "max_segments", "u
 #: The cut settings a vision-transformer export writes into its contract's ``cut_defaults``
 #: (provisional: the package defaults until they are tuned on real ViT attention, bench/ABLATION.md).
 VIT_CUT_DEFAULTS = {"mode": MODE, "power": POWER, "threshold": THRESHOLD}
+#: Layers whose attention a vision-transformer export averages, unless ``walkcut export --layers`` says
+#: otherwise: ``all``, ``lastN`` (the N last layers) or a comma list of 0-based layer indices
+#: (provisional: every layer until it is tuned on real ViT attention, bench/ABLATION.md).
+VIT_LAYERS = "all"
 INPUT_NAME = "image"
 OUTPUT_NAME = "attention"
 #: Largest output grid the cuts handle within memory on an edge board (R = 96: 9216 nodes, a dense
