@@ -9,4 +9,6 @@ Modules: :mod:`~walkcut.export.configs` (architecture JSON in ``models/``),
 (in-graph aggregation), :mod:`~walkcut.export.wrapper` (the exported ``nn.Module``),
 :mod:`~walkcut.export.onnx_export` (atomic export and verification), :mod:`~walkcut.export.trt`
 (TensorRT engine), :mod:`~walkcut.export.api` (one call), :mod:`~walkcut.cli.export` (``walkcut export``).
+DINOv2 backbones: :mod:`~walkcut.export.vit_spec` (architectures, source recognition, layer selection;
+no torch) and :mod:`~walkcut.export.vit` (loading, the exported ``nn.Module``, one call).
 """

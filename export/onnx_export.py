@@ -1,4 +1,5 @@
-"""ONNX export of :class:`~walkcut.export.wrapper.AttentionExportModel`, written atomically and verified.
+"""ONNX export of an attention wrapper, written atomically and verified: the Stable Diffusion
+:class:`~walkcut.export.wrapper.AttentionExportModel` or the DINOv2 :class:`~walkcut.export.vit.ViTAttentionModel`.
 
 The graph is traced with ``torch.onnx.export(dynamo=True)`` at opset 20, the model contract is
 stored in its metadata, and the file (plus ``<name>.onnx.data`` when over 2 GB) is written into a
@@ -73,7 +74,11 @@ def sample_image(image_size: int, seed: int = 0) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _tracing(wrapper):
-    state = wrapper._state
+    # the UNet wrapper switches to its block-by-block path while traced; a ViT wrapper has no such state
+    state = getattr(wrapper, "_state", None)
+    if state is None:
+        yield
+        return
     state.tracing = True
     try:
         yield
@@ -157,7 +162,7 @@ def export_onnx(wrapper, out_path: str | Path, contract: ModelContract, *, fp16:
 
     Parameters
     ----------
-    wrapper : AttentionExportModel
+    wrapper : AttentionExportModel or ViTAttentionModel
         In float32; with ``fp16`` it is converted to half precision after the reference run
         (``wrapper.to_fp16()``: an SDXL VAE stays float32).
     out_path : path

@@ -41,6 +41,8 @@ from walkcut.runtime.sources.contract import INPUT_NAME, OUTPUT_NAME, ModelContr
 
 from walkcut import __version__
 
+from .vit_spec import parse_layers
+
 logger = logging.getLogger(__name__)
 
 #: Tolerance of the exported attention against the aggregation of the original model's own
@@ -211,28 +213,6 @@ def patch_grid(tokens: int, image_size: int, *, prefix_tokens: int | None = None
                        f"dividing S leaves <= {MAX_PREFIX_TOKENS} leading tokens; give --prefix-tokens K")
 
 
-def select_layers(spec: str, count: int) -> list[int]:
-    """0-based layer indices from ``spec``: ``all``, ``lastK`` or a comma list (negative from the end)."""
-    spec = str(spec).strip().lower()
-    if spec == "all":
-        return list(range(count))
-    if spec.startswith("last") and spec[4:].isdigit():
-        k = int(spec[4:])
-        if not 1 <= k <= count:
-            raise OnnxVitError(f"--layers {spec}: the model has {count} attention layers")
-        return list(range(count - k, count))
-    try:
-        picked = [int(p) for p in spec.split(",") if p.strip()]
-    except ValueError:
-        raise OnnxVitError(f"--layers {spec!r}: expected all, lastK or a comma list of layer indices") from None
-    if not picked:
-        raise OnnxVitError("--layers is empty")
-    out = sorted({p + count if p < 0 else p for p in picked})
-    if out[0] < 0 or out[-1] >= count:
-        raise OnnxVitError(f"--layers {spec}: indices must lie in 0..{count - 1} (or -{count}..-1)")
-    return out
-
-
 # --- building the walkcut graph --------------------------------------------------------------------
 
 def aggregate_reference(maps: list[np.ndarray], prefix: int) -> np.ndarray:
@@ -243,7 +223,6 @@ def aggregate_reference(maps: list[np.ndarray], prefix: int) -> np.ndarray:
 
 def build_graph(model, *, input_name: str, image_size: int, selected: list[AttentionSoftmax], prefix: int):
     """The walkcut model: ``model`` cut after the last selected Softmax, aggregation appended."""
-    import onnx
     from onnx import TensorProto, helper
 
     extracted = _cut_after(model, [s.output for s in selected])
@@ -395,7 +374,10 @@ def export_onnx_vit(source: str | Path, out: str | Path, *, layers: str | None =
     if R > _d.MAX_ATTN_RES:
         raise OnnxVitError(f"{source}: a {R} x {R} patch grid is larger than the runtime handles "
                            f"(R <= {_d.MAX_ATTN_RES}); export at a smaller --image-size")
-    picked = select_layers(layers if layers is not None else _d.VIT_LAYERS, len(found))
+    try:
+        picked = list(parse_layers(layers if layers is not None else _d.VIT_LAYERS, len(found)))
+    except ValueError as exc:
+        raise OnnxVitError(f"--layers: {exc}") from None
     selected = [found[i] for i in picked]
     graph = build_graph(model, input_name=input_name, image_size=S, selected=selected, prefix=prefix)
     layer_spec = layers if layers is not None else _d.VIT_LAYERS
@@ -453,4 +435,4 @@ def _save_atomic(model, out: Path) -> Path:
 
 
 __all__ = ["AttentionSoftmax", "OnnxVitError", "VitExport", "aggregate_reference", "export_onnx_vit",
-           "find_attention", "patch_grid", "select_layers"]
+           "find_attention", "patch_grid"]

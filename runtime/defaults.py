@@ -114,9 +114,11 @@ BACKBONES = ("unet", "vit")
 CUT_DEFAULT_KEYS = ("mode", "power", "threshold", "min_size", "max_segments", "upsample")
 #: The cut settings a vision-transformer export writes into its contract's ``cut_defaults``
 #: (provisional: the package defaults until they are tuned on real ViT attention, bench/ABLATION.md).
-#: Attention layers a ViT export aggregates by default (``all``, ``lastK`` or 0-based indices).
-VIT_LAYERS = "all"
 VIT_CUT_DEFAULTS = {"mode": MODE, "power": POWER, "threshold": THRESHOLD}
+#: Layers whose attention a vision-transformer export averages, unless ``walkcut export --layers`` says
+#: otherwise: ``all``, ``lastN`` (the N last layers) or a comma list of 0-based layer indices
+#: (provisional: every layer until it is tuned on real ViT attention, bench/ABLATION.md).
+VIT_LAYERS = "all"
 INPUT_NAME = "image"
 OUTPUT_NAME = "attention"
 #: Largest output grid the cuts handle within memory on an edge board (R = 96: 9216 nodes, a dense

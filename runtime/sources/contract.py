@@ -66,15 +66,18 @@ class ModelContract:
         R: the output is a row-stochastic (R*R, R*R) transition matrix over an R x R patch grid,
         nodes in row-major order.
     layers : str
-        Layer preset (``encoder``, ``all``) or a comma list of attention resolutions (``64,32``).
+        Layer preset (``encoder``, ``all``) or a comma list of attention resolutions (``64,32``); for a
+        vision transformer ``all``, ``lastN`` or a comma list of 0-based layer indices (the indices
+        themselves in ``extra["layer_indices"]``).
     resolutions : tuple of int
         Self-attention grid sizes that were aggregated (e.g. ``(64, 32, 16, 8)``).
     weights : tuple of float
         Aggregation weight of each entry of ``resolutions`` (sum 1).
     timestep : int
-        Diffusion timestep of the single UNet pass.
+        Diffusion timestep of the single UNet pass (a vision transformer keeps the default; unused).
     noise : bool
-        Whether noise was added to the latent at ``timestep`` (``False``: clean latent).
+        Whether noise was added to the latent at ``timestep`` (``False``: clean latent; always
+        ``False`` for a vision transformer).
     model_id : str
         Hub id, folder or file the weights came from.
     model_hash : str

@@ -1,4 +1,5 @@
-"""``walkcut export``: parse, call :func:`walkcut.export.api.export_model`, print one line.
+"""``walkcut export``: parse, call :func:`walkcut.export.api.export_model` (Stable Diffusion) or
+:func:`walkcut.export.vit.export_vit_model` (DINOv2), print one line.
 
 This module is imported by the ``walkcut`` dispatcher for its parser only: torch is imported inside
 :func:`run`, so ``walkcut --help`` works without the export extra.
@@ -23,18 +24,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``export`` subcommand to the dispatcher's ``subparsers``."""
     p = subparsers.add_parser(
         "export",
-        help="export the Stable Diffusion attention pass to ONNX (and TensorRT)",
+        help="export the attention pass of Stable Diffusion or DINOv2 to ONNX (and TensorRT)",
         description=(
             "Export image -> aggregated self-attention (1, R*R, R*R) as a verified ONNX model. "
             "MODEL is a hub id (downloaded when online), a local diffusers folder, or a single "
             ".safetensors/.ckpt checkpoint file, of SD 1.x, SD 2.x or the SDXL family (SDXL, SSD-1B, "
-            "Segmind-Vega). Without weights, --random-weights --arch NAME exports an architecture with "
-            "random weights to try the pipeline (its segments are meaningless). MODEL may also be an "
-            "ONNX vision transformer (FILE.onnx, e.g. a DINOv2 export): its attention Softmax outputs are "
-            "kept, the rest of the graph dropped, and the aggregation appended in-graph."
+            "Segmind-Vega), or a DINOv2 hub id (facebook/dinov2-small, -base, -large, "
+            "facebook/dinov2-with-registers-*) or save_pretrained folder. Without weights, --random-weights "
+            "--arch NAME exports an architecture with random weights to try the pipeline (its segments are "
+            "meaningless). MODEL may also be an ONNX vision transformer (FILE.onnx): its "
+            "attention Softmax outputs are kept, the rest of the graph dropped, and the aggregation appended."
         ),
     )
-    p.add_argument("--model", metavar="PATH_OR_ID", help="hub id, diffusers folder or checkpoint file")
+    p.add_argument("--model", metavar="PATH_OR_ID",
+                   help="hub id, diffusers folder or checkpoint file; or a DINOv2 hub id or transformers folder")
     p.add_argument("--random-weights", action="store_true",
                    help="no download: export --arch with random weights (try it without weights; the "
                    "segments are meaningless)")
@@ -42,24 +45,26 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="output ONNX path, e.g. models/sd15.onnx")
     p.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="input side, multiple of 64 (default: the family's native size, 512 for SD 1.x/2.x, "
-                   "1024 for the SDXL family)")
-    p.add_argument("--attn-res", type=int, default=32, metavar="R", help="output grid side (32: 1024 nodes)")
+                   "1024 for the SDXL family); for DINOv2 a multiple of the patch size (default 224)")
+    p.add_argument("--attn-res", type=int, default=None, metavar="R",
+                   help="output grid side (SD default 32: 1024 nodes); for DINOv2 it is S / patch size")
     p.add_argument("--layers", default=None, metavar="SPEC",
-                   help="UNet: encoder (down+mid, default), all (16 layers), or resolutions like 64,32; "
-                   "ViT: all, lastK or 0-based layer indices like 8,9,10,11 (default: the tuned set)")
+                   help="SD: encoder (down+mid, default), all (16 layers), or resolutions like 64,32; ViT: "
+                   "all, lastN or 0-based layer indices like 8,9,10,11 (default: walkcut.runtime.defaults.VIT_LAYERS)")
     p.add_argument("--normalize", default="imagenet", choices=["imagenet", "minus_one_to_one", "zero_to_one"],
                    help="ONNX ViT: the pixel scaling it was trained with (imagenet: (x/255 - mean)/std, "
                    "DINO/DINOv2 and most ViTs; minus_one_to_one: x/127.5 - 1; zero_to_one: x/255)")
     p.add_argument("--prefix-tokens", type=int, default=None, metavar="K",
                    help="ONNX ViT: leading non-patch tokens (CLS + registers); inferred when omitted")
-    p.add_argument("--timestep", type=int, default=300, metavar="T", help="UNet timestep (300)")
+    p.add_argument("--timestep", type=int, default=None, metavar="T", help="UNet timestep (300; SD only)")
     p.add_argument("--noise", action="store_true", help="add fixed noise to the latent at T (off by default)")
     p.add_argument("--noise-seed", type=int, default=0, help="seed of that noise (0)")
     p.add_argument("--fp16", action="store_true", help="fp16 weights and compute (IO stays float32)")
     p.add_argument("--trt", action="store_true", help="also build a TensorRT engine beside the ONNX file")
     p.add_argument("--arch", default=None,
                    help="architecture of a single checkpoint file or of --random-weights: tiny, sd15, sd2-base, "
-                   "sdxl, ssd-1b, vega, tiny-sdxl or a JSON config (detected from a checkpoint when omitted)")
+                   "sdxl, ssd-1b, vega, tiny-sdxl, dinov2-s, dinov2-b, dinov2-l (-reg: with registers), "
+                   "dinov2-tiny or a JSON config (detected from a checkpoint when omitted)")
     p.add_argument("--offline", action="store_true", help="never use the network (hub ids from cache only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -106,14 +111,14 @@ def offline_mode(model: str | None, offline: bool) -> bool:
     return True
 
 
-def hub_id_cached(model: str) -> bool:
-    """Whether the local Hugging Face cache holds ``model``'s UNet config (no network, no torch)."""
+def hub_id_cached(model: str, filename: str = "unet/config.json") -> bool:
+    """Whether the local Hugging Face cache holds ``filename`` of ``model`` (no network, no torch)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return True  # cannot tell here; the loader will say
     try:
-        found = try_to_load_from_cache(model, "unet/config.json")
+        found = try_to_load_from_cache(model, filename)
     except ValueError:  # not a valid repo id: the loader gives the full message
         return True
     return isinstance(found, str)
@@ -148,10 +153,40 @@ def missing_export_package() -> str | None:
     return None
 
 
+#: Options that describe a diffusion pass: refused for a DINOv2 source (a flag given, or a value off its default).
+SD_ONLY_OPTIONS = {"timestep": None, "noise": False, "noise_seed": 0}
+
+
+def check_dinov2_arguments(args: argparse.Namespace) -> None:
+    """Refuse the options a DINOv2 export cannot honour, naming them (a usage error)."""
+    given = [f"--{k.replace('_', '-')}" for k, unset in SD_ONLY_OPTIONS.items() if getattr(args, k) != unset]
+    if given:
+        raise UsageError(f"{' and '.join(given)}: Stable Diffusion options; a DINOv2 export has no diffusion "
+                         f"timestep or noise")
+    if args.model and args.arch:
+        raise UsageError(f"--arch {args.arch}: a DINOv2 folder or hub id carries its own config.json; --arch is "
+                         f"for --random-weights")
+
+
+def export_dinov2(args: argparse.Namespace, options: dict, local_only: bool):
+    """The DINOv2 branch of :func:`run`: a hub id or folder, or ``--random-weights --arch``."""
+    from walkcut.export.vit import export_vit_model, export_vit_random
+
+    options = {k: v for k, v in options.items() if k not in SD_ONLY_OPTIONS}
+    if args.random_weights:
+        return export_vit_random(args.arch, args.out, **options)
+    return export_vit_model(args.model, args.out, local_files_only=local_only, **options)
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``walkcut export``; return the exit code."""
     if args.random_weights == bool(args.model) or (args.random_weights and not args.arch):
         raise UsageError("give --model PATH_OR_ID, or --random-weights with --arch NAME (not both)")
+    from walkcut.export.vit_spec import is_dinov2_source  # no torch: it reads config.json at most
+
+    dinov2 = is_dinov2_source(args.model, args.arch)
+    if dinov2:
+        check_dinov2_arguments(args)
     missing = missing_export_package()
     if missing:
         raise CommandError(f"walkcut export needs the export extra ({missing} is not installed): "
@@ -162,8 +197,15 @@ def run(args: argparse.Namespace) -> int:
     local_only = offline_mode(args.model, args.offline)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         quiet_third_party()
-    if local_only and args.model and not Path(args.model).exists() and not hub_id_cached(args.model):
+    if local_only and args.model and not Path(args.model).exists() and not (
+            hub_id_cached(args.model, "config.json") if dinov2 else hub_id_cached(args.model)):
         # Fail before importing torch and diffusers (seconds on a small board) for an answer known now.
+        if dinov2:
+            raise CommandError(
+                f"{args.model}: not in the local Hugging Face cache, and the hub cannot be used "
+                f"({'--offline' if args.offline else 'no network'}). Supply the weights as a folder written by "
+                f"save_pretrained (`huggingface-cli download {args.model} --local-dir dinov2` on a machine with "
+                f"network), or use this hub id while online.", code=2)
         raise CommandError(
             f"{args.model}: not in the local Hugging Face cache, and the hub cannot be used "
             f"({'--offline' if args.offline else 'no network'}). Supply the weights in one of these ways: "
@@ -184,11 +226,15 @@ def run(args: argparse.Namespace) -> int:
         from walkcut.export.trt import INSTALL_HINT  # fail before the long export, not after it
 
         raise CommandError(INSTALL_HINT, code=2)
-    options = {"image_size": args.image_size, "attn_res": args.attn_res, "layers": args.layers or "encoder",
+    # options left out (None) take the exporter's own defaults, which differ between SD and DINOv2
+    options = {"image_size": args.image_size, "attn_res": args.attn_res, "layers": args.layers,
                "timestep": args.timestep, "noise": args.noise, "noise_seed": args.noise_seed, "fp16": args.fp16,
                "progress": not args.no_progress}
+    options = {k: v for k, v in options.items() if v is not None}
     try:
-        if args.random_weights:
+        if dinov2:
+            result = export_dinov2(args, options, local_only)
+        elif args.random_weights:
             result = export_random(args.arch, args.out, **options)
         else:
             result = export_model(args.model, args.out, arch=args.arch, local_files_only=local_only, **options)
@@ -214,7 +260,8 @@ def _run_onnx_vit(args: argparse.Namespace) -> int:
     if not Path(args.model).is_file():
         raise UsageError(f"--model {args.model}: no such ONNX file")
     for flag, given in (("--fp16", args.fp16), ("--trt", args.trt), ("--noise", args.noise),
-                        ("--arch", args.arch is not None), ("--attn-res", args.attn_res != 32)):
+                        ("--arch", args.arch is not None), ("--attn-res", args.attn_res is not None),
+                        ("--timestep", args.timestep is not None)):
         if given:
             raise UsageError(f"{flag} does not apply to an ONNX vision transformer (its patch grid fixes R; "
                              f"build a TensorRT engine from the exported file with trtexec)")
