@@ -33,7 +33,7 @@ from walkcut.runtime.upsample import upsample_labels
 from walkcut.eval import metrics
 from walkcut.eval.datasets import load_dataset
 
-SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # constant NCut thresholds, best in hindsight = ODS
+SWEEP = (0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95)  # constant NCut thresholds, best in hindsight = ODS
 RULES = ("auto-ncut", "auto-mincut")
 DEFAULTS = {"size": 224, "layers": "all", "hybrid": 0.0, "mode": "walk", "power": 1, "max_segments": 32,
             "min_size": None, "upsample": "joint-bilateral", "contour_scale": 2.0}
