@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from test_video import count_frames, write_clip
-from walkcut.runtime.sources.engine import EngineSource
+from walkcut.runtime.sources.engine import EngineSource, EngineSpec
 from walkcut.runtime.video import (
     EngineStage,
     SegmenterSpec,
@@ -120,7 +120,7 @@ def test_overlapped_labels_equal_the_sequential_ones(tmp_path, fake_engine):
     source = EngineSource.from_path(fake_engine, backend="ort-cpu")
     summary, ids = run_overlapped(clip, source, SegmenterSpec(handed=True))
     assert summary.frames_written == 5 and summary.stages["engine"]
-    direct = build_video_segmenter(SegmenterSpec(engine=str(fake_engine), backend="ort-cpu"))
+    direct = build_video_segmenter(SegmenterSpec(source=EngineSpec(fake_engine, backend="ort-cpu")))
     cap = cv2.VideoCapture(str(clip))
     for got in ids:
         _, frame = cap.read()

@@ -15,7 +15,6 @@ from walkcut.runtime.video.pipeline import VideoPipeline, VideoSummary
 from walkcut.runtime.video.tracking import IdTracker
 from walkcut.runtime.video.workers import (
     FrameSegmentation,
-    HandedSource,
     ProcessSegmenter,
     SegmenterSpec,
     WorkerPlan,
@@ -30,7 +29,6 @@ __all__ = [
     "EngineStage",
     "EngineStats",
     "FrameSegmentation",
-    "HandedSource",
     "IdTracker",
     "ProcessSegmenter",
     "SegmenterSpec",

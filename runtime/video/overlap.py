@@ -7,7 +7,7 @@ With an engine source the video pipeline is::
 While the workers cut frame t on the CPU cores, the engine stage already runs frame t + 1 (on a GPU,
 or on the CPU's inference threads); the bounded ``staged`` queue keeps it at most ``queue_size``
 frames ahead, so memory stays flat. The workers receive the transition matrix with the frame
-(:class:`~walkcut.runtime.video.workers.HandedSource`) and load no model. One call in flight is
+(:class:`~walkcut.runtime.sources.given.GivenSource`) and load no model. One call in flight is
 what a single GPU context serves best, and it keeps the engine's memory at one batch.
 
 :class:`EngineStats` says how well the overlap worked: the engine's busy time, and its idle time
@@ -65,7 +65,7 @@ class EngineStage:
             max_age: float | None = None, on_error=None) -> None:
         """Thread body: ``(index, frame_bgr, t_read)`` from ``frames`` to ``(..., handed)`` on ``staged``.
 
-        ``handed`` is ``(transition, timings)`` for :meth:`HandedSource.hand`. A frame older than
+        ``handed`` is ``(transition, timings)`` for :meth:`GivenSource.hand`. A frame older than
         ``max_age`` seconds when the engine is free is skipped (live sources: work on the newest
         frame); skips are counted in ``stats.stale``. On ``sentinel`` (end of stream) one sentinel
         is passed on per consumer. An engine error is handed on with its frame, so the pipeline

@@ -116,7 +116,7 @@ class VideoPipeline:
     engine : object with ``transition(image_rgb)``, optional
         An engine source run in its own stage ahead of the workers (one call in flight); the
         workers' Segmenters must then take handed-over transitions
-        (:class:`~walkcut.runtime.video.workers.HandedSource`, ``SegmenterSpec(handed=True)``).
+        (``SegmenterSpec(handed=True)``: a :class:`~walkcut.runtime.sources.given.GivenSource`).
     max_latency : float, optional
         Seconds. In live mode, keep only the newest frame waiting and drop a frame older than this
         when work on it would start. Ignored for files (they never drop frames).
