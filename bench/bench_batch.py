@@ -91,16 +91,16 @@ def stage_costs(n: int = 12) -> None:
     from walkcut.runtime.imageio import encode_png, read_image
     from walkcut.runtime.segmenter import Segmenter
     from walkcut.runtime.sources.contract import ModelContract
-    from walkcut.runtime.sources.engine import EngineSource
+    from walkcut.runtime.sources.engine import validate_attention
+    from walkcut.runtime.sources.given import GivenSource
     from walkcut.runtime.sources.pixels import Transition
     from walkcut.runtime.sources.preprocess import preprocess
 
-    from walkcut.batch.work import _GivenTransition, one_thread
+    from walkcut.batch.work import one_thread
     from walkcut.eval.reference import synthetic_attention
 
     contract = ModelContract(image_size=512, attn_res=32, layers="encoder", resolutions=(32,), weights=(1.0,),
                              model_id="bench", model_hash="0" * 12, exporter_version="bench")
-    checker = EngineSource(None, contract, name="bench")
     costs: dict[str, list[float]] = {}
 
     def clock(stage, fn, *a, **k):
@@ -116,8 +116,8 @@ def stage_costs(n: int = 12) -> None:
             image = clock("decode", read_image, jpg)
             clock("preprocess", preprocess, image, contract)
             raw = synthetic_attention(32, seed=i)[None].astype(np.float32)  # (1, 1024, 1024)
-            P = clock("check", checker._validate, raw)
-            seg = Segmenter(_GivenTransition(Transition(P=P, grid_shape=(32, 32)), {})).set_image(image)
+            P = clock("check", validate_attention, raw, contract, name="bench")
+            seg = Segmenter(GivenSource(Transition(P=P, grid_shape=(32, 32)))).set_image(image)
             t0 = time.thread_time()
             result = seg.segment()
             both = time.thread_time() - t0

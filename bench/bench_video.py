@@ -176,6 +176,7 @@ def bench_upsample(args) -> dict:
 
 
 def _make_pipeline(args, track=True):
+    from walkcut.runtime.sources.pixels import PixelSource
     from walkcut.runtime.video import (
         SegmenterSpec,
         VideoPipeline,
@@ -188,7 +189,7 @@ def _make_pipeline(args, track=True):
 
     limit_blas_threads(1)
     plan = plan_workers()  # what `walkcut video` chooses on this machine
-    spec = SegmenterSpec(grid=args.grid, label_side=VIDEO_LABEL_SIDE)
+    spec = SegmenterSpec(source=PixelSource(grid=args.grid), label_side=VIDEO_LABEL_SIDE)
     pipeline = VideoPipeline(worker_factory(spec, processes=plan.processes),
                              cut_options={"max_segments": VIDEO_MAX_SEGMENTS}, workers=plan.workers, track=track)
     pipeline.describe_workers = plan.reason

@@ -3,12 +3,21 @@
 ``set_image`` runs the expensive part once (the source: engine inference or the pixel graph) and
 keeps the transition matrix; ``segment`` builds the cut hierarchy for a (mode, power) pair — cached,
 so asking again with another threshold only re-prunes the tree — and upsamples the labels.
+
+Cut settings left out (None) come from the source when it carries its own (an exported model's
+contract ``cut_defaults``: mode, power, threshold, min_size, max_segments, upsample), else from the
+package defaults (:data:`PACKAGE_CUT_DEFAULTS`). :func:`resolve_cut_settings` applies that order,
+with any layers before it (the command line puts its flags and presets there), and records where
+each value came from.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 import cv2
 import numpy as np
@@ -18,7 +27,63 @@ from walkcut.runtime.upsample import upsample_labels
 from walkcut.runtime import defaults as _d
 
 
-def _shrink(image_rgb: np.ndarray, max_side: int) -> np.ndarray:
+#: The package default of each cut setting a source may carry (keys of ``defaults.CUT_DEFAULT_KEYS``):
+#: what applies where neither the caller nor the source gives a value. ``min_size`` None means
+#: ``max(1, n // MIN_SIZE_DIVISOR)`` nodes; joint-bilateral upsampling follows image edges
+#: (runtime/upsample.py).
+PACKAGE_CUT_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "mode": _d.MODE, "power": _d.POWER, "threshold": _d.THRESHOLD, "min_size": None,
+    "max_segments": _d.MAX_SEGMENTS, "upsample": "joint-bilateral",
+})
+
+
+@dataclass(frozen=True)
+class CutSetting:
+    """One resolved cut setting and where it came from (``"model"``, ``"default"``, a flag, ...)."""
+
+    value: Any
+    origin: str
+
+
+def resolve_cut_settings(*layers: tuple[str, Mapping[str, Any]]) -> dict[str, CutSetting]:
+    """Every cut setting of ``defaults.CUT_DEFAULT_KEYS`` from the first layer that gives it.
+
+    Parameters
+    ----------
+    *layers : (origin, values)
+        Highest priority first; a value of None (or a missing key) means "not given here". The
+        package defaults (origin ``"default"``) come last on their own.
+
+    Returns
+    -------
+    dict
+        ``{name: CutSetting(value, origin)}`` in the order of ``CUT_DEFAULT_KEYS``.
+
+    Examples
+    --------
+    >>> s = resolve_cut_settings(("--threshold", {"threshold": 0.3}), ("model", {"mode": "walk"}))
+    >>> describe_cut_settings(s)
+    'mode=walk (model), power=1 (default), threshold=0.3 (--threshold), min_size=auto (default), max_segments=32 (default), upsample=joint-bilateral (default)'
+    """
+    chosen = {}
+    for key in _d.CUT_DEFAULT_KEYS:
+        given = ((origin, values.get(key)) for origin, values in layers)
+        origin, value = next(((o, v) for o, v in given if v is not None), ("default", PACKAGE_CUT_DEFAULTS[key]))
+        chosen[key] = CutSetting(value, origin)
+    return chosen
+
+
+def describe_cut_settings(settings: Mapping[str, CutSetting]) -> str:
+    """``"mode=walk (model), threshold=0.3 (--threshold), ..."``: the settings and their origins."""
+    return ", ".join(f"{k}={'auto' if s.value is None else s.value} ({s.origin})" for k, s in settings.items())
+
+
+def source_cut_defaults(source) -> Mapping[str, Any]:
+    """The cut settings a source carries (``source.cut_defaults``; empty for sources without)."""
+    return getattr(source, "cut_defaults", None) or {}
+
+
+def shrink_image(image_rgb: np.ndarray, max_side: int) -> np.ndarray:
     """``image_rgb`` area-averaged to at most ``max_side`` pixels on its longest side (or itself)."""
     h, w = image_rgb.shape[:2]
     if max(h, w) <= max_side:
@@ -56,9 +121,11 @@ class Segmenter:
     Parameters
     ----------
     source : object with ``transition(image_rgb) -> Transition``, default ``PixelSource()``
-        Where the random walk comes from: the weight-free pixel graph or an attention engine.
-    upsample : {"joint-bilateral", "nearest"}
-        How grid labels become pixel labels.
+        Where the random walk comes from: the weight-free pixel graph or an attention engine. A
+        source may carry its own cut settings (``cut_defaults``: an exported model's contract);
+        :meth:`segment` uses them for the settings it is not given.
+    upsample : {"joint-bilateral", "nearest"}, optional
+        How grid labels become pixel labels; default: the source's, else joint-bilateral.
     max_source_side : int, default 2048
         The source sees the image shrunk (area averaging) to at most this many pixels on its longest
         side: it needs only R x R cell colours or an S x S model input, and a 12000 x 12000 photo
@@ -74,7 +141,7 @@ class Segmenter:
         then depend on the previous image, so it is off for independent images.
     """
 
-    def __init__(self, source=None, *, upsample: str = "joint-bilateral", max_source_side: int = _d.MAX_SOURCE_SIDE,
+    def __init__(self, source=None, *, upsample: str | None = None, max_source_side: int = _d.MAX_SOURCE_SIDE,
                  max_label_side: int = _d.MAX_LABEL_SIDE, warm_start: bool = False) -> None:
         for name, value in (("max_source_side", max_source_side), ("max_label_side", max_label_side)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 64:
@@ -99,7 +166,7 @@ class Segmenter:
         if image_rgb.dtype != np.uint8:
             raise TypeError(f"expected a uint8 image, got {image_rgb.dtype}")
         t0 = time.perf_counter()
-        small = _shrink(image_rgb, self.max_source_side)
+        small = shrink_image(image_rgb, self.max_source_side)
         self._transition = self.source.transition(small)
         self._source_seconds = time.perf_counter() - t0
         # Sources that time their own stages (EngineSource: preprocess / engine) report them here.
@@ -118,9 +185,28 @@ class Segmenter:
             raise RuntimeError("call set_image() before segment()")
         return self._transition
 
-    def segment(self, *, mode: str = _d.MODE, power: int = _d.POWER, threshold=_d.THRESHOLD,
+    def cut_settings(self, **given) -> dict[str, CutSetting]:
+        """The settings :meth:`segment` would use given these (None: not given), with their origin:
+        ``"argument"``, ``"model"`` (the source's ``cut_defaults``) or ``"default"``."""
+        if given.get("upsample") is None and self.upsample is not None:
+            given["upsample"] = self.upsample
+        return resolve_cut_settings(("argument", given), ("model", source_cut_defaults(self.source)))
+
+    def segment(self, *, mode: str | None = None, power: int | None = None, threshold=None,
+                min_size: int | None = None, max_segments: int | None = None, upsample: str | None = None,
                 **cut_options) -> Segmentation:
-        """Cut the current image; repeated calls with the same mode/power/options reuse the tree."""
+        """Cut the current image; repeated calls with the same mode/power/options reuse the tree.
+
+        ``mode``, ``power``, ``threshold``, ``min_size``, ``max_segments`` (see
+        :func:`~walkcut.runtime.cuts.hierarchy.cut_transition_matrix`) and ``upsample`` left as None
+        take the source's own setting (an exported model's ``cut_defaults``), else the package
+        default (:data:`PACKAGE_CUT_DEFAULTS`); :meth:`cut_settings` tells which applies.
+        """
+        settings = self.cut_settings(mode=mode, power=power, threshold=threshold, min_size=min_size,
+                                     max_segments=max_segments, upsample=upsample)
+        mode, power, threshold = (settings[k].value for k in ("mode", "power", "threshold"))
+        upsample = settings["upsample"].value
+        cut_options.update(min_size=settings["min_size"].value, max_segments=settings["max_segments"].value)
         tr = self.transition
         key = (mode, power, tuple(sorted(cut_options.items())))
         t0 = time.perf_counter()
@@ -138,9 +224,9 @@ class Segmenter:
         R, C = tr.grid_shape
         grid_labels = cut.labels.reshape(R, C)
         H, W = self._image.shape[:2]
-        guide = _shrink(self._image, self.max_label_side)
+        guide = shrink_image(self._image, self.max_label_side)
         labels = upsample_labels(
-            grid_labels, guide.shape[:2], image_rgb=guide, cell_colors=self._cell_colors, method=self.upsample
+            grid_labels, guide.shape[:2], image_rgb=guide, cell_colors=self._cell_colors, method=upsample
         )
         if guide is not self._image:
             labels = cv2.resize(labels.astype(np.int32), (W, H), interpolation=cv2.INTER_NEAREST).astype(np.int64)

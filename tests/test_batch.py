@@ -24,7 +24,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 from walkcut.batch import collect_batch_inputs
 from walkcut.batch.work import FAULT_ENV
 from walkcut.cli import main
-from walkcut.cli.inputs import InputError
+from walkcut.inputs import InputError
 
 GRID = ["--grid", "16"]  # 256-node graphs: every image cuts in a fraction of a second
 
@@ -95,12 +95,28 @@ def test_outputs_equal_segment_and_manifest_reports_each_input(local_ray, image_
         assert np.isnan(row["seconds_engine"])  # pixel source: no engine stage
 
 
+def test_source_flags_give_the_labels_of_segment(local_ray, image_dir, tmp_path):
+    """--preset and --contour-scale mean on batch what they mean on segment (one source builder)."""
+    images = [image_dir / f"img{i:02d}.png" for i in range(2)]
+    flags = ["--preset", "street", "--contour-scale", "3"]
+    ref = tmp_path / "segment"
+    assert _segment(images, ref, *flags).returncode == 0
+    plain = tmp_path / "plain"
+    assert _segment(images, plain).returncode == 0
+    out = tmp_path / "batch"
+    assert main(["batch", *map(str, images), "--out", str(out), *flags]) == 0
+    got = _pngs(out)
+    assert got == _pngs(ref)
+    assert got != _pngs(plain)  # the flags changed the labels: they were not ignored
+
+
 def test_engine_outputs_equal_segment_in_tasks_and_in_an_actor_pool(local_ray, image_dir, tmp_path):
     pytest.importorskip("onnx")
     from test_backends import build_fake_model
 
     model = tmp_path / "fake.onnx"
-    build_fake_model(model)
+    # The model carries its own cut settings: both commands, and both batch paths, must use them.
+    build_fake_model(model, contract_overrides={"cut_defaults": {"max_segments": 3}})
     images = [image_dir / f"img{i:02d}.png" for i in range(4)]
     ref = tmp_path / "segment"
     done = _segment(images, ref, "--engine", str(model))
@@ -113,6 +129,7 @@ def test_engine_outputs_equal_segment_in_tasks_and_in_an_actor_pool(local_ray, i
         rows = _manifest(out)
         assert all(r["status"] == "ok" and r["seconds_engine"] > 0 for r in rows)
         assert all(r["seconds_preprocess"] >= 0 for r in rows)
+        assert all(1 <= r["segments"] <= 3 for r in rows)  # the model's max_segments
 
 
 def test_killed_worker_is_retried(local_ray, image_dir, tmp_path, monkeypatch):

@@ -112,7 +112,7 @@ def _boom(args):
 
 @pytest.mark.parametrize("flag", [[], ["--debug"], ["-v"]])
 def test_unexpected_errors_are_one_line_unless_debug(flag, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli_segment, "make_source", _boom)
+    monkeypatch.setattr(cli_segment, "source_spec", _boom)
     rc = main([*flag, "segment", str(write_image(tmp_path / "x.png")), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 1 and "walkcut: error: the source broke" in err

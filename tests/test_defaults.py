@@ -77,10 +77,17 @@ def test_modules_take_their_defaults_from_the_one_home():
     assert hierarchy.FALLBACK_THRESHOLD == {"ncut": d.FALLBACK_NCUT, "scaled_mincut": d.FALLBACK_SCALED_MINCUT}
     assert hierarchy.DENSE_SUBGRAPH_MAX_NODES == d.DENSE_SUBGRAPH_MAX_NODES
     assert hierarchy.default_min_size(4096) == 4096 // d.MIN_SIZE_DIVISOR
-    for func in (hierarchy.cut_transition_matrix, Segmenter.segment):
-        assert _default(func, "mode") == d.MODE and _default(func, "power") == d.POWER
-        assert _default(func, "threshold") == d.THRESHOLD
+    func = hierarchy.cut_transition_matrix
+    assert _default(func, "mode") == d.MODE and _default(func, "power") == d.POWER
+    assert _default(func, "threshold") == d.THRESHOLD
     assert _default(hierarchy.cut_transition_matrix, "max_segments") == d.MAX_SEGMENTS
+    # Segmenter.segment leaves its settings to the source, then to these package defaults.
+    from walkcut.runtime.segmenter import PACKAGE_CUT_DEFAULTS
+
+    assert all(_default(Segmenter.segment, k) is None for k in d.CUT_DEFAULT_KEYS)
+    assert set(PACKAGE_CUT_DEFAULTS) == set(d.CUT_DEFAULT_KEYS)
+    assert (PACKAGE_CUT_DEFAULTS["mode"], PACKAGE_CUT_DEFAULTS["power"], PACKAGE_CUT_DEFAULTS["threshold"],
+            PACKAGE_CUT_DEFAULTS["max_segments"]) == (d.MODE, d.POWER, d.THRESHOLD, d.MAX_SEGMENTS)
     assert _default(hierarchy.cut_affinity, "max_segments") == d.MAX_SEGMENTS
     assert (spectral.DENSE_MAX_NODES, spectral.ITERATIVE_MIN_NODES, spectral.DENSE_FALLBACK_MAX_NODES) == (
         d.DENSE_MAX_NODES, d.ITERATIVE_MIN_NODES, d.DENSE_FALLBACK_MAX_NODES)
@@ -103,16 +110,18 @@ def test_modules_take_their_defaults_from_the_one_home():
 
 def test_command_line_defaults_are_the_runtime_defaults():
     from walkcut.cli import build_parser
-    from walkcut.cli.args import contour_scale, resolve_cut_arguments
+    from walkcut.cli.args import cut_options, source_spec
 
     parser = build_parser()
-    seg = resolve_cut_arguments(parser.parse_args(["segment", "x.png", "--out", "o"]))
-    assert (seg.mode, seg.power, seg.threshold, seg.max_segments, seg.grid) == (
+    seg = parser.parse_args(["segment", "x.png", "--out", "o"])
+    options, source = cut_options(seg, source_spec(seg)), source_spec(seg)
+    assert (options["mode"], options["power"], options["threshold"], options["max_segments"], source.grid) == (
         defaults.MODE, defaults.POWER, defaults.THRESHOLD, defaults.MAX_SEGMENTS, defaults.GRID)
-    assert contour_scale(seg) == defaults.CONTOUR_SCALE == PixelSource().contour_scale
-    video = resolve_cut_arguments(parser.parse_args(["video", "x.mp4"]))
-    assert (video.max_segments, video.label_side) == (defaults.VIDEO_MAX_SEGMENTS, defaults.VIDEO_LABEL_SIDE)
-    assert contour_scale(video) == defaults.CONTOUR_SCALE
+    assert source.contour_scale == defaults.CONTOUR_SCALE == PixelSource().contour_scale
+    video = parser.parse_args(["video", "x.mp4"])
+    assert (cut_options(video)["max_segments"], video.label_side) == (defaults.VIDEO_MAX_SEGMENTS,
+                                                                     defaults.VIDEO_LABEL_SIDE)
+    assert source_spec(video).contour_scale == defaults.CONTOUR_SCALE
 
 
 def test_default_preset_is_the_defaults():

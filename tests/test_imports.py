@@ -41,3 +41,26 @@ def test_no_top_level_export_or_runtime_package(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "walkcut.runtime"]
+
+
+def test_nothing_below_the_command_line_imports_it():
+    """The CLI is the top floor: the library (runtime, batch, eval, inputs) never imports walkcut.cli."""
+    code = r"""
+import importlib, importlib.util, pkgutil, sys
+import walkcut.runtime, walkcut.eval, walkcut.batch
+names = ["walkcut.inputs"]
+for pkg in (walkcut.runtime, walkcut.eval, walkcut.batch):
+    names += [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+for name in names:
+    if name.startswith("walkcut.batch.") and not all(importlib.util.find_spec(m) for m in ("ray", "pyarrow")):
+        continue  # the ray extra is not installed: batch's Ray modules cannot load here
+    importlib.import_module(name)
+import walkcut
+for name in walkcut.__all__:
+    getattr(walkcut, name)
+leaked = sorted(m for m in sys.modules if m == "walkcut.cli" or m.startswith("walkcut.cli."))
+print(leaked)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

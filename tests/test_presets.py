@@ -1,5 +1,5 @@
-"""``--preset NAME`` on walkcut segment / video / eval: the preset's settings, explicit flags win,
-unknown names are a one-line usage error."""
+"""``--preset NAME`` on walkcut segment / batch / video / eval: the preset's settings, explicit flags
+win, unknown names are a one-line usage error."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ from walkcut.runtime import defaults
 from walkcut.runtime.sources.pixels import PRESETS
 
 from walkcut.cli import build_parser, main
-from walkcut.cli.args import contour_scale, cut_options, make_source, resolve_cut_arguments
+from walkcut.cli.args import cut_options, source_spec
 
 COMMANDS = {
     "segment": ["segment", "x.png", "--out", "o"],
+    "batch": ["batch", "x.png", "--out", "o"],
     "video": ["video", "x.mp4"],
     "eval": ["eval", "bsds500"],
+    "bench": ["bench"],
 }
 
 
 def parse(argv):
-    return resolve_cut_arguments(build_parser().parse_args(argv))
+    return build_parser().parse_args(argv)
 
 
 def test_presets_module_alias_is_the_defaults_table():
@@ -33,7 +35,7 @@ def test_preset_sets_source_and_cut_options(command, name):
     preset = defaults.PRESETS[name]
     for key, value in preset["cuts"].items():
         assert cut_options(args)[key] == value, (command, key)
-    source = make_source(args)
+    source = source_spec(args).open()
     for key, value in preset["source"].items():
         assert getattr(source, key) == value, (command, key)
 
@@ -43,26 +45,30 @@ def test_explicit_flags_override_the_preset(command):
     args = parse(COMMANDS[command] + ["--preset", "street", "--grid", "24", "--threshold", "0.05",
                                       "--max-segments", "7", "--contour-scale", "off"])
     assert (args.grid, args.threshold, args.max_segments) == (24, 0.05, 7)
-    source = make_source(args)
+    source = source_spec(args)
     assert (source.grid, source.contour_scale) == (24, None)
+    assert source.color_scale == defaults.PRESETS["street"]["source"]["color_scale"]  # the preset's, no flag
     assert cut_options(args)["threshold"] == 0.05
     # Flag order does not matter.
     again = parse(COMMANDS[command] + ["--grid", "24", "--preset", "street"])
-    assert again.grid == 24 and again.threshold == defaults.PRESETS["street"]["cuts"]["threshold"]
+    assert source_spec(again).grid == 24
+    assert cut_options(again)["threshold"] == defaults.PRESETS["street"]["cuts"]["threshold"]
 
 
 def test_without_a_preset_the_command_defaults_hold():
     video = parse(COMMANDS["video"])
-    assert video.max_segments == defaults.VIDEO_MAX_SEGMENTS and video.grid == defaults.GRID
-    assert contour_scale(video) == defaults.CONTOUR_SCALE
+    assert cut_options(video)["max_segments"] == defaults.VIDEO_MAX_SEGMENTS
+    assert source_spec(video).grid == defaults.GRID
+    assert source_spec(video).contour_scale == defaults.CONTOUR_SCALE
     # A preset replaces the command's own default too (video's 16 leaves).
     street = parse(COMMANDS["video"] + ["--preset", "street"])
-    assert street.max_segments == defaults.PRESETS["street"]["cuts"]["max_segments"]
+    assert cut_options(street)["max_segments"] == defaults.PRESETS["street"]["cuts"]["max_segments"]
 
 
 def test_contour_scale_flag():
-    assert make_source(parse(COMMANDS["segment"] + ["--contour-scale", "3"])).contour_scale == 3.0
-    assert make_source(parse(COMMANDS["segment"] + ["--contour-scale", "off"])).contour_scale is None
+    for command in COMMANDS:
+        assert source_spec(parse(COMMANDS[command] + ["--contour-scale", "3"])).contour_scale == 3.0, command
+        assert source_spec(parse(COMMANDS[command] + ["--contour-scale", "off"])).contour_scale is None, command
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -118,7 +124,9 @@ def test_video_workers_build_the_preset_source(monkeypatch):
         video_cli.run(args)
     spec = seen["spec"]
     assert isinstance(spec, SegmenterSpec)
-    source = spec.open_source()
+    import pickle
+
+    source = pickle.loads(pickle.dumps(spec)).open_source()  # as a worker process receives it
     for key, value in defaults.PRESETS["street"]["source"].items():
         assert getattr(source, key) == value, key
 

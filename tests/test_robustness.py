@@ -116,11 +116,11 @@ def test_text_file_as_model_is_a_one_line_error(tmp_path, capsys):
 
 def test_contract_the_runtime_cannot_honour_says_what_to_reexport(tmp_path, capsys):
     model = tmp_path / "odd.onnx"
-    build_fake_model(model, contract_overrides={"normalization": "imagenet"})
+    build_fake_model(model, contract_overrides={"normalization": "yuv_centered"})
     rc = main(["segment", str(tmp_path / "x.png"), "--out", str(tmp_path / "out"), "--engine", str(model)])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "normalization 'imagenet'" in err[0] and "re-export" in err[0]
+    assert len(err) == 1 and "normalization 'yuv_centered'" in err[0] and "re-export" in err[0]
 
 
 def test_nan_engine_output_fails_each_file_without_outputs(tmp_path, capsys):

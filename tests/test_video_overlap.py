@@ -1,4 +1,4 @@
-"""The engine stage: frame t + 1's engine pass runs while frame t is cut; errors, stats, the command.
+"""The model stage: frame t + 1's engine pass runs while frame t is cut; errors, stats, the command.
 
 On CPU with a small ONNX attention model (test_backends.build_fake_model) and with the tiny model
 exported from a random SD UNet (export_fixtures; skipped without torch/diffusers).
@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 from test_video import count_frames, write_clip
-from walkcut.runtime.sources.engine import EngineSource
+from walkcut.runtime.sources.engine import EngineSource, EngineSpec
 from walkcut.runtime.video import (
-    EngineStage,
+    ModelStage,
     SegmenterSpec,
     VideoInput,
     VideoPipeline,
@@ -120,7 +120,7 @@ def test_overlapped_labels_equal_the_sequential_ones(tmp_path, fake_engine):
     source = EngineSource.from_path(fake_engine, backend="ort-cpu")
     summary, ids = run_overlapped(clip, source, SegmenterSpec(handed=True))
     assert summary.frames_written == 5 and summary.stages["engine"]
-    direct = build_video_segmenter(SegmenterSpec(engine=str(fake_engine), backend="ort-cpu"))
+    direct = build_video_segmenter(SegmenterSpec(source=EngineSpec(fake_engine, backend="ort-cpu")))
     cap = cv2.VideoCapture(str(clip))
     for got in ids:
         _, frame = cap.read()
@@ -157,9 +157,9 @@ def test_engine_error_stops_in_frame_order(tmp_path, fake_engine):
     assert len(ids) == 2
 
 
-def test_engine_stage_needs_a_source():
+def test_model_stage_needs_a_source():
     with pytest.raises(TypeError, match="transition"):
-        EngineStage(object())
+        ModelStage(object())
 
 
 def test_video_command_overlaps_the_engine(tmp_path, fake_engine, capsys):

@@ -10,8 +10,8 @@ from test_video import FakeCamera, count_frames, scene, write_clip
 from threadpoolctl import threadpool_info, threadpool_limits
 from walkcut.runtime.segmenter import Segmenter
 from walkcut.runtime.sources.pixels import PixelSource
+from walkcut.runtime.sources.given import GivenSource
 from walkcut.runtime.video import (
-    HandedSource,
     ProcessSegmenter,
     SegmenterSpec,
     VideoInput,
@@ -56,7 +56,7 @@ def test_plan_overrides_and_validation():
 # --- one builder ---------------------------------------------------------------------------------
 
 def test_thread_and_process_workers_are_built_the_same_way():
-    spec = SegmenterSpec(grid=8, label_side=128, upsample="nearest")
+    spec = SegmenterSpec(source=PixelSource(grid=8), label_side=128, upsample="nearest")
     seg = worker_factory(spec, processes=False)()
     assert isinstance(seg, Segmenter)
     assert seg.warm_start and seg.upsample == "nearest" and seg.max_label_side == 128
@@ -68,7 +68,7 @@ def test_thread_and_process_workers_are_built_the_same_way():
 
 
 def test_thread_and_process_workers_give_the_same_labels():
-    spec = SegmenterSpec(grid=8)
+    spec = SegmenterSpec(source=PixelSource(grid=8))
     frames = [cv2.cvtColor(scene(t), cv2.COLOR_BGR2RGB) for t in range(3)]
     in_thread = worker_factory(spec, processes=False)()
     in_process = worker_factory(spec, processes=True)()
@@ -83,12 +83,12 @@ def test_thread_and_process_workers_give_the_same_labels():
 
 def test_thread_workers_share_an_opened_source():
     source = PixelSource(grid=8)
-    make = worker_factory(SegmenterSpec(grid=8), processes=False, source=source)
+    make = worker_factory(SegmenterSpec(source=PixelSource(grid=8)), processes=False, source=source)
     assert make().source is source and make() is not make()
 
 
-def test_handed_source():
-    src = HandedSource()
+def test_given_source():
+    src = GivenSource()
     with pytest.raises(RuntimeError, match="hand"):
         src.transition(np.zeros((4, 4, 3), np.uint8))
     tr = PixelSource(grid=4).transition(np.zeros((16, 16, 3), np.uint8))
@@ -203,7 +203,7 @@ def test_processes_and_threads_flags_exclude_each_other(tmp_path, capsys):
 def test_pipeline_built_from_a_spec_matches_a_direct_run(tmp_path):
     """The pipeline with a worker from the spec gives the labels of a warm-started Segmenter."""
     clip = write_clip(tmp_path / "c.mp4", n=5)
-    spec = SegmenterSpec(grid=8)
+    spec = SegmenterSpec(source=PixelSource(grid=8))
     got = []
     pipeline = VideoPipeline(worker_factory(spec, processes=False), cut_options={"max_segments": 4}, track=False)
     with VideoReader(VideoInput.parse(str(clip))) as reader:

@@ -5,6 +5,10 @@ torch)::
 
     from walkcut import Segmenter, PixelSource, EngineSource, cut_transition_matrix, read_image
 
+A source is described by a picklable spec with ``open()`` (``PixelSource`` is its own;
+``EngineSpec`` names an exported model and its backend); ``source_spec(...)`` builds one from the
+options the commands share, and ``GivenSource`` hands a transition computed elsewhere to a Segmenter.
+
 Where things live:
 
 - :mod:`walkcut.runtime` (folder ``runtime/``): the lean runtime — cut engine (``cuts``), sources of
@@ -12,7 +16,9 @@ Where things live:
 - :mod:`walkcut.export` (folder ``export/``): the export stage (torch, diffusers, onnx; the ``export``
   extra).
 - :mod:`walkcut.eval`: metrics, dataset loaders and the evaluation loop.
-- :mod:`walkcut.cli`: the ``walkcut`` command, one module per subcommand.
+- :mod:`walkcut.batch`: ``walkcut batch`` on Ray Data; :mod:`walkcut.inputs`: input expansion and
+  output naming for many images.
+- :mod:`walkcut.cli`: the ``walkcut`` command, one module per subcommand (nothing else imports it).
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ _EXPORTS = {
     "PixelSource": "walkcut.runtime.sources.pixels",
     "Transition": "walkcut.runtime.sources.pixels",
     "EngineSource": "walkcut.runtime.sources.engine",
+    "EngineSpec": "walkcut.runtime.sources.engine",
+    "GivenSource": "walkcut.runtime.sources.given",
+    "source_spec": "walkcut.runtime.sources.spec",
     "cut_transition_matrix": "walkcut.runtime.cuts.hierarchy",
     "cut_affinity": "walkcut.runtime.cuts.hierarchy",
     "CutResult": "walkcut.runtime.cuts.hierarchy",

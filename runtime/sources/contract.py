@@ -4,16 +4,24 @@ The exporter writes a :class:`ModelContract` as JSON into the ONNX metadata unde
 :data:`METADATA_KEY` (and into a JSON file beside a TensorRT engine); the runtime reads it back
 and refuses a model whose contract it cannot honour. One :class:`GraphIO` object describes the
 graph's inputs and outputs for the exporter, the TensorRT builder and the tests alike.
+:func:`check_cut_settings` checks the values of a contract's ``cut_defaults`` (a model that carries
+a setting the cuts would refuse is refused when it is read, not at its first image).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any
+
 from walkcut.runtime import defaults as _d
+from walkcut.runtime.cuts.graph import MODES
+from walkcut.runtime.cuts.hierarchy import AUTO_RULES
+from walkcut.runtime.upsample import METHODS as UPSAMPLE_METHODS
 
 METADATA_KEY = _d.METADATA_KEY
 #: Version of the contract format. Bump when a field changes meaning; the runtime refuses others.
@@ -27,6 +35,41 @@ LAYER_PRESETS = _d.LAYER_PRESETS
 
 class ContractError(ValueError):
     """The model's contract is missing, malformed, or asks for something this runtime cannot do."""
+
+
+def _whole(value, low: int) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= low
+
+
+def check_cut_settings(values: Mapping[str, Any], *, source: str = "cut_defaults") -> None:
+    """Raise :class:`ContractError` unless ``values`` are valid settings of :data:`CUT_DEFAULT_KEYS
+    <walkcut.runtime.defaults.CUT_DEFAULT_KEYS>` (unknown keys included); ``source`` names them in
+    the message.
+
+    Accepted: ``mode`` one of walk, dot, cosine; ``power`` an integer >= 1; ``threshold`` a finite
+    number >= 0 or an automatic rule (auto-ncut, auto-mincut); ``min_size`` and ``max_segments``
+    integers >= 1; ``upsample`` joint-bilateral or nearest.
+    """
+    if not isinstance(values, Mapping):
+        raise ContractError(f"{source} must be a JSON object, got {values!r}")
+    unknown = sorted(set(values) - set(_d.CUT_DEFAULT_KEYS))
+    if unknown:
+        raise ContractError(f"{source} has unknown keys {unknown} (known: {list(_d.CUT_DEFAULT_KEYS)})")
+    checks = {
+        "mode": (lambda v: v in MODES, f"one of {', '.join(MODES)}"),
+        "power": (lambda v: _whole(v, 1), "an integer >= 1"),
+        "threshold": (lambda v: v in AUTO_RULES if isinstance(v, str) else (
+            isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) and v >= 0),
+            f"a finite number >= 0 or one of {', '.join(AUTO_RULES)}"),
+        "min_size": (lambda v: _whole(v, 1), "an integer >= 1"),
+        "max_segments": (lambda v: _whole(v, 1), "an integer >= 1"),
+        "upsample": (lambda v: v in UPSAMPLE_METHODS, f"one of {', '.join(UPSAMPLE_METHODS)}"),
+    }
+    for key, value in values.items():
+        ok, expected = checks[key]
+        if not ok(value):
+            raise ContractError(f"{source}: {key} must be {expected}, got {value!r}; re-export the model "
+                                f"with a valid setting (or override it with the matching option)")
 
 
 @dataclass(frozen=True)
@@ -131,11 +174,7 @@ class ModelContract:
         elif not isinstance(self.image_size, int) or self.image_size <= 0 or self.image_size % self.attn_res:
             raise ContractError(f"image_size of a vision transformer must be a positive multiple of attn_res "
                                 f"({self.attn_res}: S = R x patch size), got {self.image_size!r}")
-        if not isinstance(self.cut_defaults, Mapping):
-            raise ContractError(f"cut_defaults must be a JSON object, got {self.cut_defaults!r}")
-        unknown = sorted(set(self.cut_defaults) - set(_d.CUT_DEFAULT_KEYS))
-        if unknown:
-            raise ContractError(f"cut_defaults has unknown keys {unknown} (known: {list(_d.CUT_DEFAULT_KEYS)})")
+        check_cut_settings(self.cut_defaults, source="cut_defaults")
         if len(self.weights) != len(self.resolutions):
             raise ContractError(
                 f"weights {self.weights!r} and resolutions {self.resolutions!r} differ in length"
@@ -186,6 +225,8 @@ class ModelContract:
         d["weights"] = tuple(float(w) for w in d.get("weights", ()))
         try:
             return cls(**d)
+        except ContractError as exc:  # a field's value: name the model it came from
+            raise ContractError(f"{source}: {exc}") from None
         except TypeError as exc:
             raise ContractError(f"{source}: malformed contract ({exc}); re-export the model") from exc
 

@@ -4,22 +4,34 @@
 not a walkcut model or whose contract this runtime cannot honour (the message says what to
 re-export), starts a backend (:mod:`walkcut.runtime.sources.backends`) and checks the graph's inputs and
 outputs against the contract. ``transition(image_rgb)`` then preprocesses the image
-(:mod:`walkcut.runtime.sources.preprocess`), runs the engine and validates its output: a finite,
-non-negative, row-stochastic ``(R*R, R*R)`` matrix, else :class:`EngineOutputError` naming the model.
+(:mod:`walkcut.runtime.sources.preprocess`), runs the engine and validates its output with
+:func:`validate_attention`: a finite, non-negative, row-stochastic ``(R*R, R*R)`` matrix, else
+:class:`EngineOutputError` naming the model.
+
+:class:`EngineSpec` is the picklable description of an engine source (model path, backend,
+threads): it reads the contract without starting anything, and :meth:`EngineSpec.open` starts the
+backend where it is called (a worker process, a Ray actor, a thread). A model's contract may carry
+its own cut settings (``cut_defaults``, contract version 2); the source and its spec expose them as
+``cut_defaults``, which :class:`~walkcut.runtime.segmenter.Segmenter` uses where the caller gives none.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 from walkcut.runtime.cuts.graph import check_transition_matrix
 from walkcut.runtime.defaults import MAX_ATTN_RES, ROW_TOL
-from walkcut.runtime.sources.backends import Backend, create_backend, default_threads
+from walkcut.runtime.sources.backends import BACKENDS, Backend, create_backend, default_threads
 from walkcut.runtime.sources.contract import ContractError, ModelContract
 from walkcut.runtime.sources.pixels import Transition
 from walkcut.runtime.sources.preprocess import preprocess
@@ -163,6 +175,52 @@ def check_contract(contract: ModelContract, *, source: str) -> None:
                             f"handles (R <= {MAX_ATTN_RES}); re-export with `--attn-res 32` or 64")
 
 
+def validate_attention(out, contract: ModelContract, *, name: str = "model") -> np.ndarray:
+    """The transition matrix in an engine's raw output, checked against the model's contract.
+
+    Parameters
+    ----------
+    out : array_like, (1, R*R, R*R)
+        What the model's graph returned for one image.
+    contract : ModelContract
+        The model's contract (fixes ``R``).
+    name : str
+        How errors name the model (its path).
+
+    Returns
+    -------
+    (R*R, R*R) ndarray
+        Finite, non-negative, every row summing to 1: rows within ``ROW_TOL`` of 1 (fp16 rounding)
+        are renormalised, so the cuts see exact row sums.
+
+    Raises
+    ------
+    EngineOutputError
+        Wrong shape, NaN/Inf, negative entries, rows that do not sum to 1, or an all-zero row;
+        the message names the model and what to do.
+    """
+    n = contract.io.n_nodes
+    out = np.asarray(out)
+    if out.shape != (1, n, n):
+        raise EngineOutputError(f"{name}: engine output has shape {out.shape}, contract says "
+                                f"{(1, n, n)}; {_REEXPORT}")
+    P = out[0]  # (n, n)
+    bad = ~np.isfinite(P)
+    if bad.any():  # the likely cause differs from a malformed matrix: say so
+        raise EngineOutputError(f"{name}: engine output has {int(bad.sum())} NaN/Inf values of {P.size} "
+                                f"(corrupt weights or fp16 overflow?); try the fp32 export or another backend")
+    try:
+        # The one validator of transition matrices.
+        P = check_transition_matrix(P, row_tol=ROW_TOL, name=f"{name}: engine output")
+    except (TypeError, ValueError) as exc:
+        raise EngineOutputError(f"{exc}; it is not a row-stochastic attention; {_REEXPORT}") from exc
+    empty = np.flatnonzero(P.sum(axis=1) == 0)  # the validator allows them; softmax rows never are
+    if empty.size:
+        raise EngineOutputError(f"{name}: engine output row {int(empty[0])} is all zeros; it is not a "
+                                f"row-stochastic attention; {_REEXPORT}")
+    return P
+
+
 def _static_dims(shape) -> tuple:
     return tuple(d if isinstance(d, int) else None for d in shape)
 
@@ -214,6 +272,11 @@ class EngineSource:
     def grid_shape(self) -> tuple[int, int]:
         return (self.contract.attn_res, self.contract.attn_res)
 
+    @property
+    def cut_defaults(self) -> Mapping:
+        """The model's own cut settings (its contract's ``cut_defaults``; empty for version-1 models)."""
+        return MappingProxyType(dict(self.contract.cut_defaults))
+
     def _check_io(self) -> None:
         io = self.contract.io
         session = getattr(self.backend, "session", None)
@@ -245,35 +308,63 @@ class EngineSource:
         x = preprocess(image_rgb, self.contract)  # (1, 3, S, S)
         t1 = time.perf_counter()
         out = self.backend.run(x)
-        P = self._validate(out)
+        P = validate_attention(out, self.contract, name=self.name)
         t2 = time.perf_counter()
         self._local.timings = {"preprocess": t1 - t0, "engine": t2 - t1}
         return Transition(P=P, grid_shape=self.grid_shape, stationary=None, cell_colors=None)
-
-    def _validate(self, out) -> np.ndarray:
-        n = self.contract.io.n_nodes
-        out = np.asarray(out)
-        if out.shape != (1, n, n):
-            raise EngineOutputError(f"{self.name}: engine output has shape {out.shape}, contract says "
-                                    f"{(1, n, n)}; {_REEXPORT}")
-        P = out[0]  # (n, n)
-        bad = ~np.isfinite(P)
-        if bad.any():  # the likely cause differs from a malformed matrix: say so
-            raise EngineOutputError(f"{self.name}: engine output has {int(bad.sum())} NaN/Inf values of {P.size} "
-                                    f"(corrupt weights or fp16 overflow?); try the fp32 export or another backend")
-        try:
-            # The one validator of transition matrices; rows within ROW_TOL of 1 are renormalised
-            # (fp16 rounding), so the cuts see exact row sums.
-            P = check_transition_matrix(P, row_tol=ROW_TOL, name=f"{self.name}: engine output")
-        except (TypeError, ValueError) as exc:
-            raise EngineOutputError(f"{exc}; it is not a row-stochastic attention; {_REEXPORT}") from exc
-        empty = np.flatnonzero(P.sum(axis=1) == 0)  # the validator allows them; softmax rows never are
-        if empty.size:
-            raise EngineOutputError(f"{self.name}: engine output row {int(empty[0])} is all zeros; it is not a "
-                                    f"row-stochastic attention; {_REEXPORT}")
-        return P
 
     def describe(self) -> dict:
         return {"model": self.name, "image_size": self.contract.image_size, "attn_res": self.contract.attn_res,
                 "precision": self.contract.precision, "model_hash": self.contract.model_hash,
                 **self.backend.describe()}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to open an :class:`EngineSource`: picklable, so it travels to worker processes and Ray
+    actors, where :meth:`open` starts the backend (a started backend itself cannot be pickled).
+
+    Parameters
+    ----------
+    model : str or path
+        The exported model: ``.onnx``, or a TensorRT ``.engine`` with its ``.json`` beside it.
+    backend : str, default "auto"
+        One of :data:`~walkcut.runtime.sources.backends.BACKENDS`.
+    threads : int, optional
+        Inference threads of a CPU backend (default: ``WALKCUT_THREADS``, else the library's choice).
+
+    Notes
+    -----
+    :attr:`contract` reads the model's metadata only (not its weights), so a spec refuses a model
+    this runtime cannot run, and tells its :attr:`cut_defaults`, before any backend starts.
+    """
+
+    model: str
+    backend: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, (str, os.PathLike)) or not os.fspath(self.model):
+            raise TypeError(f"model must be the path of an exported model (.onnx or .engine), got {self.model!r}")
+        object.__setattr__(self, "model", os.fspath(self.model))  # a str: equal specs hash alike
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ValueError(f"threads must be an integer >= 1 or None, got {self.threads!r}")
+
+    @cached_property
+    def contract(self) -> ModelContract:
+        """The model's contract, checked (:class:`ContractError` naming the fix); read once."""
+        contract = read_contract(self.model)
+        check_contract(contract, source=self.model)
+        return contract
+
+    @property
+    def cut_defaults(self) -> Mapping:
+        """The model's own cut settings (see :attr:`EngineSource.cut_defaults`)."""
+        return MappingProxyType(dict(self.contract.cut_defaults))
+
+    def open(self) -> EngineSource:
+        """Start the backend here and return the source (the model is loaded now)."""
+        return EngineSource.from_path(self.model, backend=self.backend, threads=self.threads)

@@ -13,6 +13,10 @@ weight 1 (a cell is fully similar to itself; it keeps every degree positive). Th
 ``P = D^-1 W``; it is reversible, so its stationary distribution is known in closed form,
 ``pi = d / sum(d)``, and is handed to the cuts with the matrix.
 
+:class:`PixelSource` is a frozen dataclass of its options: it is its own picklable spec (``open()``
+returns it; building a transition keeps no state), so worker processes and Ray tasks receive it as it
+is. It carries no cut settings of its own (``cut_defaults`` is empty).
+
 Defaults (chosen on BSDS500 val, see bench/RESULTS.md): ``radius`` 3 cells at R = 32 (scaled with R,
 so it covers the same image area), ``sigma_x = radius / 2``, and ``sigma_c`` self-tuned per image as
 ``color_scale`` (1.0) times the median colour distance between neighbouring cells (so the graph
@@ -30,7 +34,9 @@ Malik, Belongie, Leung & Shi, "Contour and Texture Analysis for Image Segmentati
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -166,6 +172,15 @@ class PixelSource:
             raise ValueError(f"contour_scale must be a positive number or None, got {self.contour_scale!r}")
         if self.texture_scale is not None and not (np.isfinite(self.texture_scale) and self.texture_scale > 0):
             raise ValueError(f"texture_scale must be a positive number or None, got {self.texture_scale!r}")
+
+    def open(self) -> PixelSource:
+        """The source this spec describes: itself (it holds no model and no per-image state)."""
+        return self
+
+    @property
+    def cut_defaults(self) -> Mapping:
+        """Cut settings of this source: none (the package defaults apply)."""
+        return MappingProxyType({})
 
     @property
     def effective_radius(self) -> float:

@@ -1,7 +1,8 @@
-"""Video: input and output (:mod:`.io`), the pipelined run (:mod:`.pipeline`), its workers
-(:mod:`.workers`), the engine stage that overlaps engine and cuts (:mod:`.overlap`), id tracking
-(:mod:`.tracking`)."""
+"""Video: input and output (:mod:`.io`), the pipelined run (:mod:`.pipeline`), the messages between
+its threads (:mod:`.frames`), its workers (:mod:`.workers`), the model stage that overlaps the engine
+and the cuts (:mod:`.overlap`), id tracking (:mod:`.tracking`)."""
 
+from walkcut.runtime.video.frames import Frame, FrameResult, ReorderBuffer, RunCounters, SourcedFrame, TrackedFrame
 from walkcut.runtime.video.io import (
     Terminated,
     VideoInput,
@@ -10,12 +11,11 @@ from walkcut.runtime.video.io import (
     VideoWriter,
     display_available,
 )
-from walkcut.runtime.video.overlap import EngineStage, EngineStats
+from walkcut.runtime.video.overlap import ModelStage, ModelStats
 from walkcut.runtime.video.pipeline import VideoPipeline, VideoSummary
 from walkcut.runtime.video.tracking import IdTracker
 from walkcut.runtime.video.workers import (
     FrameSegmentation,
-    HandedSource,
     ProcessSegmenter,
     SegmenterSpec,
     WorkerPlan,
@@ -27,14 +27,19 @@ from walkcut.runtime.video.workers import (
 )
 
 __all__ = [
-    "EngineStage",
-    "EngineStats",
+    "Frame",
+    "FrameResult",
     "FrameSegmentation",
-    "HandedSource",
     "IdTracker",
+    "ModelStage",
+    "ModelStats",
     "ProcessSegmenter",
+    "ReorderBuffer",
+    "RunCounters",
     "SegmenterSpec",
+    "SourcedFrame",
     "Terminated",
+    "TrackedFrame",
     "VideoInput",
     "VideoInputError",
     "VideoPipeline",

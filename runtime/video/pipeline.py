@@ -2,17 +2,22 @@
 
 Pipeline (threads, bounded queues, so memory stays flat on an endless stream)::
 
-    reader --frames--> [engine stage] --> segment workers --results--> main thread --> encoder thread
-    (decode)           (one engine       (source + cuts + upsample;   (reorder,       (draw, encode,
-                        call in flight)   threads or processes)        track ids)      label PNGs)
+    reader --Frame--> [model stage] --> segment workers --FrameResult--> main thread --TrackedFrame--> encoder
+    (decode,          (one engine       (source + cuts + upsample;     (reorder,           (draw, encode,
+     to RGB once)      call in flight)   threads or processes)          track ids)          label PNGs)
+
+Messages are the dataclasses of :mod:`walkcut.runtime.video.frames`. A frame is converted to RGB
+once, by the reader, and back to BGR once, where its overlay is drawn for the writer.
 
 - File mode: the reader blocks when the frame queue is full; no frame is ever dropped.
 - Live mode (camera, stream URL, or ``live=True``): the reader never waits; when the queue is full
   the oldest waiting frame is dropped (so latency stays bounded) and counted. With ``max_latency``
   the queue holds only the newest frame, and a frame older than ``max_latency`` when a worker (or
-  the engine stage) is free is dropped: work always starts on the newest frame.
+  the model stage) is free is dropped: work always starts on the newest frame.
 - With an engine source the engine runs in its own stage ahead of the workers
   (:mod:`walkcut.runtime.video.overlap`); the workers then load no model.
+- Counts that several threads update (frames read, drops) sit behind one lock
+  (:class:`~walkcut.runtime.video.frames.RunCounters`).
 - Drawing and encoding run in their own thread, off the path that orders and tracks frames (except
   with ``show``: windows belong to the main thread).
 - Ids are made temporally consistent by :class:`~walkcut.runtime.tracking.IdTracker` in frame order.
@@ -36,7 +41,18 @@ import numpy as np
 from walkcut.runtime.draw import overlay, palette
 from walkcut.runtime.imageio import atomic_write_bytes, encode_png
 from walkcut.runtime.video.io import Terminated, VideoReader, VideoWriter
-from walkcut.runtime.video.overlap import EngineStage, EngineStats, _put
+from walkcut.runtime.video.frames import (
+    END,
+    Frame,
+    FrameResult,
+    ReorderBuffer,
+    RunCounters,
+    SourcedFrame,
+    TrackedFrame,
+    WorkerFailed,
+    put_until_stopped,
+)
+from walkcut.runtime.video.overlap import ModelStage, ModelStats
 from walkcut.runtime.video.tracking import IdTracker
 from walkcut.runtime.video.workers import FrameSegmentation, ProcessSegmenter, limit_blas_threads
 
@@ -48,9 +64,10 @@ logger = logging.getLogger(__name__)
 ID_COLORS = palette(64)
 #: Timing samples kept per stage (a ring buffer: percentiles over the most recent frames).
 MAX_SAMPLES = 10_000
-_SENTINEL = object()
 #: Drop reasons, in the order the summary lists them.
 DROP_REASONS = ("replaced by a newer frame", "older than --max-latency", "overtaken")
+#: Stages timed per frame, in the order the summary lists them.
+STAGES = ("decode", "source", "preprocess", "engine", "cuts", "upsample", "track", "encode", "latency")
 
 
 @dataclass
@@ -66,7 +83,7 @@ class VideoSummary:
     stages: dict = field(default_factory=dict)  # name -> deque of seconds
     drops: dict = field(default_factory=dict)  # why frames were dropped -> count
     workers: str = ""  # how the workers were chosen
-    engine: EngineStats | None = None
+    engine: ModelStats | None = None
 
     @property
     def fps(self) -> float:
@@ -114,9 +131,9 @@ class VideoPipeline:
     tracker : IdTracker, optional
         A configured tracker (``None``: default matching).
     engine : object with ``transition(image_rgb)``, optional
-        An engine source run in its own stage ahead of the workers (one call in flight); the
-        workers' Segmenters must then take handed-over transitions
-        (:class:`~walkcut.runtime.video.workers.HandedSource`, ``SegmenterSpec(handed=True)``).
+        An engine source run in its own stage ahead of the workers (:class:`ModelStage`, one call in
+        flight); the workers' Segmenters must then take handed-over transitions
+        (``SegmenterSpec(handed=True)``: a :class:`~walkcut.runtime.sources.given.GivenSource`).
     max_latency : float, optional
         Seconds. In live mode, keep only the newest frame waiting and drop a frame older than this
         when work on it would start. Ignored for files (they never drop frames).
@@ -136,127 +153,12 @@ class VideoPipeline:
         self.workers = int(workers)
         self.queue_size = int(queue_size)
         self.tracker = (tracker or IdTracker()) if track else None
-        self.engine = None if engine is None else (engine if isinstance(engine, EngineStage) else EngineStage(engine))
+        self.engine = None if engine is None else (engine if isinstance(engine, ModelStage) else ModelStage(engine))
         self.max_latency = None if max_latency is None else float(max_latency)
         self.stop = threading.Event()
         self.describe_workers = ""  # set by whoever chose the workers; shown in the summary
 
-    # --- stage threads -------------------------------------------------------------------------
-    def _read(self, reader: VideoReader, frames: queue.Queue, live: bool, counts: dict, stages: dict,
-              max_frames: int | None, consumers: int) -> None:
-        newest_only = live and self.max_latency is not None
-        try:
-            t = time.perf_counter()
-            for index, frame in reader.frames():
-                now = time.perf_counter()
-                stages["decode"].append(now - t)
-                counts["read"] += 1
-                if self.stop.is_set() or (max_frames is not None and counts["read"] > max_frames):
-                    counts["read"] -= 0 if self.stop.is_set() else 1
-                    break
-                if newest_only:  # only the newest frame waits: work never starts on an old one
-                    while True:
-                        try:
-                            frames.get_nowait()
-                            counts["drops"]["replaced by a newer frame"] += 1
-                        except queue.Empty:
-                            break
-                if live:
-                    while True:
-                        try:
-                            frames.put_nowait((index, frame, now))
-                            break
-                        except queue.Full:
-                            try:  # drop the oldest waiting frame: keep latency low
-                                frames.get_nowait()
-                                counts["drops"]["replaced by a newer frame"] += 1
-                            except queue.Empty:
-                                pass
-                elif not _put(frames, (index, frame, now), self.stop):
-                    break
-                t = time.perf_counter()
-        except Exception as exc:  # noqa: BLE001 (handed to the main thread)
-            counts["error"] = f"reading {reader.source.label} failed: {exc}"
-        finally:
-            counts["lost"] = reader.lost
-            for _ in range(consumers):
-                _put(frames, _SENTINEL, self.stop)
-
-    def _segment(self, frames: queue.Queue, results: queue.Queue, max_age: float | None, counts: dict) -> None:
-        try:
-            segmenter = self.make_segmenter()
-        except Exception as exc:  # noqa: BLE001 (handed to the main thread)
-            _put(results, (-1, None, 0.0, None, exc), self.stop)
-            _put(results, _SENTINEL, self.stop)
-            return
-        try:
-            self._segment_loop(segmenter, frames, results, max_age, counts)
-        finally:
-            if hasattr(segmenter, "close"):
-                segmenter.close()
-
-    def _segment_loop(self, segmenter, frames: queue.Queue, results: queue.Queue, max_age: float | None,
-                      counts: dict) -> None:
-        while not self.stop.is_set():
-            try:
-                item = frames.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is _SENTINEL:
-                _put(results, _SENTINEL, self.stop)
-                return
-            index, frame, t_read = item[:3]
-            if max_age is not None and time.perf_counter() - t_read > max_age:
-                counts["drops"]["older than --max-latency"] += 1
-                continue
-            try:
-                if len(item) == 4:  # from the engine stage: the transition, or the engine's error
-                    if isinstance(item[3], BaseException):
-                        raise item[3]
-                    segmenter.source.hand(*item[3])
-                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                seg = segmenter.set_image(rgb).segment(**self.cut_options)
-                out = (index, frame, t_read, seg, None)
-            except Exception as exc:  # noqa: BLE001 (handed to the main thread)
-                out = (index, frame, t_read, None, exc)
-            if not _put(results, out, self.stop):
-                return
-
-    def _emit(self, item, writer, labels_dir, on_frame, stages, summary) -> np.ndarray:
-        """Draw, encode and store one tracked frame; returns the picture (BGR)."""
-        index, frame, ids, t_read = item
-        t1 = time.perf_counter()
-        picture = cv2.cvtColor(overlay(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), ids, colors=ID_COLORS),
-                               cv2.COLOR_RGB2BGR)
-        if writer is not None:
-            writer.write(picture)
-        if labels_dir is not None:
-            atomic_write_bytes(Path(labels_dir) / f"{index:06d}.png",
-                               encode_png(np.minimum(ids, 65535).astype(np.uint16), rgb=False))
-        t2 = time.perf_counter()
-        stages["encode"].append(t2 - t1)
-        stages["latency"].append(t2 - t_read)
-        summary.frames_written += 1
-        if on_frame is not None:
-            on_frame(index, ids, picture)
-        return picture
-
-    def _encode(self, encoded: queue.Queue, writer, labels_dir, on_frame, stages, summary, box: dict) -> None:
-        """Encoder thread: frames in order from ``encoded`` until the sentinel; errors go to ``box``."""
-        try:
-            while not self.stop.is_set():
-                try:
-                    item = encoded.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if item is _SENTINEL:
-                    return
-                self._emit(item, writer, labels_dir, on_frame, stages, summary)
-        except BaseException as exc:  # noqa: BLE001 (re-raised by the main thread, KeyboardInterrupt too)
-            box["error"] = exc
-            self.stop.set()
-
-    # --- main loop -----------------------------------------------------------------------------
+    # --- the run ---------------------------------------------------------------------------------
     def run(self, reader: VideoReader, writer: VideoWriter | None = None, *, live: bool | None = None,
             labels_dir=None, show: bool = False, on_frame=None, max_frames: int | None = None) -> VideoSummary:
         """Process ``reader`` to the end (or until stopped) and return the summary.
@@ -269,127 +171,286 @@ class VideoPipeline:
         """
         live = reader.source.live if live is None else live
         self.stop.clear()
-        stages = {k: collections.deque(maxlen=MAX_SAMPLES)
-                  for k in ("decode", "source", "preprocess", "engine", "cuts", "upsample", "track", "encode",
-                            "latency")}
-        counts = {"read": 0, "drops": dict.fromkeys(DROP_REASONS, 0), "error": None, "lost": False}
-        frames: queue.Queue = queue.Queue(maxsize=1 if live and self.max_latency is not None else self.queue_size)
-        results: queue.Queue = queue.Queue(maxsize=self.queue_size)
-        encoded: queue.Queue = queue.Queue(maxsize=self.queue_size)
-        summary = VideoSummary(stages=stages, output=str(writer.path) if writer else None, drops=counts["drops"],
-                               workers=self.describe_workers)
         if labels_dir is not None:
             Path(labels_dir).mkdir(parents=True, exist_ok=True)
-        max_age = self.max_latency if live else None
-        engine = self.engine
-        if engine is not None:
-            engine.stats = EngineStats()
-            summary.engine = engine.stats
-            staged: queue.Queue = queue.Queue(maxsize=self.queue_size)
-        threads = [threading.Thread(target=self._read, name="walkcut-decode", daemon=True,
-                                    args=(reader, frames, live, counts, stages, max_frames,
-                                          1 if engine is not None else self.workers))]
-        if engine is not None:
-            threads.append(threading.Thread(target=engine.run, args=(frames, staged, self.stop),
-                                            kwargs={"sentinel": _SENTINEL, "consumers": self.workers,
-                                                    "max_age": max_age},
-                                            name="walkcut-engine", daemon=True))
-        work_in = staged if engine is not None else frames
-        threads += [threading.Thread(target=self._segment, name=f"walkcut-segment-{i}", daemon=True,
-                                     args=(work_in, results, None if engine is not None else max_age, counts))
-                    for i in range(self.workers)]
-        box: dict = {}
-        encoder = None
-        if not show:
-            encoder = threading.Thread(target=self._encode, name="walkcut-encode", daemon=True,
-                                       args=(encoded, writer, labels_dir, on_frame, stages, summary, box))
-            threads.append(encoder)
-        t_start = time.perf_counter()
-        for t in threads:
-            t.start()
-        pending: dict[int, tuple] = {}
-        next_index, finished, window_t, window_n, shown_fps = 0, 0, t_start, 0, 0.0
+        run = _Run(self, reader, writer, live=live, labels_dir=labels_dir, show=show, on_frame=on_frame,
+                   max_frames=max_frames)
+        run.start()
         try:
-            while finished < self.workers and not self.stop.is_set():
-                try:
-                    item = results.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if item is _SENTINEL:
-                    finished += 1
-                else:
-                    pending[item[0]] = item
-                # Emit in frame order. Live indices have gaps (drops): emit what is there; a frame
-                # overtaken by a later one (several workers) is dropped rather than shown late.
-                while pending:
-                    index = min(pending)
-                    if pending[index][4] is not None and index < next_index:
-                        raise pending[index][4]  # a worker failed to start
-                    if index < next_index:
-                        pending.pop(index)
-                        counts["drops"]["overtaken"] += 1
-                        continue
-                    if index != next_index and not live and finished < self.workers:
-                        break
-                    _, frame, t_read, seg, exc = pending.pop(index)
-                    next_index = index + 1
-                    if exc is not None:
-                        raise exc
-                    for k, v in seg.timings.items():
-                        if k in stages:
-                            stages[k].append(v)
-                    t0 = time.perf_counter()
-                    ids = self.tracker.update(seg.labels) if self.tracker is not None else seg.labels
-                    stages["track"].append(time.perf_counter() - t0)
-                    if encoder is not None:
-                        if not _put(encoded, (index, frame, ids, t_read), self.stop):
-                            break
-                        continue
-                    picture = self._emit((index, frame, ids, t_read), writer, labels_dir, on_frame, stages, summary)
-                    window_n += 1
-                    now = time.perf_counter()
-                    if now - window_t >= 1.0:
-                        shown_fps, window_t, window_n = window_n / (now - window_t), now, 0
-                    cv2.putText(picture, f"{shown_fps:.1f} FPS", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
-                                (255, 255, 255), 2, cv2.LINE_AA)
-                    cv2.imshow("walkcut", picture)
-                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                        summary.stop_reason = "stopped from the window"
-                        self.stop.set()
-                        break
-            if encoder is not None and not self.stop.is_set():
-                # End of stream: let the encoder finish every frame handed to it.
-                _put(encoded, _SENTINEL, self.stop)
-                while encoder.is_alive():
-                    encoder.join(timeout=0.1)
-            if "error" in box:
-                raise box["error"]
+            self._collect(run)
+            run.finish_encoding()
         except KeyboardInterrupt as exc:
-            summary.stop_reason = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            run.summary.stop_reason = "terminated" if isinstance(exc, Terminated) else "interrupted"
         except Exception as exc:
-            summary.stop_reason = f"error: {exc}"
+            run.summary.stop_reason = f"error: {exc}"
             logger.debug("video run failed", exc_info=True)
-            if encoder is not None and encoder.is_alive() and "error" not in box:
-                # The frames already handed to the encoder come before the failure in frame order
-                # and are complete: write them before stopping, so the file ends at the last good frame.
-                try:
-                    encoded.put(_SENTINEL, timeout=10.0)
-                    encoder.join(timeout=30.0)
-                except queue.Full:
-                    logger.warning("the encoder did not drain after the error; later frames are not written")
+            run.flush_encoder_after_error()
         finally:
             self.stop.set()
-            for t in threads:
-                t.join(timeout=5.0)
-            summary.seconds = time.perf_counter() - t_start
-            summary.frames_read = counts["read"]
-            if engine is not None:
-                counts["drops"]["older than --max-latency"] += engine.stats.stale
-            summary.dropped = sum(counts["drops"].values())
-            if counts["error"] and summary.stop_reason == "end of stream":
-                summary.stop_reason = f"error: {counts['error']}"
-            elif counts["lost"] and summary.stop_reason == "end of stream":
-                summary.stop_reason = f"{reader.source.label} disconnected"
-            if show:
-                cv2.destroyAllWindows()
-        return summary
+            run.close()
+        return run.summary
+
+    def _collect(self, run: _Run) -> None:
+        """Main thread: results from the workers, back in frame order, tracked, handed on."""
+        finished = 0
+        while finished < self.workers and not self.stop.is_set():
+            try:
+                item = run.results.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is END:
+                finished += 1
+            elif isinstance(item, WorkerFailed):
+                raise item.error
+            else:
+                run.order.add(item)
+            # Live indices have gaps (drops): emit what is there; a file waits for its next frame
+            # while workers still run.
+            for result in run.order.ready(wait_for_gaps=not run.live and finished < self.workers):
+                if not self._deliver(result, run):
+                    break
+
+    def _deliver(self, result: FrameResult, run: _Run) -> bool:
+        """Track one result in frame order and hand it to the encoder (or the window); False: stop."""
+        if result.error is not None:
+            raise result.error
+        for stage, seconds in result.segmentation.timings.items():
+            if stage in run.stages:
+                run.stages[stage].append(seconds)
+        t0 = time.perf_counter()
+        labels = result.segmentation.labels
+        ids = self.tracker.update(labels) if self.tracker is not None else labels
+        run.stages["track"].append(time.perf_counter() - t0)
+        tracked = TrackedFrame(result.frame, ids)
+        if run.encoder is not None:
+            return put_until_stopped(run.encoded, tracked, self.stop)
+        return run.show(self._emit(tracked, run))
+
+    # --- stage threads -------------------------------------------------------------------------
+    def _read(self, run: _Run, frames: queue.Queue, consumers: int) -> None:
+        """Reader thread: decode, convert to RGB (once), queue; live input replaces waiting frames."""
+        reader, counters = run.reader, run.counters
+        newest_only = run.live and self.max_latency is not None
+        try:
+            t = time.perf_counter()
+            for index, frame_bgr in run.reader.frames():
+                if run.max_frames is not None and counters.read >= run.max_frames:
+                    break
+                counters.count_read()
+                if self.stop.is_set():
+                    break
+                frame = Frame(index, cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB), time.perf_counter())
+                run.stages["decode"].append(frame.t_read - t)
+                if newest_only:  # only the newest frame waits: work never starts on an old one
+                    self._discard_waiting(frames, counters)
+                if run.live:
+                    while True:
+                        try:
+                            frames.put_nowait(frame)
+                            break
+                        except queue.Full:  # drop the oldest waiting frame: keep latency low
+                            self._discard_waiting(frames, counters, at_most=1)
+                elif not put_until_stopped(frames, frame, self.stop):
+                    break
+                t = time.perf_counter()
+        except Exception as exc:  # noqa: BLE001 (handed to the main thread)
+            counters.error = f"reading {reader.source.label} failed: {exc}"
+        finally:
+            counters.lost = reader.lost
+            for _ in range(consumers):
+                put_until_stopped(frames, END, self.stop)
+
+    @staticmethod
+    def _discard_waiting(frames: queue.Queue, counters: RunCounters, at_most: int | None = None) -> None:
+        n = 0
+        while at_most is None or n < at_most:
+            try:
+                frames.get_nowait()
+            except queue.Empty:
+                return
+            counters.drop("replaced by a newer frame")
+            n += 1
+
+    def _segment(self, run: _Run, frames: queue.Queue, max_age: float | None) -> None:
+        """Worker thread: build a Segmenter, then segment frames until the end of the stream."""
+        try:
+            segmenter = self.make_segmenter()
+        except Exception as exc:  # noqa: BLE001 (handed to the main thread)
+            put_until_stopped(run.results, WorkerFailed(exc), self.stop)
+            put_until_stopped(run.results, END, self.stop)
+            return
+        try:
+            self._segment_loop(segmenter, run, frames, max_age)
+        finally:
+            if hasattr(segmenter, "close"):
+                segmenter.close()
+
+    def _segment_loop(self, segmenter, run: _Run, frames: queue.Queue, max_age: float | None) -> None:
+        while not self.stop.is_set():
+            try:
+                item = frames.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is END:
+                put_until_stopped(run.results, END, self.stop)
+                return
+            frame = item.frame if isinstance(item, SourcedFrame) else item
+            if max_age is not None and time.perf_counter() - frame.t_read > max_age:
+                run.counters.drop("older than --max-latency")
+                continue
+            try:
+                if isinstance(item, SourcedFrame):  # from the model stage: its transition, or its error
+                    if item.error is not None:
+                        raise item.error
+                    segmenter.source.hand(item.transition, item.timings)
+                seg = segmenter.set_image(frame.rgb).segment(**self.cut_options)
+                result = FrameResult(frame, seg)
+            except Exception as exc:  # noqa: BLE001 (handed to the main thread, in frame order)
+                result = FrameResult(frame, error=exc)
+            if not put_until_stopped(run.results, result, self.stop):
+                return
+
+    def _emit(self, tracked: TrackedFrame, run: _Run) -> np.ndarray:
+        """Draw, encode and store one tracked frame; returns the picture (BGR)."""
+        frame, ids = tracked.frame, tracked.ids
+        t1 = time.perf_counter()
+        # The one conversion back to BGR, for the writer and the window.
+        picture = cv2.cvtColor(overlay(frame.rgb, ids, colors=ID_COLORS), cv2.COLOR_RGB2BGR)
+        if run.writer is not None:
+            run.writer.write(picture)
+        if run.labels_dir is not None:
+            atomic_write_bytes(Path(run.labels_dir) / f"{frame.index:06d}.png",
+                               encode_png(np.minimum(ids, 65535).astype(np.uint16), rgb=False))
+        t2 = time.perf_counter()
+        run.stages["encode"].append(t2 - t1)
+        run.stages["latency"].append(t2 - frame.t_read)
+        run.summary.frames_written += 1
+        if run.on_frame is not None:
+            run.on_frame(frame.index, ids, picture)
+        return picture
+
+    def _encode(self, run: _Run) -> None:
+        """Encoder thread: frames in order from ``run.encoded`` until END; errors go to ``run``."""
+        try:
+            while not self.stop.is_set():
+                try:
+                    item = run.encoded.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is END:
+                    return
+                self._emit(item, run)
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the main thread, KeyboardInterrupt too)
+            run.encoder_error = exc
+            self.stop.set()
+
+
+class _Run:
+    """One :meth:`VideoPipeline.run`: its queues, threads, counters, timings and summary.
+
+    Threads: ``walkcut-decode`` (:meth:`VideoPipeline._read`), ``walkcut-engine`` (the model stage,
+    with an engine), ``walkcut-segment-N`` (:meth:`VideoPipeline._segment`) and, unless the run
+    shows a window, ``walkcut-encode`` (:meth:`VideoPipeline._encode`); the main thread collects.
+    """
+
+    def __init__(self, pipeline: VideoPipeline, reader: VideoReader, writer: VideoWriter | None, *, live: bool,
+                 labels_dir, show: bool, on_frame, max_frames: int | None) -> None:
+        self.pipeline, self.reader, self.writer = pipeline, reader, writer
+        self.live, self.labels_dir, self.on_frame, self.max_frames = live, labels_dir, on_frame, max_frames
+        self.stop = pipeline.stop
+        self.stages = {k: collections.deque(maxlen=MAX_SAMPLES) for k in STAGES}
+        self.counters = RunCounters(DROP_REASONS)
+        self.order = ReorderBuffer()
+        self.summary = VideoSummary(stages=self.stages, output=str(writer.path) if writer else None,
+                                    workers=pipeline.describe_workers)
+        size = pipeline.queue_size
+        frames: queue.Queue = queue.Queue(maxsize=1 if live and pipeline.max_latency is not None else size)
+        self.results: queue.Queue = queue.Queue(maxsize=size)
+        self.encoded: queue.Queue = queue.Queue(maxsize=size)
+        self.encoder_error: BaseException | None = None
+        self._show = show
+        self._window_t, self._window_n, self._fps = 0.0, 0, 0.0
+        self.threads = self._threads(frames)
+        self.encoder = None if show else threading.Thread(target=pipeline._encode, args=(self,),
+                                                          name="walkcut-encode", daemon=True)
+        if self.encoder is not None:
+            self.threads.append(self.encoder)
+        self.t_start = 0.0
+
+    def _threads(self, frames: queue.Queue) -> list[threading.Thread]:
+        p = self.pipeline
+        max_age = p.max_latency if self.live else None
+        model = p.engine
+        work = frames
+        threads = [threading.Thread(target=p._read, args=(self, frames, 1 if model is not None else p.workers),
+                                    name="walkcut-decode", daemon=True)]
+        if model is not None:
+            model.stats = ModelStats()
+            self.summary.engine = model.stats
+            work = queue.Queue(maxsize=p.queue_size)  # staged: frames with their transitions
+            threads.append(threading.Thread(target=model.run, args=(frames, work, self.stop),
+                                            kwargs={"consumers": p.workers, "max_age": max_age},
+                                            name="walkcut-engine", daemon=True))
+            max_age = None  # the model stage already dropped the stale frames
+        threads += [threading.Thread(target=p._segment, args=(self, work, max_age), name=f"walkcut-segment-{i}",
+                                     daemon=True) for i in range(p.workers)]
+        return threads
+
+    def start(self) -> None:
+        self.t_start = self._window_t = time.perf_counter()
+        for t in self.threads:
+            t.start()
+
+    def show(self, picture: np.ndarray) -> bool:
+        """Show a picture with the frame rate in the window; False when the window asked to stop."""
+        self._window_n += 1
+        now = time.perf_counter()
+        if now - self._window_t >= 1.0:
+            self._fps, self._window_t, self._window_n = self._window_n / (now - self._window_t), now, 0
+        cv2.putText(picture, f"{self._fps:.1f} FPS", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2,
+                    cv2.LINE_AA)
+        cv2.imshow("walkcut", picture)
+        if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+            self.summary.stop_reason = "stopped from the window"
+            self.stop.set()
+            return False
+        return True
+
+    def finish_encoding(self) -> None:
+        """End of stream: let the encoder write every frame handed to it; raise what it raised."""
+        if self.encoder is not None and not self.stop.is_set():
+            put_until_stopped(self.encoded, END, self.stop)
+            while self.encoder.is_alive():
+                self.encoder.join(timeout=0.1)
+        if self.encoder_error is not None:
+            raise self.encoder_error
+
+    def flush_encoder_after_error(self) -> None:
+        """The frames already handed to the encoder come before the failure in frame order and are
+        complete: write them before stopping, so the file ends at the last good frame."""
+        if self.encoder is None or not self.encoder.is_alive() or self.encoder_error is not None:
+            return
+        try:
+            self.encoded.put(END, timeout=10.0)
+            self.encoder.join(timeout=30.0)
+        except queue.Full:
+            logger.warning("the encoder did not drain after the error; later frames are not written")
+
+    def close(self) -> None:
+        """Join the threads (``stop`` is set) and complete the summary."""
+        for t in self.threads:
+            t.join(timeout=5.0)
+        summary, counters = self.summary, self.counters
+        summary.seconds = time.perf_counter() - self.t_start
+        summary.frames_read = counters.read
+        counters.drop("overtaken", self.order.overtaken)
+        if self.pipeline.engine is not None:
+            counters.drop("older than --max-latency", self.pipeline.engine.stats.stale)
+        summary.drops = counters.drops()
+        summary.dropped = sum(summary.drops.values())
+        if counters.error and summary.stop_reason == "end of stream":
+            summary.stop_reason = f"error: {counters.error}"
+        elif counters.lost and summary.stop_reason == "end of stream":
+            summary.stop_reason = f"{self.reader.source.label} disconnected"
+        if self._show:
+            cv2.destroyAllWindows()

@@ -4,7 +4,9 @@
 process may run on; :func:`build_video_segmenter` builds every worker's
 :class:`~walkcut.runtime.segmenter.Segmenter` from one picklable :class:`SegmenterSpec`, so thread
 and process workers get the same options by construction (an earlier version built the two in two
-places and the thread workers lost their warm starts).
+places and the thread workers lost their warm starts). The spec holds the source's own spec
+(:mod:`walkcut.runtime.sources.spec`), which a worker opens; with the model stage ahead of the
+workers it opens a :class:`~walkcut.runtime.sources.given.GivenSource` instead and loads no model.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
-from walkcut.runtime.defaults import CONTOUR_SCALE as _CONTOUR_SCALE
+
+from walkcut.runtime.sources.given import GivenSource
+from walkcut.runtime.sources.pixels import PixelSource
+from walkcut.runtime.sources.spec import SourceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -88,76 +93,47 @@ def plan_workers(*, cores: int | None = None, engine: bool = False, workers: int
     return WorkerPlan(workers=n, processes=use_processes, reason=reason)
 
 
-class HandedSource:
-    """A source whose transition matrix is handed over from outside (the pipeline's engine stage).
-
-    The worker calls :meth:`hand` with the frame's transition before ``Segmenter.set_image``; the
-    Segmenter then takes it from :meth:`transition` as from any source.
-    """
-
-    def __init__(self) -> None:
-        self._next = None
-        self.last_timings: dict = {}
-
-    def hand(self, transition, timings: dict | None = None) -> None:
-        self._next = transition
-        self.last_timings = dict(timings or {})
-
-    def transition(self, image_rgb: np.ndarray):
-        if self._next is None:
-            raise RuntimeError("HandedSource: no transition handed over for this frame (call hand() first)")
-        transition, self._next = self._next, None
-        return transition
-
-
 @dataclass(frozen=True)
 class SegmenterSpec:
     """Everything a video worker's Segmenter is built from (picklable, for worker processes).
 
     Parameters
     ----------
-    engine : str, optional
-        Exported model path; ``None`` for the pixel source.
-    backend : str
-        Engine backend name.
-    grid : int
-        R of the pixel source.
-    contour_scale : float or None
-        ``PixelSource.contour_scale`` (None: no contour term).
-    source_options : tuple of (name, value)
-        Further ``PixelSource`` options (a preset's, e.g. ``color_scale``).
+    source : PixelSource or EngineSpec
+        The spec of the source (:func:`walkcut.runtime.sources.source_spec`), opened by each worker
+        process (thread workers may share one opened in the parent).
     label_side : int
         Longest side at which labels follow image edges (0: full resolution).
-    upsample : str
-        Upsampling method (see :mod:`walkcut.runtime.upsample`).
+    upsample : str, optional
+        Upsampling method (see :mod:`walkcut.runtime.upsample`); default: the source's, else
+        joint-bilateral.
     warm_start : bool
         Start each frame's root eigen-solve from the previous frame's (consecutive frames are alike).
     handed : bool
-        The transition comes from the pipeline's engine stage (:class:`HandedSource`): the worker
+        The transition comes from the pipeline's model stage: the worker opens a
+        :class:`~walkcut.runtime.sources.given.GivenSource` carrying the model's cut settings, and
         loads no model.
     """
 
-    engine: str | None = None
-    backend: str = "auto"
-    grid: int = 32
-    contour_scale: float | None = _CONTOUR_SCALE
-    source_options: tuple = ()
+    source: SourceSpec = field(default_factory=PixelSource)
     label_side: int = 0
-    upsample: str = "joint-bilateral"
+    upsample: str | None = None
     warm_start: bool = True
     handed: bool = False
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, SourceSpec):
+            raise TypeError(f"source must be a source spec (PixelSource or EngineSpec, see "
+                            f"walkcut.runtime.sources.source_spec), got {type(self.source).__name__}")
+        if isinstance(self.label_side, bool) or not isinstance(self.label_side, (int, np.integer)) \
+                or self.label_side < 0:
+            raise ValueError(f"label_side must be an integer >= 0 (0: full resolution), got {self.label_side!r}")
+
     def open_source(self):
-        """The source this spec names (a model is loaded here: once per process)."""
+        """The source of one worker (a model is loaded here: once per process)."""
         if self.handed:
-            return HandedSource()
-        if self.engine:
-            from walkcut.runtime.sources.engine import EngineSource
-
-            return EngineSource.from_path(self.engine, backend=self.backend)
-        from walkcut.runtime.sources.pixels import PixelSource
-
-        return PixelSource(grid=self.grid, contour_scale=self.contour_scale, **dict(self.source_options))
+            return GivenSource(cut_defaults=self.source.cut_defaults)
+        return self.source.open()
 
 
 def build_video_segmenter(spec: SegmenterSpec, source=None):
@@ -173,7 +149,7 @@ def worker_factory(spec: SegmenterSpec, *, processes: bool, source=None):
     """A callable building one worker: a :class:`ProcessSegmenter` or an in-thread Segmenter.
 
     Thread workers share ``source`` when given (an opened engine: one model in memory) and each get
-    their own Segmenter (per-frame state, warm starts); a handed-over source is per worker.
+    their own Segmenter (per-frame state, warm starts); a :class:`GivenSource` is per worker.
     """
     if processes:
         return functools.partial(ProcessSegmenter, functools.partial(build_video_segmenter, spec))
@@ -216,16 +192,6 @@ class FrameSegmentation:
     timings: dict
 
 
-class _Forward:
-    """``ProcessSegmenter.source``: keeps a handed-over transition until the frame is sent."""
-
-    def __init__(self) -> None:
-        self.pending = None
-
-    def hand(self, transition, timings: dict | None = None) -> None:
-        self.pending = (transition, timings)
-
-
 class ProcessSegmenter:
     """A Segmenter living in its own process, so segment workers run truly in parallel.
 
@@ -233,7 +199,8 @@ class ProcessSegmenter:
     calls; one process per worker uses every core. ``factory`` (picklable, e.g.
     ``functools.partial(build_video_segmenter, spec)``) builds the Segmenter inside the child.
     Results carry labels and timings only (not the cut hierarchy), which is all the video pipeline
-    uses. A transition handed to ``source.hand`` travels to the child with the next frame.
+    uses. A transition handed to ``source.hand`` (a :class:`GivenSource` on this side) travels to the
+    child with the next frame.
     """
 
     def __init__(self, factory) -> None:
@@ -244,7 +211,7 @@ class ProcessSegmenter:
         self._proc = ctx.Process(target=_child_loop, args=(child, factory), daemon=True, name="walkcut-segment")
         self._proc.start()
         child.close()
-        self.source = _Forward()
+        self.source = GivenSource()
         self._image = None
         status, payload = self._conn.recv()
         if status != "ready":
@@ -258,8 +225,7 @@ class ProcessSegmenter:
     def segment(self, **options) -> FrameSegmentation:
         if self._image is None:
             raise RuntimeError("call set_image() before segment()")
-        handed, self.source.pending = self.source.pending, None
-        self._conn.send((self._image, handed, options))
+        self._conn.send((self._image, self.source.take(), options))
         status, payload = self._conn.recv()
         if status != "ok":
             raise payload

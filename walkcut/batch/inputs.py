@@ -4,7 +4,7 @@
 folder or a glob pattern, relative paths taken from the current folder; blank lines and lines that
 start with ``#`` are ignored. A listed file that does not exist is kept: it becomes a manifest row
 with its error rather than stopping a run over a million paths. Names are given by
-:func:`walkcut.cli.inputs.name_outputs`, so both commands name the outputs of the same inputs alike.
+:func:`walkcut.inputs.name_outputs`, so both commands name the outputs of the same inputs alike.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import glob
 import os
 from pathlib import Path
 
-from walkcut.cli.inputs import InputError, InputImage, expand_inputs, name_outputs, unique_paths
+from walkcut.inputs import InputError, InputImage, expand_inputs, name_outputs, unique_paths
 
 
 def read_list_file(path: str | os.PathLike) -> list[str]:

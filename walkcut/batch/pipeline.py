@@ -20,6 +20,7 @@ byte for byte. Ray retries a task whose worker died (``max_retries``) and restar
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -40,12 +41,17 @@ from walkcut.batch.work import (
     empty_row,
     error_message,
     maybe_fault,
+    EngineOutput,
     one_thread,
     outputs_complete,
     prepare_engine_input,
     segment_image,
 )
-from walkcut.cli.inputs import InputImage
+from walkcut.inputs import InputImage
+from walkcut.runtime.defaults import MAX_SOURCE_SIDE
+from walkcut.runtime.sources.engine import EngineSpec
+from walkcut.runtime.sources.pixels import PixelSource
+from walkcut.runtime.sources.spec import SourceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +63,19 @@ GPU_BACKENDS = ("ort-cuda", "ort-trt", "trt")
 class BatchConfig:
     """What ``walkcut batch`` does; the command line fills it, :func:`run_batch` reads it.
 
-    ``engine`` None means the pixel source on a ``grid`` x ``grid`` graph. ``actors`` None: an actor
-    pool only for GPU backends (one actor per GPU in the cluster); a number forces a pool of that
-    size. ``cpus_per_task`` is what Ray reserves per CPU task (one BLAS thread runs in it).
+    ``source`` is the spec of the source (:func:`walkcut.runtime.sources.source_spec`): a
+    :class:`~walkcut.runtime.sources.pixels.PixelSource` or an
+    :class:`~walkcut.runtime.sources.engine.EngineSpec`, pickled to every task and opened there
+    (once per worker process). ``options`` are :meth:`Segmenter.segment`'s keyword arguments; those
+    left out take the source's own settings (a model's ``cut_defaults``), else the package
+    defaults. ``actors`` None: an actor pool only for GPU backends (one actor per GPU in the
+    cluster); a number forces a pool of that size. ``cpus_per_task`` is what Ray reserves per CPU
+    task (one BLAS thread runs in it).
     """
 
     out: Path
     options: dict
-    engine: Path | None = None
-    backend: str = "auto"
-    grid: int = 32
+    source: SourceSpec = field(default_factory=PixelSource)
     overlay: bool = True
     overwrite: bool = False
     manifest: Path | None = None
@@ -81,6 +90,9 @@ class BatchConfig:
     max_retries: int = 3
 
     def __post_init__(self) -> None:
+        if not isinstance(self.source, SourceSpec):
+            raise TypeError(f"source must be a source spec (PixelSource or EngineSpec, see "
+                            f"walkcut.runtime.sources.source_spec), got {type(self.source).__name__}")
         for name in ("batch_size", "max_retries"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (1 if name == "batch_size" else 0):
@@ -93,6 +105,11 @@ class BatchConfig:
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+    @property
+    def engine(self) -> EngineSpec | None:
+        """The engine spec, or None for the pixel source."""
+        return self.source if isinstance(self.source, EngineSpec) else None
 
     @property
     def manifest_path(self) -> Path:
@@ -172,76 +189,52 @@ def _resources_text(res: dict) -> str:
 
 # -- the stages (module-level so Ray pickles them by reference) ---------------------------------
 
-_SOURCES: dict = {}  # per worker process: sources built once (an engine loads its model once)
+_OPENED: dict = {}  # per worker process: spec -> opened source (an engine loads its model once)
 
 
-def _pixel_source(grid: int):
-    from walkcut.runtime.sources.pixels import PixelSource
-
-    key = ("pixels", grid)
-    if key not in _SOURCES:
-        _SOURCES[key] = PixelSource(grid=grid)
-    return _SOURCES[key]
-
-
-def _engine_source(engine: str, backend: str, threads: int | None):
-    from walkcut.runtime.sources.engine import EngineSource
-
-    key = ("engine", engine, backend, threads)
-    if key not in _SOURCES:
-        _SOURCES[key] = EngineSource.from_path(engine, backend=backend, threads=threads)
-    return _SOURCES[key]
-
-
-def _engine_checker(engine: str):
-    """An EngineSource without a backend: only its contract checks and output validation are used."""
-    from walkcut.runtime.sources.engine import EngineSource, read_contract
-
-    key = ("checker", engine)
-    if key not in _SOURCES:
-        _SOURCES[key] = EngineSource(None, read_contract(engine), name=engine)
-    return _SOURCES[key]
+def _open(spec: SourceSpec):
+    if spec not in _OPENED:
+        _OPENED[spec] = spec.open()
+    return _OPENED[spec]
 
 
 def _job(row: dict) -> Job:
     return Job(input=row["input"], labels=row["labels"], overlay=row["overlay"] or None)
 
 
-def segment_row(row: dict, *, grid: int, engine: str | None, backend: str, options: dict,
-                fault: str | None) -> dict:
+def segment_row(row: dict, *, source: SourceSpec, options: dict, fault: str | None) -> dict:
     """Stage for the pixel source and the in-task engine: the whole job of one image."""
     job = _job(row)
     maybe_fault(job, fault)
     with one_thread():
         try:
-            source = _pixel_source(grid) if engine is None else _engine_source(engine, backend, 1)
+            opened = _open(source)
         except Exception as exc:  # noqa: BLE001 (a backend that cannot start: every row says why)
             return empty_row(job, status="error", error=error_message(job.input, exc))
-        return segment_image(job, source, options)
+        return segment_image(job, opened, options)
 
 
-def prepare_row(row: dict, *, engine: str, max_source_side: int) -> dict:
+def prepare_row(row: dict, *, engine: EngineSpec, max_source_side: int) -> dict:
     """CPU stage before the actor: read, shrink and preprocess (errors ride along to the end)."""
-    checker = _engine_checker(engine)
-    io = checker.contract.io
+    contract = engine.contract
     out = {"input": row["input"], "labels": row["labels"], "overlay": row["overlay"], "error": "",
            "seconds_decode": 0.0, "seconds_preprocess": 0.0}
     try:
         with one_thread():
-            x, t = prepare_engine_input(_job(row), checker.contract, max_source_side=max_source_side)
+            x, t = prepare_engine_input(_job(row), contract, max_source_side=max_source_side)
         out.update(seconds_decode=t["decode"], seconds_preprocess=t["preprocess"])
     except Exception as exc:  # noqa: BLE001 (the row carries it to the manifest)
-        x = np.zeros(io.input_shape, np.float32)  # keeps the column's shape; never run
+        x = np.zeros(contract.io.input_shape, np.float32)  # keeps the column's shape; never run
         out["error"] = error_message(row["input"], exc)
     out["x"] = x
     return out
 
 
 class AttentionActor:
-    """Holds one engine (loaded once) and runs it on batches of preprocessed images."""
+    """Holds one engine (loaded once, from ``engine.open()``) and runs it on batches of preprocessed images."""
 
-    def __init__(self, engine: str, backend: str, threads: int | None) -> None:
-        self.source = _engine_source(engine, backend, threads)
+    def __init__(self, engine: EngineSpec) -> None:
+        self.source = _open(engine)
         self.n = self.source.contract.io.n_nodes
 
     def __call__(self, batch: dict) -> dict:
@@ -260,15 +253,16 @@ class AttentionActor:
         return batch
 
 
-def cut_row(row: dict, *, engine: str, options: dict, fault: str | None) -> dict:
+def cut_row(row: dict, *, engine: EngineSpec, options: dict, fault: str | None) -> dict:
     """CPU stage after the actor: check the engine output, cut, upsample, write."""
     job = _job(row)
     if row["error"]:
         return empty_row(job, status="error", error=row["error"])
     maybe_fault(job, fault)
     timings = {"preprocess": float(row["seconds_preprocess"]), "engine": float(row["seconds_engine"])}
+    given = EngineOutput(raw=np.asarray(row["raw"]), contract=engine.contract, name=engine.model, timings=timings)
     with one_thread():
-        result = segment_image(job, None, options, given=(np.asarray(row["raw"]), _engine_checker(engine), timings))
+        result = segment_image(job, None, options, given=given)
     if result["status"] == "ok":  # the image was read twice; report the read before the engine
         result["seconds_decode"] = float(row["seconds_decode"])
     return result
@@ -279,9 +273,9 @@ def cut_row(row: dict, *, engine: str, options: dict, fault: str | None) -> dict
 def _use_actors(cfg: BatchConfig, resources: dict) -> bool:
     if cfg.engine is None:
         return False
-    if cfg.actors is not None or cfg.backend in GPU_BACKENDS:
+    if cfg.actors is not None or cfg.engine.backend in GPU_BACKENDS:
         return True
-    return cfg.backend == "auto" and resources.get("GPU", 0) > 0
+    return cfg.engine.backend == "auto" and resources.get("GPU", 0) > 0
 
 
 def build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None):
@@ -295,20 +289,20 @@ def build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: 
 def _build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None):
     import ray
 
-    from walkcut.runtime.segmenter import Segmenter
-
     cpus = max(1, int(resources.get("CPU", 1)))
     # Small blocks keep every core busy to the end (a block is one task); large runs get larger
     # blocks so that the driver does not schedule millions of tasks.
     per_block = cfg.images_per_block or max(1, min(32, len(jobs) // (16 * cpus)))
     items = [{"input": j.input, "labels": j.labels, "overlay": j.overlay or ""} for j in jobs]
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / per_block)))
-    engine = str(cfg.engine) if cfg.engine is not None else None
     task_args = {"num_cpus": cfg.cpus_per_task, "max_retries": cfg.max_retries}
+    engine = cfg.engine
     if not _use_actors(cfg, resources):
-        kwargs = {"grid": cfg.grid, "engine": engine, "backend": cfg.backend, "options": cfg.options, "fault": fault}
+        # In a CPU task the engine gets one inference thread: Ray runs one task per core.
+        source = cfg.source if engine is None else dataclasses.replace(engine, threads=1)
+        kwargs = {"source": source, "options": cfg.options, "fault": fault}
         return ds.map(segment_row, fn_kwargs=kwargs, **task_args)
-    gpu = cfg.backend in GPU_BACKENDS or (cfg.backend == "auto" and resources.get("GPU", 0) > 0)
+    gpu = engine.backend in GPU_BACKENDS or (engine.backend == "auto" and resources.get("GPU", 0) > 0)
     gpus_per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpu else 0.0)
     if cfg.actors is not None:
         actors = cfg.actors
@@ -316,11 +310,10 @@ def _build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault:
         actors = max(1, int(resources.get("GPU", 0) // gpus_per_actor))  # one actor per GPU by default
     else:
         actors = 1
-    ds = ds.map(prepare_row, fn_kwargs={"engine": engine, "max_source_side": Segmenter().max_source_side},
-                **task_args)
+    ds = ds.map(prepare_row, fn_kwargs={"engine": engine, "max_source_side": MAX_SOURCE_SIDE}, **task_args)
     threads = max(1, int(cfg.cpus_per_actor)) if not gpu else None
     ds = ds.map_batches(AttentionActor,
-                        fn_constructor_kwargs={"engine": engine, "backend": cfg.backend, "threads": threads},
+                        fn_constructor_kwargs={"engine": dataclasses.replace(engine, threads=threads)},
                         batch_size=cfg.batch_size, batch_format="numpy", concurrency=actors,
                         num_cpus=cfg.cpus_per_actor, num_gpus=gpus_per_actor,
                         max_restarts=cfg.max_retries, max_task_retries=cfg.max_retries)
@@ -335,7 +328,8 @@ def run_batch(images: list[InputImage], cfg: BatchConfig, *,
     Parameters
     ----------
     images : list of InputImage
-        From :func:`walkcut.cli.inputs.collect_images` (names decide the output paths).
+        From :func:`walkcut.inputs.collect_images` or
+        :func:`walkcut.batch.inputs.collect_batch_inputs` (names decide the output paths).
     cfg : BatchConfig
     on_start : callable(ray_text, to_do, skipped), optional
         Called once Ray is up and the work is planned (the command line prints it).
@@ -348,9 +342,7 @@ def run_batch(images: list[InputImage], cfg: BatchConfig, *,
         Raises ``KeyboardInterrupt`` unchanged after saving the rows received so far.
     """
     if cfg.engine is not None:
-        from walkcut.runtime.sources.engine import check_contract, read_contract
-
-        check_contract(read_contract(cfg.engine), source=str(cfg.engine))  # ContractError before Ray starts
+        _ = cfg.engine.contract  # read and checked here: a ContractError comes before Ray starts
     cfg.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(cfg.out)
     jobs = make_jobs(images, cfg.out, overlay=cfg.overlay)

@@ -5,7 +5,9 @@ and returns a :class:`~walkcut.batch.manifest` row; it runs exactly the code ``w
 runs, so both commands write the same bytes. The engine pipeline splits the same job in three so
 that a GPU actor runs only the engine: :func:`prepare_engine_input` (CPU: read, shrink, preprocess),
 the actor (``backend.run``), then :func:`segment_image` again with the engine output handed over in
-``given``.
+``given`` (checked by :func:`~walkcut.runtime.sources.engine.validate_attention`, as
+``EngineSource.transition`` checks it, and cut through a
+:class:`~walkcut.runtime.sources.given.GivenSource` that carries the model's cut settings).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from threadpoolctl import threadpool_limits
 
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import encode_png, read_image, write_all_or_none
-from walkcut.runtime.segmenter import Segmenter, _shrink
+from walkcut.runtime.segmenter import Segmenter, shrink_image
+from walkcut.runtime.sources.contract import ModelContract
+from walkcut.runtime.sources.engine import validate_attention
+from walkcut.runtime.sources.given import GivenSource
 from walkcut.runtime.sources.pixels import Transition
 from walkcut.runtime.sources.preprocess import preprocess
 
@@ -45,6 +50,16 @@ class Job:
     input: str
     labels: str
     overlay: str | None
+
+
+@dataclass(frozen=True, eq=False)
+class EngineOutput:
+    """An engine's raw output for one image, computed elsewhere (an actor), to be cut here."""
+
+    raw: np.ndarray  # (1, n, n) as the graph returned it
+    contract: ModelContract  # the model's: fixes n and carries its cut settings
+    name: str  # how errors name the model (its path)
+    timings: dict  # seconds of the stages already run (preprocess, engine)
 
 
 def empty_row(job: Job, *, status: str, error: str = "") -> dict:
@@ -78,17 +93,6 @@ def one_thread():
         cv2.setNumThreads(previous)
 
 
-class _GivenTransition:
-    """A source that hands back a transition computed elsewhere (by the engine actor)."""
-
-    def __init__(self, transition: Transition, timings: dict) -> None:
-        self._transition = transition
-        self.last_timings = timings
-
-    def transition(self, image_rgb: np.ndarray) -> Transition:
-        return self._transition
-
-
 def maybe_fault(job: Job, fault: str | None) -> None:
     """Test hook (see :data:`FAULT_ENV`): kill this worker once, on the named input."""
     if not fault:
@@ -114,11 +118,11 @@ def prepare_engine_input(job: Job, contract, *, max_source_side: int) -> tuple[n
     t1 = time.perf_counter()
     # Segmenter.set_image shrinks before its source sees the image; the same here, so the
     # engine gets the very array it gets under ``walkcut segment``.
-    x = preprocess(_shrink(image, max_source_side), contract)  # (1, 3, S, S)
+    x = preprocess(shrink_image(image, max_source_side), contract)  # (1, 3, S, S)
     return x, {"decode": t1 - t0, "preprocess": time.perf_counter() - t1}
 
 
-def segment_image(job: Job, source, options: dict, *, given: tuple | None = None) -> dict:
+def segment_image(job: Job, source, options: dict, *, given: EngineOutput | None = None) -> dict:
     """Segment one image and write its outputs atomically; never raises for a bad image.
 
     Parameters
@@ -128,10 +132,12 @@ def segment_image(job: Job, source, options: dict, *, given: tuple | None = None
     source : object with ``transition(image_rgb)``, or None when ``given`` is set
         The pixel source, or an :class:`~walkcut.runtime.sources.engine.EngineSource` run in place.
     options : dict
-        Keyword arguments of :meth:`Segmenter.segment` (mode, power, threshold, max_segments, min_size).
-    given : (engine_output, engine_source, timings) or None
+        Keyword arguments of :meth:`Segmenter.segment` (mode, power, threshold, max_segments, min_size,
+        upsample); those left out take the source's own settings, else the package defaults.
+    given : EngineOutput, optional
         The raw engine output for this image, computed by an actor: it is checked and normalised by
-        ``engine_source`` exactly as :meth:`EngineSource.transition` does, then cut here.
+        :func:`validate_attention` exactly as :meth:`EngineSource.transition` does, then cut here
+        with the model's cut settings.
 
     Returns
     -------
@@ -145,11 +151,12 @@ def segment_image(job: Job, source, options: dict, *, given: tuple | None = None
         image = read_image(job.input)
         row["seconds_decode"] = time.perf_counter() - t0
         if given is not None:
-            raw, engine, timings = given
             t1 = time.perf_counter()
-            P = engine._validate(raw)  # the checks and row normalisation of EngineSource.transition
-            timings = {**timings, "engine": timings.get("engine", 0.0) + time.perf_counter() - t1}
-            source = _GivenTransition(Transition(P=P, grid_shape=engine.grid_shape), timings)
+            P = validate_attention(given.raw, given.contract, name=given.name)  # as EngineSource.transition
+            timings = {**given.timings, "engine": given.timings.get("engine", 0.0) + time.perf_counter() - t1}
+            R = given.contract.attn_res
+            source = GivenSource(Transition(P=P, grid_shape=(R, R)), timings=timings,
+                                 cut_defaults=given.contract.cut_defaults)
         segmenter = Segmenter(source)
         result = segmenter.set_image(image).segment(**options)
         if result.labels.max() > 65535:
@@ -160,7 +167,7 @@ def segment_image(job: Job, source, options: dict, *, given: tuple | None = None
         for stage, seconds in result.timings.items():
             row[f"seconds_{stage}"] = float(seconds)
         if given is not None:  # the source stage ran elsewhere: report its parts, not this no-op
-            row["seconds_source"] = sum(given[2].get(k, 0.0) for k in ("preprocess", "engine"))
+            row["seconds_source"] = sum(given.timings.get(k, 0.0) for k in ("preprocess", "engine"))
         del result
         # Encode every picture before writing any: a failure leaves no partial output.
         pairs = [(Path(job.labels), encode_png(labels16, rgb=False))]

@@ -4,16 +4,28 @@ Every option value is checked by its ``type=`` here, while parsing: a bad value 
 (exit code 2, one line) before any model is loaded or any folder is created. Checks that involve
 two options (``--backend trt`` needs a TensorRT ``.engine``) run in :func:`check_arguments`, which
 the dispatcher calls right after parsing.
+
+Every command that segments (segment, batch, video, eval, bench) takes the same source options
+(:func:`add_source_arguments`: ``--source``, ``--grid``, ``--preset``, ``--contour-scale``,
+``--engine``, ``--backend``) and cut options (:func:`add_cut_arguments`), and turns them into a
+source spec with the one function :func:`source_spec` and into cut settings with
+:func:`cut_settings`. A cut setting comes from, in this order: its flag; the ``--preset``; the
+model's own ``cut_defaults`` (``--engine``); the command's default (``walkcut video`` grows 16
+segments, not 32); the package default. :func:`cut_options` logs (INFO, shown with ``-v``) where
+each came from.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import tempfile
 from pathlib import Path
 
 from walkcut.runtime import defaults
+
+logger = logging.getLogger(__name__)
 
 #: Stopping rules that choose the threshold themselves (mirrors ``walkcut.runtime.cuts.AUTO_RULES``,
 #: which is not imported here so that ``walkcut --help`` stays fast).
@@ -125,13 +137,20 @@ def output_file(*suffixes: str):
     return parse
 
 
-def add_cut_arguments(p: argparse.ArgumentParser, *, max_segments: int = defaults.MAX_SEGMENTS) -> None:
-    """Options shared by every command that cuts (segment, video, eval, bench).
+#: Segmenter.segment keyword -> its flag, for the cut settings that have one.
+CUT_FLAGS = {"mode": "--mode", "power": "--power", "threshold": "--threshold", "min_size": "--min-size",
+             "max_segments": "--max-segments"}
 
-    Their parsed default is None; :func:`resolve_cut_arguments` fills in the preset's value (when
-    ``--preset`` is given) or else the command's default, so an explicit flag always wins.
+
+def add_cut_arguments(p: argparse.ArgumentParser, *, max_segments: int = defaults.MAX_SEGMENTS) -> None:
+    """Options shared by every command that cuts (segment, batch, video, eval, bench).
+
+    Their parsed default is None: :func:`cut_settings` fills in what was left out (the preset's
+    value, the model's, the command's default ``max_segments``, the package default), so an
+    explicit flag always wins.
     """
-    g = p.add_argument_group("cuts")
+    g = p.add_argument_group("cuts", "settings left out come from --preset, else the model's own (--engine), "
+                                     "else the defaults below")
     g.add_argument("--mode", choices=MODES, default=None,
                    help=f"graph built from the walk (default: {defaults.MODE})")
     g.add_argument("--power", type=positive_int, default=None,
@@ -143,11 +162,7 @@ def add_cut_arguments(p: argparse.ArgumentParser, *, max_segments: int = default
                    help=f"most segments, >= 1 (default: {max_segments})")
     g.add_argument("--min-size", type=positive_int, default=None,
                    help=f"smallest segment in grid cells, >= 1 (default: R*R/{defaults.MIN_SIZE_DIVISOR})")
-    g.add_argument("--grid", "-R", type=int_at_least(defaults.MIN_GRID, defaults.MAX_GRID), default=None,
-                   help=f"graph resolution R of the pixel source, {defaults.MIN_GRID} to {defaults.MAX_GRID} "
-                        f"(default: {defaults.GRID})")
-    p.set_defaults(cut_defaults={"mode": defaults.MODE, "power": defaults.POWER, "threshold": defaults.THRESHOLD,
-                                 "max_segments": max_segments, "min_size": None, "grid": defaults.GRID})
+    p.set_defaults(command_cut_defaults={"max_segments": max_segments})
 
 
 def preset_name(text: str) -> str:
@@ -168,57 +183,33 @@ def contour_scale_arg(text: str):
 CONTOUR_OFF = "off"
 
 
-def add_preset_argument(p: argparse.ArgumentParser) -> None:
-    """``--preset NAME`` and ``--contour-scale`` (segment, video, eval; after add_cut_arguments)."""
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """``--source``, ``--grid``, ``--preset``, ``--contour-scale``, ``--engine``, ``--backend``: the
+    same names and meanings on every command that segments (read by :func:`source_spec`)."""
+    from walkcut.runtime.sources.backends import BACKENDS
+
     names = ", ".join(f"{k} (R = {v['source']['grid']}, {v['cuts']['threshold']})" for k, v in defaults.PRESETS.items())
-    g = p.add_argument_group("presets")
-    g.add_argument("--preset", type=preset_name, default=None, metavar="NAME",
-                   help=f"named pixel-source and cut settings: {names}; explicit options override it "
-                        "(default: none, the command's defaults)")
+    g = p.add_argument_group("source", "where the random walk comes from: the pixel graph, or an exported model")
+    g.add_argument("--source", choices=("pixels",), default="pixels",
+                   help="pixels = colour + position graph, no model (default; --engine replaces it)")
+    g.add_argument("--grid", "-R", type=int_at_least(defaults.MIN_GRID, defaults.MAX_GRID), default=None,
+                   help=f"graph resolution R of the pixel source, {defaults.MIN_GRID} to {defaults.MAX_GRID} "
+                        f"(default: {defaults.GRID}; a model fixes its own)")
     g.add_argument("--contour-scale", type=contour_scale_arg, default=None, metavar="S",
                    help="intervening-contour term of the pixel source: sigma_e = S x median edge, or 'off' "
                         f"(default: {defaults.CONTOUR_SCALE})")
-    p.set_defaults(contour_defaults={"contour_scale": defaults.CONTOUR_SCALE})
-
-
-def resolve_cut_arguments(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the cut and source options the user left out: the preset's value if ``--preset`` was
-    given, else the command's default. Idempotent; returns ``args``."""
-    base = dict(getattr(args, "cut_defaults", {}))
-    base.update(getattr(args, "contour_defaults", {}))
-    preset = getattr(args, "preset", None)
-    extra = {}
-    if preset is not None:
-        chosen = defaults.PRESETS[preset]
-        base.update({k: v for k, v in chosen["cuts"].items() if k in base})
-        base.update({k: v for k, v in chosen["source"].items() if k in base})
-        # Source options without a flag of their own (e.g. color_scale) come from the preset alone.
-        extra = {k: v for k, v in chosen["source"].items() if k not in base}
-    args.preset_source = extra
-    for key, value in base.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    return args
-
-
-def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    """``--engine`` / ``--backend``, shared by every command that can run a model."""
-    from walkcut.runtime.sources.backends import BACKENDS
-
-    g = p.add_argument_group("engine")
+    g.add_argument("--preset", type=preset_name, default=None, metavar="NAME",
+                   help=f"named pixel-source and cut settings: {names}; explicit options override it, and "
+                        "with --engine only its cut settings apply (default: none)")
     g.add_argument("--engine", type=Path, default=None, metavar="MODEL",
                    help="exported attention model (.onnx, or a TensorRT .engine with its .json); "
-                        "replaces the pixel source")
+                        "replaces the pixel source; its own cut settings apply where no flag or preset sets them")
     g.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="what runs the engine (default: auto = best available, logged)")
 
 
 def check_arguments(args: argparse.Namespace) -> str | None:
-    """Checks across options, run right after parsing; the usage error's message, or None.
-
-    Also fills in the cut options left out (:func:`resolve_cut_arguments`).
-    """
-    resolve_cut_arguments(args)
+    """Checks across options, run right after parsing; the usage error's message, or None."""
     engine, backend = getattr(args, "engine", None), getattr(args, "backend", "auto")
     if engine is not None:
         if not Path(engine).exists():
@@ -233,31 +224,60 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     return None
 
 
-def cut_options(args) -> dict:
-    """Keyword arguments of :meth:`Segmenter.segment` from the parsed cut options."""
-    resolve_cut_arguments(args)
-    return dict(mode=args.mode, power=args.power, threshold=args.threshold,
-                max_segments=args.max_segments, min_size=args.min_size)
+def source_spec(args: argparse.Namespace):
+    """The spec of the source the parsed options ask for: the one place the command line builds a
+    source (a :class:`~walkcut.runtime.sources.pixels.PixelSource` or an
+    :class:`~walkcut.runtime.sources.engine.EngineSpec`; ``spec.open()`` gives the source).
+
+    Pixel-source options come from ``--grid`` and ``--contour-scale``, else the ``--preset``, else
+    the defaults. With ``--engine`` they do not apply (the model fixes its grid): given anyway, they
+    are ignored with a warning.
+    """
+    from walkcut.runtime.sources.spec import source_spec as build
+
+    pixel = {}
+    if getattr(args, "grid", None) is not None:
+        pixel["grid"] = args.grid
+    if getattr(args, "contour_scale", None) is not None:
+        pixel["contour_scale"] = None if args.contour_scale == CONTOUR_OFF else args.contour_scale
+    preset = getattr(args, "preset", None)
+    engine = getattr(args, "engine", None)
+    if engine is not None:
+        if pixel:
+            flags = " and ".join(f"--{k.replace('_', '-')}" for k in pixel)
+            logger.warning("%s set%s the pixel source, which --engine replaces (the model fixes its own grid): "
+                           "ignored", flags, "" if len(pixel) > 1 else "s")
+        if preset is not None:
+            logger.info("--preset %s: with --engine only its cut settings apply", preset)
+        return build(engine=engine, backend=getattr(args, "backend", "auto"))
+    return build(preset=preset, **pixel)
 
 
-def make_source(args):
-    """The transition-matrix source the arguments ask for (raises ContractError / BackendUnavailable)."""
-    if getattr(args, "engine", None):
-        from walkcut.runtime.sources.engine import EngineSource
+def cut_settings(args: argparse.Namespace, spec=None) -> dict:
+    """Each cut setting (``Segmenter.segment``'s keywords) with its origin, from the parsed options
+    and the model's own ``cut_defaults`` (``spec``, from :func:`source_spec`; optional).
 
-        return EngineSource.from_path(args.engine, backend=getattr(args, "backend", "auto"))
-    from walkcut.runtime.sources.pixels import PixelSource
+    Order: flag (``--threshold``) > ``--preset NAME`` > the model's (``model``) > the command's or
+    the package default (``default``). Returns ``{name: CutSetting(value, origin)}``.
+    """
+    from walkcut.runtime.segmenter import resolve_cut_settings
 
-    return PixelSource(**source_options(args))
+    layers = [(flag, {key: getattr(args, key)}) for key, flag in CUT_FLAGS.items()
+              if getattr(args, key, None) is not None]
+    preset = getattr(args, "preset", None)
+    if preset is not None:
+        layers.append((f"--preset {preset}", defaults.PRESETS[preset]["cuts"]))
+    if spec is not None:
+        layers.append(("model", spec.cut_defaults))
+    layers.append(("default", getattr(args, "command_cut_defaults", {})))
+    return resolve_cut_settings(*layers)
 
 
-def source_options(args) -> dict:
-    """``PixelSource`` keyword arguments from the parsed options (flags, then the preset's)."""
-    resolve_cut_arguments(args)
-    return {**getattr(args, "preset_source", {}), "grid": args.grid, "contour_scale": contour_scale(args)}
+def cut_options(args: argparse.Namespace, spec=None) -> dict:
+    """Keyword arguments of :meth:`Segmenter.segment` from :func:`cut_settings`; logs (INFO) where
+    each came from, e.g. ``mode=walk (model), threshold=0.3 (--threshold)``."""
+    from walkcut.runtime.segmenter import describe_cut_settings
 
-
-def contour_scale(args) -> float | None:
-    """``PixelSource.contour_scale`` from the parsed options (the default where the command has none)."""
-    value = getattr(args, "contour_scale", defaults.CONTOUR_SCALE)
-    return None if value == CONTOUR_OFF else value
+    settings = cut_settings(args, spec)
+    logger.info("cut settings: %s", describe_cut_settings(settings))
+    return {key: s.value for key, s in settings.items()}

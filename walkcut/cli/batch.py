@@ -1,7 +1,10 @@
 """``walkcut batch INPUT... --out DIR``: segment an image set on Ray Data, with a Parquet manifest.
 
-Parse, call :func:`walkcut.batch.run_batch`, print. Ray is imported only when the command runs, so
-the base install lists the command and says how to get Ray.
+Parse, call :func:`walkcut.batch.run_batch`, print. The source and cut options are those of
+``walkcut segment`` (``--preset``, ``--contour-scale``, ``--grid``, ``--engine``, ``--backend`` and
+the cut flags, through the same :func:`~walkcut.cli.args.source_spec` and
+:func:`~walkcut.cli.args.cut_options`), so the same flags give the same labels. Ray is imported only
+when the command runs, so the base install lists the command and says how to get Ray.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from pathlib import Path
 
 from walkcut.cli.args import (
     add_cut_arguments,
-    add_engine_arguments,
+    add_source_arguments,
     cut_options,
     non_negative_float,
-    output_dir,
     non_negative_int,
+    output_dir,
     positive_int,
+    source_spec,
 )
 
 RAY_MISSING = "walkcut batch needs Ray Data: pip install 'walkcut[ray]'"
@@ -34,13 +38,11 @@ def register(sub) -> None:
     p.add_argument("--from-file", action="append", default=[], metavar="LIST",
                    help="text file of inputs, one a line (repeatable; same as @LIST)")
     p.add_argument("--out", "-o", type=output_dir, required=True, help="output folder (created if missing)")
-    p.add_argument("--source", choices=("pixels",), default="pixels",
-                   help="where the random walk comes from without --engine (default: pixels)")
     p.add_argument("--no-overlay", dest="overlay", action="store_false", help="write label maps only")
     p.add_argument("--overwrite", action="store_true", help="redo every input, even those with complete outputs")
     p.add_argument("--manifest", type=Path, default=None, help="manifest path (default: OUT/manifest.parquet)")
+    add_source_arguments(p)
     add_cut_arguments(p)
-    add_engine_arguments(p)
     r = p.add_argument_group("ray")
     r.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="join a running cluster: auto, or ray://HOST:10001 (default: start a local Ray)")
@@ -94,19 +96,20 @@ def run(args) -> int:
         print(f"walkcut: error: {RAY_MISSING}", file=sys.stderr)
         return 2
     from walkcut.batch import BatchConfig, collect_batch_inputs, run_batch
-    from walkcut.cli.inputs import InputError
+    from walkcut.inputs import InputError
     from walkcut.runtime.sources.contract import ContractError
 
     try:
         images = collect_batch_inputs(args.images, args.from_file)
+        spec = source_spec(args)
+        options = cut_options(args, spec)  # reads an engine's contract: a ContractError stops here
         config = BatchConfig(
-            out=args.out, options=cut_options(args), engine=args.engine, backend=args.backend, grid=args.grid,
-            overlay=args.overlay, overwrite=args.overwrite, manifest=args.manifest,
-            ray_address=args.ray_address, num_cpus=args.num_cpus, actors=args.actors,
+            out=args.out, options=options, source=spec, overlay=args.overlay, overwrite=args.overwrite,
+            manifest=args.manifest, ray_address=args.ray_address, num_cpus=args.num_cpus, actors=args.actors,
             batch_size=args.batch_size, cpus_per_task=args.cpus_per_task, cpus_per_actor=args.cpus_per_actor,
             gpus_per_actor=args.gpus_per_actor, images_per_block=args.images_per_block,
             max_retries=args.max_retries)
-    except (InputError, ValueError) as exc:
+    except (InputError, ValueError) as exc:  # ContractError included: the model cannot run
         print(f"walkcut: error: {exc}", file=sys.stderr)
         return 2
 

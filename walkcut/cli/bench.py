@@ -29,12 +29,12 @@ import numpy as np
 from walkcut import __version__
 from walkcut.cli.args import (
     add_cut_arguments,
-    add_engine_arguments,
+    add_source_arguments,
     cut_options,
-    make_source,
     non_negative_int,
     output_file,
     positive_int,
+    source_spec,
 )
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import atomic_write_bytes, read_image
@@ -163,9 +163,7 @@ def register(sub) -> None:
                                    "against a dense-eigh reference on synthetic graphs.")
     p.add_argument("image", nargs="?", type=Path, default=None,
                    help="image to time on (default: a synthetic 480x360 scene)")
-    p.add_argument("--source", choices=("pixels",), default="pixels",
-                   help="colour+position graph, no model (default; --engine replaces it)")
-    add_engine_arguments(p)
+    add_source_arguments(p)
     add_cut_arguments(p)
     p.add_argument("--runs", type=positive_int, default=10, help="timed runs per stage (default: 10)")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs first (default: 2)")
@@ -192,9 +190,10 @@ def run(args) -> int:
         ok = all(r["same_partition"] for r in rows)
     elif args.compare_engines:
         image = read_image(args.image) if args.image else synthetic_scene()
-        source = make_source(args)
-        transition = Segmenter(source).set_image(image).transition
-        res = bench_compare_engines(transition, cut_options(args), runs=args.runs, warmup=args.warmup)
+        spec = source_spec(args)
+        transition = Segmenter(spec.open()).set_image(image).transition
+        options = {k: v for k, v in cut_options(args, spec).items() if k != "upsample"}  # cuts only
+        res = bench_compare_engines(transition, options, runs=args.runs, warmup=args.warmup)
         report = {**info, "image": str(args.image or "synthetic 480x360"), "compare_engines": res}
         kind = "sparse" if hasattr(transition.P, "tocsr") else "dense"
         print(f"cut engines on {report['image']}: n = {res['n']} ({kind} graph); cpu={info['cpu']}")
@@ -206,11 +205,12 @@ def run(args) -> int:
         ok = True
     else:
         image = read_image(args.image) if args.image else synthetic_scene()
-        source = make_source(args)
-        desc = source.describe() if hasattr(source, "describe") else {"source": "pixels", "grid": args.grid}
+        spec = source_spec(args)
+        source = spec.open()
+        desc = source.describe() if hasattr(source, "describe") else {"source": "pixels", "grid": source.grid}
         if args.engine:
             desc["model_sha256"] = file_hash(args.engine)
-        res = bench_pipeline(image, source, cut_options(args), runs=args.runs, warmup=args.warmup)
+        res = bench_pipeline(image, source, cut_options(args, spec), runs=args.runs, warmup=args.warmup)
         report = {**info, **desc, "image": str(args.image or "synthetic 480x360"),
                   "image_shape": list(image.shape), **res}
         print(" ".join(f"{k}={v}" for k, v in desc.items()) + f"; cpu={info['cpu']}; image={report['image']} "

@@ -10,7 +10,7 @@ import argparse
 import logging
 import math
 
-from walkcut.cli.args import add_cut_arguments, add_preset_argument, add_engine_arguments, cut_options, make_source, output_file, positive_int
+from walkcut.cli.args import add_cut_arguments, add_source_arguments, cut_options, output_file, positive_int, source_spec
 from walkcut.cli.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--root", default=None,
                    help="dataset folder (default: $WALKCUT_DATA/DATASET, else ../shared/data/DATASET)")
     p.add_argument("--split", default="val", help="split (default: val)")
-    p.add_argument("--source", choices=("pixels",), default="pixels",
-                   help="weight-free colour + position graph, no model (default; --engine replaces it)")
+    add_source_arguments(p)
     add_cut_arguments(p)
-    add_preset_argument(p)
-    add_engine_arguments(p)
     p.add_argument("--thresholds", type=threshold_list, default=None,
                    help="constant thresholds of the ODS/OIS sweep, comma-separated, or 'none' (default: 24 "
                         "values from 0.003 to 1, geometric, on bsds500; none on the semantic sets)")
@@ -68,7 +65,8 @@ def build_segment_fn(args):
     """``segment(image) -> hierarchy_like`` for the parsed arguments (the walkcut Segmenter)."""
     from walkcut.eval.evaluate import walkcut_segment_fn
 
-    return walkcut_segment_fn(make_source(args), **cut_options(args))
+    spec = source_spec(args)
+    return walkcut_segment_fn(spec, **cut_options(args, spec))
 
 
 def run(args) -> int:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from walkcut.cli.args import add_cut_arguments, add_preset_argument, add_engine_arguments, cut_options, make_source, output_dir
+from walkcut.cli.args import add_cut_arguments, add_source_arguments, cut_options, output_dir, source_spec
 from walkcut.cli.errors import UsageError, error, file_error, plural
-from walkcut.cli.inputs import IMAGE_EXTENSIONS, InputImage, collect_images
+from walkcut.inputs import IMAGE_EXTENSIONS, InputImage, collect_images
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import encode_png, read_image, write_all_or_none
 from walkcut.runtime.segmenter import Segmenter
@@ -44,16 +44,12 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern")
     p.add_argument("--out", "-o", type=output_dir, required=True,
                    help="output folder (created if missing; see the naming rule below)")
-    p.add_argument("--source", choices=("pixels",), default="pixels",
-                   help="where the random walk comes from: pixels = colour+position graph, no model (default; "
-                        "--engine replaces it)")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     existing.add_argument("--skip-existing", action="store_true",
                           help="skip images whose outputs already exist (resume a batch)")
+    add_source_arguments(p)
     add_cut_arguments(p)
-    add_preset_argument(p)
-    add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -78,10 +74,11 @@ def run(args) -> int:
     problems: list[str] = []
     images = collect_images(args.inputs, errors=problems)
     todo = plan(images, args.out, overwrite=args.overwrite, skip_existing=args.skip_existing)
-    segmenter = Segmenter(make_source(args))  # model problems stop here, before any folder is made
+    spec = source_spec(args)
+    segmenter = Segmenter(spec.open())  # model problems stop here, before any folder is made
     for message in problems:
         error(message)
-    options = cut_options(args)
+    options = cut_options(args, spec)
     failed, done, t_start = len(problems), 0, time.perf_counter()
     stage_times: dict[str, list[float]] = {}
     bar = tqdm(todo, unit="img", disable=len(todo) < 2 or not sys.stderr.isatty())

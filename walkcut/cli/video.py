@@ -10,16 +10,14 @@ from pathlib import Path
 
 from walkcut.cli.args import (
     add_cut_arguments,
-    add_preset_argument,
-    add_engine_arguments,
-    contour_scale,
+    add_source_arguments,
     cut_options,
     finite_number,
-    make_source,
     non_negative_int,
     output_dir,
     output_file,
     positive_int,
+    source_spec,
 )
 from walkcut.cli.errors import CommandError, UsageError, plural
 from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
@@ -43,8 +41,6 @@ def register(sub) -> None:
                    help="output video: .mp4 (mp4v codec) or .avi (MJPG); optional")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out video and existing frames in --labels-dir")
-    p.add_argument("--source", choices=("pixels",), default="pixels",
-                   help="random walk from the colour+position graph (default) unless --engine is given")
     p.add_argument("--labels-dir", type=output_dir, default=None, help="also write each frame's ids as uint16 PNG")
     p.add_argument("--show", action="store_true", help="show the overlay with FPS (when a display exists)")
     p.add_argument("--live", action="store_true",
@@ -68,9 +64,8 @@ def register(sub) -> None:
                         f"{VIDEO_LABEL_SIDE}; 0 = full resolution)")
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
     p.add_argument("--no-track", action="store_true", help="independent per-frame ids (for comparison)")
+    add_source_arguments(p)
     add_cut_arguments(p, max_segments=VIDEO_MAX_SEGMENTS)
-    add_preset_argument(p)
-    add_engine_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -101,23 +96,22 @@ def run(args) -> int:
     try:
         check_is_video(spec, reader)
         # The source opens in the parent: model problems are reported before any work, and an
-        # engine runs here, in the pipeline's engine stage, one call in flight ahead of the cut workers.
-        source = make_source(args)
+        # engine runs here, in the pipeline's model stage, one call in flight ahead of the cut workers.
+        walk_spec = source_spec(args)
+        source = walk_spec.open()
+        options = cut_options(args, walk_spec)
     except BaseException:
         reader.close()
         raise
     limit_blas_threads(1)  # parallel across frames, not inside tiny matrix products
     engine = bool(args.engine)
     plan = plan_workers(engine=engine, workers=args.workers, processes=args.processes)
-    segmenter_spec = SegmenterSpec(engine=str(args.engine) if engine else None, backend=args.backend,
-                                   grid=args.grid, contour_scale=contour_scale(args),
-                                   source_options=tuple(sorted(getattr(args, "preset_source", {}).items())),
-                                   label_side=args.label_side, handed=engine)
+    segmenter_spec = SegmenterSpec(source=walk_spec, label_side=args.label_side, handed=engine)
     make_segmenter = worker_factory(segmenter_spec, processes=plan.processes, source=source)
     show = args.show and display_available()
     if args.show and not show:
         logger.warning("--show: no display (or an OpenCV build without GUI); running without a window")
-    pipeline = VideoPipeline(make_segmenter, cut_options=cut_options(args), workers=plan.workers,
+    pipeline = VideoPipeline(make_segmenter, cut_options=options, workers=plan.workers,
                              queue_size=args.queue, track=not args.no_track, engine=source if engine else None,
                              max_latency=None if args.max_latency is None else args.max_latency / 1000.0)
     pipeline.describe_workers = plan.reason
@@ -175,7 +169,7 @@ def check_is_video(spec, reader) -> None:
     """Refuse inputs that OpenCV opens although they are not videos (usage error)."""
     import cv2
 
-    from walkcut.cli.inputs import IMAGE_EXTENSIONS
+    from walkcut.inputs import IMAGE_EXTENSIONS
 
     if not isinstance(spec.target, str) or "://" in spec.target:
         return  # cameras and streams

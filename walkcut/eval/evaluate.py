@@ -84,15 +84,20 @@ def walkcut_segment_fn(source=None, **cut_options) -> Callable[[np.ndarray], Wal
 
     Parameters
     ----------
-    source : object, optional
-        Transition-matrix source (default: the weight-free ``PixelSource()``).
+    source : source spec or source, optional
+        A spec (:func:`walkcut.runtime.sources.source_spec`: ``PixelSource``, ``EngineSpec``),
+        opened here, or an opened transition-matrix source (default: the weight-free
+        ``PixelSource()``).
     **cut_options
-        ``mode``, ``power``, ``threshold``, ``max_segments``, ``min_size``, ... as
-        ``Segmenter.segment`` takes them.
+        ``mode``, ``power``, ``threshold``, ``max_segments``, ``min_size``, ``upsample``, ... as
+        ``Segmenter.segment`` takes them; those left out take the source's own settings (a
+        model's ``cut_defaults``), else the package defaults.
     """
-    from walkcut.runtime.segmenter import Segmenter  # the engine is only needed for walkcut itself
+    # the runtime is only needed for walkcut itself, not to score other segmenters
+    from walkcut.runtime.segmenter import Segmenter
+    from walkcut.runtime.sources.spec import SourceSpec
 
-    segmenter = Segmenter(source)
+    segmenter = Segmenter(source.open() if isinstance(source, SourceSpec) else source)
 
     def segment(image_rgb: np.ndarray) -> WalkcutHierarchy:
         segmenter.set_image(image_rgb)

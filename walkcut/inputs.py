@@ -1,4 +1,8 @@
-"""Input expansion and output naming, shared by every command that takes many images.
+"""Input expansion and output naming, shared by everything that takes many images.
+
+``walkcut segment`` and ``walkcut batch`` (and their library functions, :mod:`walkcut.batch`) use it;
+it lives beside the public API rather than in the command line so that nothing below the CLI
+imports the CLI.
 
 Inputs may be files, folders (searched recursively for image files, sorted) and glob patterns
 (``"photos/**/*.jpg"``). Outputs mirror the inputs' folders under ``--out``: each image is named by
