@@ -134,7 +134,7 @@ VIDEO_MAX_SEGMENTS = 16
 VIDEO_LABEL_SIDE = 640
 
 #: Intervening-contour term of the pixel source (``PixelSource.contour_scale``; None = off). On the
-#: full val sets with today's cut engine it lifts auto-ncut BSDS500 Covering/PRI/VoI from
+#: full val sets with today's cuts (the fast method) it lifts auto-ncut BSDS500 Covering/PRI/VoI from
 #: 0.511/0.756/1.959 to 0.524/0.763/1.930 and CamVid mIoU from 0.232 to 0.245 (bench/RESULTS.md,
 #: "Quality v0.3"); 1.5 and 3.0 were no better. On by default since the shift-invert sparse solver made
 #: the cuts fast enough. The C++ demo does not compute it (kContourScale there is C++ only, 0 = off):
