@@ -1,4 +1,4 @@
-"""Speed of the whole recursive cut (graph + hierarchy + stopping rule), fast and exact engines.
+"""Speed of the whole recursive cut (graph + hierarchy + stopping rule), fast and reference methods.
 
 Graphs: the weight-free pixel walk of a bundled example image (sparse), and dense synthetic
 attention-like walks (softmax of noisy features with planted regions, like aggregated self-attention),
@@ -71,7 +71,7 @@ def ari(a, b) -> float:
     return adjusted_rand_index(contingency_table(a, b))
 
 
-def peak_rss_child(R: int, engine: str) -> tuple[float, float, float]:
+def peak_rss_child(R: int, method: str) -> tuple[float, float, float]:
     """Peak RSS (MiB) of a fresh interpreter that loads one dense float32 walk and cuts it, its RSS
     before the cut (interpreter, libraries and P), and the peak of memory allocated during the cut
     (tracemalloc, which numpy reports its arrays to)."""
@@ -89,10 +89,10 @@ def peak_rss_child(R: int, engine: str) -> tuple[float, float, float]:
             "P = np.load(sys.argv[1])\n"
             "before = status('VmRSS')\n"
             "tracemalloc.start()\n"
-            "cut_transition_matrix(P, engine=sys.argv[2])\n"
+            "cut_transition_matrix(P, method=sys.argv[2])\n"
             "print(status('VmHWM'), before, tracemalloc.get_traced_memory()[1] / 2**20)\n"
         )
-        out = subprocess.run([sys.executable, "-c", code, path, engine], check=True, capture_output=True,
+        out = subprocess.run([sys.executable, "-c", code, path, method], check=True, capture_output=True,
                              text=True).stdout.split()
     return float(out[0]), float(out[1]), float(out[2])
 
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}; max_segments={args.max_segments}; threshold=auto-ncut; "
           f"load {os.getloadavg()}")
-    print("| graph | n | fast ms (p90) | exact ms | fast / mat-vec | exact / mat-vec | speed-up | ARI | segments |")
+    print("| graph | n | fast ms (p90) | reference ms | fast / mat-vec | reference / mat-vec | speed-up | ARI | segments |")
     print("|---|---|---|---|---|---|---|---|---|")
     for R in (32, 64):
         n = R * R
@@ -120,11 +120,11 @@ def main(argv=None) -> int:
         for name, P, st in graphs:
             mv = matvec_seconds(n)
             res = {}
-            for engine in ("fast", "exact"):
-                res[engine] = timed(functools.partial(cut_transition_matrix, P, stationary=st,
-                                                      max_segments=args.max_segments, engine=engine), args.repeat)
+            for method in ("fast", "reference"):
+                res[method] = timed(functools.partial(cut_transition_matrix, P, stationary=st,
+                                                      max_segments=args.max_segments, method=method), args.repeat)
             mv = 0.5 * (mv + matvec_seconds(n))  # before and after: the load drifts
-            f, e = res["fast"], res["exact"]
+            f, e = res["fast"], res["reference"]
             print(f"| {name} | {n} | {1e3 * f[0]:.1f} ({1e3 * f[1]:.1f}) | {1e3 * e[0]:.1f} | {f[0] / mv:.0f} | "
                   f"{e[0] / mv:.0f} | {e[0] / f[0]:.1f}x | {ari(f[2].labels, e[2].labels):.3f} | "
                   f"{f[2].n_segments}/{e[2].n_segments} |", flush=True)
@@ -132,14 +132,14 @@ def main(argv=None) -> int:
         W = cosine_color_position(image, 32)
         med_ref, _, ref = timed(lambda: dense_recursive_ncut(W, 0.9), 1)
         med, _, r = timed(lambda: cut_affinity(W, threshold=0.9, max_segments=64), args.repeat)
-        med_x, _, rx = timed(lambda: cut_affinity(W, threshold=0.9, max_segments=64, engine="exact"), args.repeat)
+        med_x, _, rx = timed(lambda: cut_affinity(W, threshold=0.9, max_segments=64, method="reference"), args.repeat)
         print(f"\ncosine^10 colour/position graph, n=1024, tau=0.9: dense-eigh reference {1e3 * med_ref:.0f} ms "
               f"({ref.max() + 1} segments); fast {1e3 * med:.1f} ms ({r.n_segments} segments), speed-up "
-              f"{med_ref / med:.0f}x; exact {1e3 * med_x:.1f} ms ({rx.n_segments} segments), speed-up "
-              f"{med_ref / med_x:.0f}x; ARI fast vs exact {ari(r.labels, rx.labels):.3f}")
-    for engine in ("fast", "exact"):
-        peak, base, traced = peak_rss_child(64, engine)
-        print(f"n=4096 dense float32 walk, {engine}: peak RSS of the process {peak:.0f} MiB ({base:.0f} MiB "
+              f"{med_ref / med:.0f}x; reference {1e3 * med_x:.1f} ms ({rx.n_segments} segments), speed-up "
+              f"{med_ref / med_x:.0f}x; ARI fast vs reference {ari(r.labels, rx.labels):.3f}")
+    for method in ("fast", "reference"):
+        peak, base, traced = peak_rss_child(64, method)
+        print(f"n=4096 dense float32 walk, {method}: peak RSS of the process {peak:.0f} MiB ({base:.0f} MiB "
               f"before the cut: interpreter, libraries and P); peak allocated by the cut {traced:.0f} MiB")
     print(f"load {os.getloadavg()}")
     return 0

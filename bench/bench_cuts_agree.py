@@ -1,4 +1,4 @@
-"""Do the fast and the exact cut engines give the same partitions on real images?
+"""Do the fast and the reference cut methods give the same partitions on real images?
 
 Three graph families from the BSDS500 val images (sorted by name):
 
@@ -6,10 +6,10 @@ Three graph families from the BSDS500 val images (sorted by name):
   (Lab colour, local colour spread as texture, position) on an R x R grid; ``T`` is chosen so the
   default rule gives 5-15 segments, like aggregated attention of a scene;
 - ``pixels``: the weight-free pixel source at R (sparse);
-- ``exact seed 1``: the exact engine with another start seed, the noise floor of "same partition".
+- ``reference seed 1``: the reference method with another start seed, the noise floor of "same partition".
 
-Prints the median / min adjusted Rand index of fast vs exact (seed 0) per family, and the fast
-engine's time relative to the exact one in the same run.
+Prints the median / min adjusted Rand index of fast vs reference (seed 0) per family, and the fast
+method's time relative to the reference one in the same run.
 
     python bench/bench_cuts_agree.py [--limit 100] [--grid 32]
 """
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     paths = sorted((default_data_root() / "bsds500" / "images" / "val").glob("*.jpg"))[: args.limit]
     print(f"{len(paths)} BSDS500 val images, R = {args.grid}, load {os.getloadavg()}")
     for family in args.families.split(","):
-        aris, noise, segs, t_fast, t_exact = [], [], [], 0.0, 0.0
+        aris, noise, segs, t_fast, t_ref = [], [], [], 0.0, 0.0
         for path in paths:
             image = read_image(Path(path))
             if family == "dense":
@@ -76,21 +76,21 @@ def main(argv=None) -> int:
                 tr = PixelSource(grid=args.grid).transition(image)
                 P, st = tr.P, tr.stationary
             t = time.perf_counter()
-            fast = cut_transition_matrix(P, stationary=st, engine="fast")
+            fast = cut_transition_matrix(P, stationary=st, method="fast")
             t_fast += time.perf_counter() - t
             t = time.perf_counter()
-            exact = cut_transition_matrix(P, stationary=st, engine="exact")
-            t_exact += time.perf_counter() - t
-            other = cut_transition_matrix(P, stationary=st, engine="exact", seed=1)
-            aris.append(ari(fast.labels, exact.labels))
-            noise.append(ari(other.labels, exact.labels))
-            segs.append((fast.n_segments, exact.n_segments))
+            ref = cut_transition_matrix(P, stationary=st, method="reference")
+            t_ref += time.perf_counter() - t
+            other = cut_transition_matrix(P, stationary=st, method="reference", seed=1)
+            aris.append(ari(fast.labels, ref.labels))
+            noise.append(ari(other.labels, ref.labels))
+            segs.append((fast.n_segments, ref.n_segments))
         aris, noise, segs = np.array(aris), np.array(noise), np.array(segs)
         print(f"| {family} | {len(paths)} | {np.median(aris):.3f} | {aris.min():.3f} | {(aris >= 0.97).mean():.0%} | "
               f"{np.median(noise):.3f} | {noise.min():.3f} | {np.median(segs[:, 0]):.0f} / {np.median(segs[:, 1]):.0f} | "
-              f"{t_exact / t_fast:.2f}x |", flush=True)
-    print(f"columns: family | images | median ARI fast vs exact | min | share >= 0.97 | median ARI exact seed 1 "
-          f"vs seed 0 | min | median segments fast / exact | exact time / fast time; load {os.getloadavg()}")
+              f"{t_ref / t_fast:.2f}x |", flush=True)
+    print(f"columns: family | images | median ARI fast vs reference | min | share >= 0.97 | median ARI reference seed 1 "
+          f"vs seed 0 | min | median segments fast / reference | reference time / fast time; load {os.getloadavg()}")
     return 0
 
 

@@ -1,13 +1,15 @@
-"""Sparse (pixel) graphs: the fast engine's shift-invert node solver against ARPACK, same run.
+"""Sparse (pixel) graphs: the fast method's shift-invert node solver against ARPACK, same run.
 
 For the first N images of a val set (BSDS500 or CamVid frames resized to 480 x 360, like the video
 benchmark), the pixel source at R, and one BLAS thread:
 
-1. ``solvers``: time per cut of the exact engine, the fast engine with ``SPARSE_SOLVER="arpack"``
-   (the previous fast path) and with ``"shift-invert"`` (the default), interleaved image by image so
-   all three see the same load; the adjusted Rand index of each against the exact engine, against
-   the exact engine with a 1e-12 ARPACK tolerance ("tight": the eigenvectors themselves), and of each
-   engine against itself with another seed (does the answer depend on the start vector?).
+1. ``solvers``: time per cut of the reference method (ARPACK per node) and the fast method
+   (shift-invert per node), interleaved image by image so both see the same load; the adjusted Rand
+   index of each against the reference method, against the reference method with a 1e-12 ARPACK
+   tolerance ("tight": the eigenvectors themselves), and of each method against itself with another
+   seed (does the answer depend on the start vector?). The fast method's former ARPACK option
+   (``SPARSE_SOLVER="arpack"``, ARPACK on dense float32 node copies) was removed in v0.3; its row is
+   in bench/RESULTS.md, "Cut engine v2, sparse graphs".
 2. ``factor``: one root graph per R: time of SuperLU (three orderings), dense and banded Cholesky of
    ``L + sigma I``, and of one solve with each, against one sparse product.
 
@@ -29,7 +31,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 from threadpoolctl import threadpool_limits
-from walkcut.runtime.cuts import cut_transition_matrix, fast, spectral
+from walkcut.runtime.cuts import ReferenceNodeSolver, cut_transition_matrix
 from walkcut.runtime.cuts.graph import affinity_and_stationary
 from walkcut.runtime.sources.pixels import PixelSource
 
@@ -60,41 +62,35 @@ def ari(a, b) -> float:
 
 def run_solvers(args) -> None:
     trs = [PixelSource(grid=args.grid).transition(img) for img in images(args.dataset, args.limit)]
-    tight_defaults = dict(spectral.fiedler_vector.__kwdefaults__)
-    configs = {  # name -> (engine, sparse solver, ARPACK tolerance of the exact path)
-        "exact": ("exact", "shift-invert", None),
-        "fast, ARPACK": ("fast", "arpack", None),
-        "fast, shift-invert": ("fast", "shift-invert", None),
-        "exact, tight (tol 1e-12)": ("exact", "shift-invert", 1e-12),
+    configs = {  # name -> method
+        "reference": "reference",
+        "fast, shift-invert": "fast",
+        "reference, tight (tol 1e-12)": ReferenceNodeSolver(tol=1e-12),
     }
     seconds = {k: 0.0 for k in configs}
     labels = {k: [] for k in configs}
     seed1 = {k: [] for k in configs if "tight" not in k}
     for tr in trs:
-        for name, (engine, solver, tol) in configs.items():
-            fast.SPARSE_SOLVER = solver
-            spectral.fiedler_vector.__kwdefaults__["tol"] = tol or tight_defaults["tol"]
-            kw = dict(stationary=tr.stationary, max_segments=args.max_segments, engine=engine)
+        for name, method in configs.items():
+            kw = dict(stationary=tr.stationary, max_segments=args.max_segments, method=method)
             t = time.perf_counter()
             labels[name].append(cut_transition_matrix(tr.P, **kw).labels)
             seconds[name] += time.perf_counter() - t
             if name in seed1:
                 seed1[name].append(cut_transition_matrix(tr.P, seed=1, **kw).labels)
-    fast.SPARSE_SOLVER = "shift-invert"
-    spectral.fiedler_vector.__kwdefaults__.update(tight_defaults)
     n = len(trs)
     print(f"{args.dataset}, first {n} images, R = {args.grid}, max_segments = {args.max_segments}; "
           f"load after {os.getloadavg()}")
-    print("| engine / node solver | ms per cut | vs exact | ARI vs exact: median (min) | ARI vs tight: median (min) "
+    print("| method / node solver | ms per cut | vs reference | ARI vs reference: median (min) | ARI vs tight: median (min) "
           "| ARI seed 1 vs seed 0: median (min) | segments (median) |")
     print("|---|---|---|---|---|---|---|")
     for name in configs:
-        a = [ari(x, y) for x, y in zip(labels["exact"], labels[name])]
-        t = [ari(x, y) for x, y in zip(labels["exact, tight (tol 1e-12)"], labels[name])]
+        a = [ari(x, y) for x, y in zip(labels["reference"], labels[name])]
+        t = [ari(x, y) for x, y in zip(labels["reference, tight (tol 1e-12)"], labels[name])]
         s = [ari(x, y) for x, y in zip(labels[name], seed1[name])] if name in seed1 else None
         segs = np.median([lab.max() + 1 for lab in labels[name]])
         seed_col = f"{np.median(s):.3f} ({min(s):.3f})" if s else "-"
-        print(f"| {name} | {1e3 * seconds[name] / n:.1f} | {seconds['exact'] / seconds[name]:.2f}x | "
+        print(f"| {name} | {1e3 * seconds[name] / n:.1f} | {seconds['reference'] / seconds[name]:.2f}x | "
               f"{np.median(a):.3f} ({min(a):.3f}) | {np.median(t):.3f} ({min(t):.3f}) | {seed_col} | {segs:.0f} |")
 
 

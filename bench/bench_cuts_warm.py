@@ -1,7 +1,7 @@
 """What warm starts save on a sequence: consecutive CamVid val frames (name order), pixel source.
 
 Each frame is cut cold and warm (``warm_start`` = the previous frame's hierarchy: its ``pi``, root
-vector and root Ritz block), fast engine, one BLAS thread; prints the median cut time of each, the
+vector and root Ritz block), fast method, one BLAS thread; prints the median cut time of each, the
 ratio, and the adjusted Rand index of warm vs cold labels. ``--dense`` also runs dense walks built
 from the same frames (bench_cuts_agree.dense_image_walk), where ``pi`` is solved and the root is
 recycled.

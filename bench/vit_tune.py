@@ -36,7 +36,8 @@ from walkcut.eval.datasets import load_dataset
 SWEEP = (0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95)  # constant NCut thresholds, best in hindsight = ODS
 RULES = ("auto-ncut", "auto-mincut")
 DEFAULTS = {"size": 224, "layers": "all", "hybrid": 0.0, "mode": "walk", "power": 1, "max_segments": 32,
-            "min_size": None, "upsample": "joint-bilateral", "contour_scale": 2.0}
+            "min_size": None, "upsample": "joint-bilateral", "contour_scale": 2.0, "sharpen": 1.0, "exponent": 1.0,
+            "nodiag": 0}
 
 
 def parse_candidate(text: str) -> dict:
@@ -70,6 +71,11 @@ def transition(cache: np.ndarray, cand: dict, image: np.ndarray) -> np.ndarray:
     """(n, n) float32 row-stochastic walk of one image for a candidate."""
     idx = layer_indices(cand["layers"], cache.shape[0])
     P = cache[idx].astype(np.float32).sum(axis=0)
+    if cand["nodiag"]:
+        np.fill_diagonal(P, 0.0)
+    if cand["sharpen"] != 1.0:  # attention temperature: P_ij^beta, rows renormalised below
+        P /= P.max(axis=1, keepdims=True)
+        P **= cand["sharpen"]
     P /= P.sum(axis=1, keepdims=True)
     if cand["hybrid"]:
         R = int(round(P.shape[0] ** 0.5))
@@ -91,7 +97,8 @@ def run_candidate(samples, cache_dir: Path, dataset, cand: dict) -> list[dict]:
         R = int(round(P.shape[0] ** 0.5))
         t0 = time.perf_counter()
         base = cut_transition_matrix(P, mode=cand["mode"], power=cand["power"], threshold="auto-ncut",
-                                     max_segments=cand["max_segments"], min_size=cand["min_size"])
+                                     max_segments=cand["max_segments"], min_size=cand["min_size"],
+                                     exponent=cand["exponent"])
         t_cut += time.perf_counter() - t0
         colors = grid_cell_colors(s.image, R)
         for rule in RULES + SWEEP:

@@ -1,6 +1,6 @@
 """walkcut runtime: numpy, scipy, OpenCV and onnxruntime only; never torch.
 
-- :mod:`walkcut.runtime.cuts`: the cut engine.
+- :mod:`walkcut.runtime.cuts`: the cuts (graphs, node solvers, the hierarchy).
 - :mod:`walkcut.runtime.sources`: where the random walk comes from (pixel graph, exported engine).
 - :mod:`walkcut.runtime.video`: video input/output, the pipelined run, id tracking.
 - :mod:`walkcut.runtime.segmenter`, :mod:`~walkcut.runtime.upsample`, :mod:`~walkcut.runtime.draw`,

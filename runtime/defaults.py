@@ -31,11 +31,12 @@ COST_FLOOR = 1e-3
 #: they fall back to these constants (NCut, scaled min-cut).
 FALLBACK_NCUT = 0.5
 FALLBACK_SCALED_MINCUT = 0.1
-#: Sparse subgraphs up to this many nodes are cut as dense arrays (8 MB at 1024 nodes); measured
-#: faster on pixel graphs (bench/bench_cuts.py).
+#: The reference method cuts sparse subgraphs up to this many nodes as dense arrays (8 MB at 1024
+#: nodes); measured faster on pixel graphs (bench/bench_cuts.py). The fast method keeps them sparse
+#: down to DENSE_MAX_NODES (shift-invert needs the sparse graph).
 DENSE_SUBGRAPH_MAX_NODES = 1024
 
-# --- Spectral split (walkcut.runtime.cuts.spectral) ------------------------------------------------
+# --- Eigen-solves of one node (walkcut.runtime.cuts.spectral, .krylov) -----------------------------
 #: Below this many nodes a dense ``eigh`` is faster than Lanczos.
 DENSE_MAX_NODES = 160
 #: Iterative solvers need at least this many nodes.
@@ -47,7 +48,7 @@ EIGEN_TOL = 1e-5
 #: Lanczos basis size, ``min(m - 1, LANCZOS_NCV)``.
 LANCZOS_NCV = 24
 
-# --- Transition matrices (walkcut.runtime.cuts.graph) ----------------------------------------------
+# --- Transition matrices (walkcut.runtime.cuts.graph, walkcut.runtime.cuts.stationary) -------------
 #: Rows of a transition matrix may miss 1 by this much (fp16 engines round); they are then
 #: renormalised. Beyond it the matrix is rejected.
 ROW_TOL = 1e-2
@@ -137,7 +138,7 @@ VIDEO_MAX_SEGMENTS = 16
 VIDEO_LABEL_SIDE = 640
 
 #: Intervening-contour term of the pixel source (``PixelSource.contour_scale``; None = off). On the
-#: full val sets with today's cut engine it lifts auto-ncut BSDS500 Covering/PRI/VoI from
+#: full val sets with today's cuts (the fast method) it lifts auto-ncut BSDS500 Covering/PRI/VoI from
 #: 0.511/0.756/1.959 to 0.524/0.763/1.930 and CamVid mIoU from 0.232 to 0.245 (bench/RESULTS.md,
 #: "Quality v0.3"); 1.5 and 3.0 were no better. On by default since the shift-invert sparse solver made
 #: the cuts fast enough. The C++ demo does not compute it (kContourScale there is C++ only, 0 = off):
@@ -160,40 +161,36 @@ PRESETS: dict[str, dict[str, dict]] = {
                "cuts": {"threshold": "auto-mincut", "max_segments": 32, "min_size": 24}},
 }
 
-# --- Fast cut engine (runtime/cuts/fast.py; measurements in bench/RESULTS.md, "Cut engine v2") ---
+# --- The fast cut method (runtime/cuts/nodes.py, stationary.py, graph.py, sparse.py; measurements in
+# bench/RESULTS.md, "Cut engine v2") -------------------------------------------------------------
 
 #: Residual tolerance of the float32 stationary solve: partitions were identical to the float64
 #: tolerance-1e-9 solve on every dense walk measured, at a third of the products.
 FAST_STATIONARY_TOL = 1e-4
 #: Power steps tried before Arnoldi (fast-mixing walks converge in a few).
 STATIONARY_POWER_STEPS = 10
-#: Vectors in the recycled block. 16 covers the leading eigenvectors of the children of a node
-#: several levels down; a 16-column product costs about 2 single products on a dense 4096 graph.
+#: Vectors handed from a node to its children (its top Ritz vectors). 16 covers the leading
+#: eigenvectors of the children of a node several levels down.
 BLOCK_SIZE = 16
-#: Relative residual of the Fiedler vector in the block solver on a float64 (sparse) graph. Pixel
-#: graphs have clusters of eigenvalues within 1e-6 of each other (nearly disconnected specks); at
-#: 1e-5 the solver returned a mixture of them whose sweep cut nothing useful (coffee.jpg, R = 64),
-#: at 1e-6 the same split as the exact path.
+#: Relative residual of the Fiedler vector of the dense Lanczos node solver on a float64 graph.
+#: Pixel graphs have clusters of eigenvalues within 1e-6 of each other (nearly disconnected specks);
+#: at 1e-5 a solver returned a mixture of them whose sweep cut nothing useful (coffee.jpg, R = 64),
+#: at 1e-6 the same split as the reference path.
 FAST_TOL = 1e-6
 #: The same on a float32 (dense) graph, where single-precision rounding floors the residual near
-#: 1e-6; 1e-5 is also the exact path's ARPACK tolerance.
+#: 1e-6; 1e-5 is also the reference path's ARPACK tolerance.
 FAST_TOL_F32 = 1e-5
-#: Random columns added to every start block: a child's leading eigenvector can be nearly missing
-#: from its parent's Ritz vectors, and LOBPCG cannot grow a direction its start lacks entirely
-#: (coffee.jpg, R = 64: without them a child converged to its 5th eigenvector).
+#: Of the BLOCK_SIZE start vectors, this many are random instead of recycled: a child's leading
+#: eigenvector can be nearly missing from its parent's Ritz vectors, and a start that lacks a
+#: direction entirely cannot grow it (coffee.jpg, R = 64: without them a child converged to its 5th
+#: eigenvector).
 RANDOM_COLUMNS = 4
-#: Block iterations allowed at the root and at a child before the exact single-vector solver takes over.
-ROOT_MAX_ITER = 200
-CHILD_MAX_ITER = 80
-#: Node solver of the fast engine on dense graphs. ``"lanczos"``: one Lanczos run (full
-#: reorthogonalisation, stopped as soon as the Ritz residual is below tolerance) started from the
-#: best vector of the recycled block after one Rayleigh-Ritz step. ``"block"``: block LOBPCG on the
-#: recycled block. At n = 1024 a 32-column block product costs 10-20 single products (the matrix sits
-#: in cache, so the block no longer shares memory traffic) and LOBPCG was slower than the exact path;
-#: Lanczos was faster at both sizes with the same partitions (bench/RESULTS.md, "Cut engine v2").
-NODE_SOLVER = "lanczos"
-#: Lanczos steps before the exact solver takes over; residual checked every LANCZOS_CHECK steps
-#: (a tridiagonal eigen-solve each time).
+#: Lanczos steps of a dense node before the reference solver takes over; residual checked every
+#: LANCZOS_CHECK steps (a tridiagonal eigen-solve each time). Why Lanczos rather than block LOBPCG on
+#: the recycled block: at n = 1024 a 32-column block product costs 10-20 single products (the matrix
+#: sits in cache) and LOBPCG was slower than the reference path; Lanczos started from one
+#: Rayleigh-Ritz step on the recycled block was faster at both 1024 and 4096 nodes with the same
+#: partitions (bench/RESULTS.md, "Cut engine v2"; LOBPCG was removed in v0.3).
 LANCZOS_MAX_STEPS = 300
 LANCZOS_CHECK = 4
 #: Elements per chunk of the sweep's masked row sums (about 4 MB of float32): fits in L2/L3.
@@ -202,14 +199,10 @@ SWEEP_CHUNK_ELEMENTS = 1 << 20
 #: measured best at n = 4096 (8.7 single mat-vecs; 128: 10.0, 512: 10.1) and within 3% of 128 at n = 1024.
 SYMMETRIZE_TILE = 256
 
-#: Node solver of the fast engine on sparse (pixel) graphs: ``"shift-invert"`` runs Lanczos on
-#: ``(L + sigma I)^-1`` from a sparse factorisation of each node's graph (runtime/cuts/sparse.py);
-#: ``"arpack"`` is the exact path's solver on dense float32 copies of nodes up to
-#: DENSE_SUBGRAPH_MAX_NODES. On CamVid frames (R = 32, 480 x 360) shift-invert needed 7-9 solves per
-#: node against ARPACK's 100-300 products, and its labels do not depend on the start vector
-#: (bench/RESULTS.md, "Cut engine v2, sparse graphs").
-SPARSE_SOLVER = "shift-invert"
-SPARSE_SOLVERS = ("shift-invert", "arpack")
+#: Sparse (pixel) graphs: every node above DENSE_MAX_NODES runs Lanczos on ``(L + sigma I)^-1`` from a
+#: sparse factorisation of its graph (runtime/cuts/sparse.py). On CamVid frames (R = 32, 480 x 360)
+#: it needed 7-9 solves per node against ARPACK's 100-300 products on dense float32 copies, and its
+#: labels do not depend on the start vector (bench/RESULTS.md, "Cut engine v2, sparse graphs").
 #: Shift sigma of ``L + sigma I``: below every lambda_2 measured on pixel graphs (1.5e-9 at R = 64 is
 #: the smallest seen; a smaller lambda_2 only means more nearly disconnected parts, which any vector
 #: in that eigenspace separates) and far above double rounding of ``L`` (~1e-15).
@@ -217,13 +210,16 @@ SHIFT_INVERT_SIGMA = 1e-9
 #: Relative Ritz residual of the shift-invert Lanczos; 1e-5, 1e-6 and 1e-8 gave identical labels on 12
 #: CamVid frames, 1e-8 costs about one solve more per node than 1e-6.
 SHIFT_INVERT_TOL = 1e-8
-#: Solves before the exact solver takes over (7-9 needed per node on CamVid and BSDS500 val).
+#: Solves before the reference solver takes over (7-9 needed per node on CamVid and BSDS500 val).
 SHIFT_INVERT_MAX_STEPS = 60
+#: Ritz residual checked every this many solves (a solve costs more than a dense step, so more often).
+SHIFT_INVERT_CHECK = 2
 #: Banded Cholesky is used while ``(bandwidth + 1) * nodes`` is at most this (64 MB of float64):
 #: R = 64 pixel graphs need 1.6 M entries, R = 128 (radius 12) 25 M and go to SuperLU.
 SHIFT_INVERT_BANDED_MAX_ENTRIES = 1 << 23
 
-#: Cut engines: "fast" (the default; same partitions, recycled Krylov starts) and "exact" (the
-#: reference algorithm, kept for tests and `walkcut bench --compare-dense`).
-ENGINES = ("fast", "exact")
-ENGINE = "fast"
+#: Cut methods (``method=``): "fast" (the default; same partitions, recycled Krylov starts, float32
+#: graphs, shift-invert on sparse graphs) and "reference" (the v0.1 algorithm, every node solved from
+#: scratch; kept for tests and `walkcut bench --compare-methods`). "Engine" means the exported model.
+METHODS = ("fast", "reference")
+METHOD = "fast"

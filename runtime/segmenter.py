@@ -136,7 +136,7 @@ class Segmenter:
         which bounds time and memory on huge images. Smaller images are unaffected.
     warm_start : bool, default False
         Start each image's cut from the previous image's: the stationary solve from its ``pi`` and
-        the root eigen-solve from its root vector and (fast engine, dense graphs) its root Ritz block
+        the root eigen-solve from its root vector and (fast method, dense graphs) its root Ritz block
         (video; savings on consecutive CamVid frames in bench/RESULTS.md, "Cut engine v2"). Results
         then depend on the previous image, so it is off for independent images.
     """

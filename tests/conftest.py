@@ -1,4 +1,8 @@
-"""Shared fixtures: where the evaluation data lives, and small known-answer graphs."""
+"""Shared fixtures: where the evaluation data lives, and small known-answer graphs; which tests are slow.
+
+The inner loop is ``python -m pytest -q -m "not slow"``; CI runs everything. A test is slow when it
+is marked so, or when it uses a fixture of SLOW_FIXTURES (marked here, at collection).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +39,20 @@ def same_partition(a, b) -> bool:
     a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
     pairs = np.unique(np.stack([a, b]), axis=1)
     return pairs.shape[1] == np.unique(a).size == np.unique(b).size
+
+
+#: Fixtures that make every test using them slow (seconds to minutes each, once per session or module):
+#: tiny Stable Diffusion pipelines and their ONNX exports (torch), a local Ray cluster, the CMake build
+#: of the C++ demo.
+SLOW_FIXTURES = frozenset({"tiny_sd", "tiny_xl", "exported", "exported_xl", "tiny_fp16_export", "tiny_onnx",
+                           "local_ray", "demo"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

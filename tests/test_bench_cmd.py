@@ -38,13 +38,13 @@ def test_compare_dense_reports_same_partition():
     assert row["same_partition"] and row["n"] == 144 and row["speedup"] > 0
 
 
-def test_compare_engines_times_both_and_reports_agreement(tmp_path, capsys):
-    out = tmp_path / "engines.json"
-    assert main(["bench", "--compare-engines", "--grid", "16", "--runs", "1", "--warmup", "0",
+def test_compare_methods_times_both_and_reports_agreement(tmp_path, capsys):
+    out = tmp_path / "methods.json"
+    assert main(["bench", "--compare-methods", "--grid", "16", "--runs", "1", "--warmup", "0",
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "| fast |" in text and "| exact |" in text and "adjusted Rand index" in text
-    res = json.loads(out.read_text())["compare_engines"]
+    assert "| fast |" in text and "| reference |" in text and "adjusted Rand index" in text
+    res = json.loads(out.read_text())["compare_methods"]
     assert res["n"] == 256
-    assert res["engines"]["fast"]["runs"] == 1 and res["engines"]["exact"]["median_ms"] > 0
+    assert res["methods"]["fast"]["runs"] == 1 and res["methods"]["reference"]["median_ms"] > 0
     assert 0.0 <= res["ari"] <= 1.0 and res["segments"]["fast"] >= 1

@@ -21,6 +21,7 @@ import pytest
 from conftest import DATA, REPO, planted_walk
 from scipy.optimize import linear_sum_assignment
 
+
 CPP = REPO / "cpp_demo"
 EXAMPLES = sorted((REPO / "examples").glob("*.jpg"))
 BSDS_VAL = DATA / "bsds500" / "images" / "val"
@@ -32,14 +33,12 @@ AGREE = 0.99
 EIGEN_TOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def tight_python_tolerance(monkeypatch):
-    from walkcut.runtime.cuts import fast, spectral
+def tight_python_method():
+    """The Python side's cut method in these comparisons: the default ``fast`` method with every
+    Lanczos/ARPACK tolerance at EIGEN_TOL (the shift-invert tolerance is already tighter)."""
+    from walkcut.runtime.cuts import FastNodeSolver
 
-    monkeypatch.setitem(spectral.fiedler_vector.__kwdefaults__, "tol", EIGEN_TOL)
-    # The fast engine (the default) has its own node solver and tolerances.
-    monkeypatch.setattr(fast, "FAST_TOL", EIGEN_TOL)
-    monkeypatch.setattr(fast, "FAST_TOL_F32", EIGEN_TOL)
+    return FastNodeSolver(tol=EIGEN_TOL, tol_f32=EIGEN_TOL, reference_tol=EIGEN_TOL)
 
 
 def _missing_toolchain() -> str | None:
@@ -110,7 +109,7 @@ def attention_like(R: int, *, regions: int = 6, seed: int = 0) -> np.ndarray:
 def python_cut(P, *, stationary=None, **options):
     from walkcut.runtime.cuts.hierarchy import cut_transition_matrix
 
-    return cut_transition_matrix(P, stationary=stationary, **options).labels
+    return cut_transition_matrix(P, stationary=stationary, method=tight_python_method(), **options).labels
 
 
 CUT_CASES = {
@@ -199,15 +198,15 @@ def _cut_pixel_matrix(demo, tmp_path, tr, *args):
 
 
 @pytest.mark.parametrize("R", [32, 64])
-def test_pixel_graph_shift_invert_matches_python_fast_engine(demo, tmp_path, R):
+def test_pixel_graph_shift_invert_matches_python_fast_method(demo, tmp_path, R):
     """Both sides at their default tolerances: the shift-invert solvers converge to a relative
     residual of 1e-8 whatever the start, so the labels agree without tightening anything."""
     from walkcut.runtime import defaults
 
-    assert defaults.ENGINE == "fast" and defaults.SPARSE_SOLVER == "shift-invert"  # what C++ is compared with
+    assert defaults.METHOD == "fast"  # what C++ is compared with
     tr = _pixel_transition(EXAMPLES[0], R)
     got, stats = _cut_pixel_matrix(demo, tmp_path, tr)
-    expected = python_cut(tr.P, stationary=tr.stationary, engine="fast")
+    expected = python_cut(tr.P, stationary=tr.stationary)
     assert np.unique(got).size == np.unique(expected).size
     assert agreement(got, expected) >= AGREE
     # Nodes above kDenseMaxNodes went through shift-invert, factored by the banded Cholesky (the band
@@ -231,7 +230,7 @@ def test_wide_band_nodes_fall_back_to_spectra(demo, tmp_path):
     stats = solver_stats(proc.stdout)
     assert stats["fallbacks"] >= 1 and stats["banded"] >= 1 and stats["banded"] + stats["fallbacks"] == stats["si"], stats
     got = np.load(tmp_path / "P_labels.npy")
-    expected = python_cut(P, stationary=pi, engine="fast")
+    expected = python_cut(P, stationary=pi)
     assert np.unique(got).size == np.unique(expected).size
     assert agreement(got, expected) >= AGREE
 
@@ -250,7 +249,7 @@ def test_dense_recycled_lanczos_matches_python_at_R32(demo, tmp_path, case):
     P = attention_like(32, seed=32).astype(np.float32)
     np.save(tmp_path / "P.npy", P)
     py_options, cli = CUT_CASES[case]
-    expected = python_cut(P, engine="fast", **py_options)
+    expected = python_cut(P, **py_options)
     proc = run_demo(demo, "--matrix", tmp_path / "P.npy", "--out", tmp_path, "--eigen-tol", EIGEN_TOL, *cli)
     got = np.load(tmp_path / "P_labels.npy")
     assert np.unique(got).size == np.unique(expected).size
@@ -272,7 +271,8 @@ def _check_image(demo, tmp_path, image: Path, R: int):
     from walkcut.runtime.segmenter import Segmenter
     from walkcut.runtime.sources.pixels import PixelSource
 
-    expected = Segmenter(PixelSource(grid=R, contour_scale=None)).set_image(read_image(image)).segment()
+    expected = (Segmenter(PixelSource(grid=R, contour_scale=None)).set_image(read_image(image))
+                .segment(method=tight_python_method()))
     proc = run_demo(demo, "--image", image, "--grid", R, "--out", tmp_path, "--eigen-tol", EIGEN_TOL)
     assert "timings:" in proc.stdout and "cuts" in proc.stdout
     labels = cv2.imread(str(tmp_path / f"{image.stem}_labels.png"), cv2.IMREAD_UNCHANGED)

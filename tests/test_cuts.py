@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import planted_walk, same_partition
-from walkcut.runtime import cut_affinity, cut_transition_matrix
+from walkcut.runtime import cut_affinity, cut_transition_matrix, defaults
 from walkcut.runtime.cuts import spectral
-from walkcut.runtime.cuts.graph import DisconnectedGraphWarning, affinity, stationary_distribution
+from walkcut.runtime.cuts.graph import DisconnectedGraphWarning, affinity
+from walkcut.runtime.cuts.stationary import stationary_distribution
 from walkcut.runtime.cuts.hierarchy import Hierarchy, otsu_threshold
 
 
@@ -179,14 +180,15 @@ def test_forced_solver_failure_falls_back_without_looping(planted, monkeypatch, 
 
         return solve
 
-    monkeypatch.setattr(spectral, "DENSE_MAX_NODES", 8)
     monkeypatch.setitem(spectral._SOLVER_FUNCS, "arpack", broken("arpack"))
     monkeypatch.setitem(spectral._SOLVER_FUNCS, "lobpcg", broken("lobpcg"))
     with caplog.at_level(logging.WARNING, logger="walkcut.runtime.cuts.spectral"):
-        result = cut_transition_matrix(P, engine="exact")  # the fast engine's fallback is tested in test_cuts_engine
+        # ARPACK first on every node above ITERATIVE_MIN_NODES; the fast method's fallbacks are
+        # tested in test_cuts_methods.py and test_cuts_sparse.py.
+        result = cut_transition_matrix(P, method="reference", solver="arpack")
     assert same_partition(result.labels, truth)
     assert "falling back" in caplog.text
-    small = max(8, spectral.ITERATIVE_MIN_NODES)
+    small = defaults.ITERATIVE_MIN_NODES
     n_solves = sum(1 for node in result.hierarchy.nodes if math.isfinite(node.ncut) and node.size > small)
     assert n_solves > 0
     assert calls["arpack"] == calls["lobpcg"] == n_solves  # each tried once per solve, no retry loop
@@ -198,12 +200,11 @@ def test_all_solvers_failing_raises(planted, monkeypatch):
     def broken(*args, **kwargs):
         raise spectral.ArpackError(-9999)
 
-    monkeypatch.setattr(spectral, "DENSE_MAX_NODES", 8)
-    monkeypatch.setattr(spectral, "DENSE_FALLBACK_MAX_NODES", 8)
+    monkeypatch.setattr(defaults, "DENSE_FALLBACK_MAX_NODES", 8)  # the last resort refuses too
     monkeypatch.setitem(spectral._SOLVER_FUNCS, "arpack", broken)
     monkeypatch.setitem(spectral._SOLVER_FUNCS, "lobpcg", broken)
-    with pytest.raises(spectral.SolverError, match="all eigensolvers failed"):
-        cut_transition_matrix(P, engine="exact")
+    with pytest.raises(spectral.SolverError, match="all eigensolvers failed.*dense eigh refused"):
+        cut_transition_matrix(P, method="reference", solver="arpack")
 
 
 @pytest.mark.parametrize("solver", ["arpack", "lobpcg", "dense"])

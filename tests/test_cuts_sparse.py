@@ -1,4 +1,4 @@
-"""The fast engine on sparse graphs: shift-invert Lanczos per node and the CSR sub-block gather."""
+"""The fast method on sparse graphs: shift-invert Lanczos per node and the CSR sub-block gather."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pathlib import Path
 
 from conftest import planted_walk, same_partition
 from walkcut.runtime import cut_transition_matrix
-from walkcut.runtime.cuts import fast, sparse, spectral
+from walkcut.runtime.cuts import sparse, spectral
+from walkcut.runtime.cuts.nodes import FastNodeSolver
+from walkcut.runtime.cuts.sweep import sweep_ncut_chunked
 from walkcut.runtime.imageio import read_image
 from walkcut.runtime.sources.pixels import PixelSource
 
@@ -75,14 +77,13 @@ def dense_fiedler(W) -> np.ndarray:
 
 
 @pytest.mark.parametrize("factor", ["banded", "superlu"])
-def test_shift_invert_finds_the_fiedler_vector_of_a_nearly_disconnected_graph(monkeypatch, factor):
-    if factor == "superlu":
-        monkeypatch.setattr(sparse, "BANDED_MAX_ENTRIES", 0)
+def test_shift_invert_finds_the_fiedler_vector_of_a_nearly_disconnected_graph(factor):
     W, _ = weakly_joined_chains()
     ref, vals = dense_fiedler(W)
     assert 1 - vals[-2] < 1e-6  # the hard case: lambda_2 tiny
     d = np.asarray(W.sum(axis=1)).ravel()
-    y, ok = sparse.shift_invert_fiedler(W, d, seed=0)
+    band = {} if factor == "banded" else {"banded_max_entries": 0}  # no band fits: SuperLU
+    y, ok = sparse.shift_invert_fiedler(W, d, seed=0, **band)
     assert ok
     cos = abs(y @ (d * ref)) / np.sqrt((y @ (d * y)) * (ref @ (d * ref)))  # D-inner product
     assert cos > 1 - 1e-8
@@ -101,52 +102,49 @@ def test_shift_invert_needs_few_solves_where_arpack_needs_many(monkeypatch):
     monkeypatch.setattr(sparse._ShiftInvert, "__call__", counting)
     y, ok = sparse.shift_invert_fiedler(W, d)
     assert ok and sum(solves) <= 20
-    split = fast.sweep_ncut_chunked(W, d, y, min_size=2)
+    split = sweep_ncut_chunked(W, d, y, min_size=2)
     assert split.ncut < 1e-6  # it cut one of the weak joints
     assert same_partition(split.side, truth == 0) or same_partition(split.side, truth == 2)
 
 
 def test_pixel_partitions_do_not_depend_on_the_seed():
     """Shift-invert converges to the eigenvector itself, so the start vector no longer picks among
-    nearly equal eigenvalues (the exact engine's ARPACK at 1e-5 can)."""
+    nearly equal eigenvalues (the reference method's ARPACK at 1e-5 can)."""
     image = read_image(EXAMPLES / "coffee.jpg")
     tr = PixelSource(grid=40).transition(image)
     labels = [cut_transition_matrix(tr.P, stationary=tr.stationary, seed=s).labels for s in (0, 1, 2)]
     assert same_partition(labels[0], labels[1]) and same_partition(labels[0], labels[2])
 
 
-def test_both_sparse_solvers_find_planted_blocks(monkeypatch):
+def test_both_methods_find_planted_blocks_on_a_sparse_walk():
     P, truth = planted_walk([120, 90, 60, 110], p_out=0.01, seed=7)
     keep = np.random.default_rng(0).uniform(size=P.shape) < 0.15  # a genuinely sparse walk
     keep |= keep.T
     P = sp.csr_matrix(np.where(keep, P, 0))
     P = sp.csr_matrix(sp.diags(1 / np.asarray(P.sum(axis=1)).ravel()) @ P)
-    for solver in ("shift-invert", "arpack"):
-        monkeypatch.setattr(fast, "SPARSE_SOLVER", solver)
-        assert same_partition(cut_transition_matrix(P).labels, truth), solver
+    for method in ("fast", "reference"):  # shift-invert per node; ARPACK on dense float32 node copies
+        assert same_partition(cut_transition_matrix(P, method=method).labels, truth), method
 
 
-def test_failed_factorisation_falls_back_to_the_exact_solver(monkeypatch, caplog):
+def test_failed_factorisation_falls_back_to_the_reference_solver(monkeypatch, caplog):
     def broken(self, *args, **kwargs):
         raise RuntimeError("Factor is exactly singular")
 
     monkeypatch.setattr(sparse._ShiftInvert, "__init__", broken)
     image = read_image(EXAMPLES / "coffee.jpg")
     # The graph without contours: on the contour graph (the default since issue 12) this image has
-    # nearly coincident eigenvalues at one node, where the fallback (ARPACK on a dense copy) and the
-    # exact engine pick different vectors of the cluster (6 vs 7 leaves, 99.7% of node pairs agree).
+    # nearly coincident eigenvalues at one node, where the fallback (ARPACK on the sparse node) and the
+    # reference method pick different vectors of the cluster (6 vs 7 leaves, 99.7% of node pairs agree).
     tr = PixelSource(grid=24, contour_scale=None).transition(image)
     with caplog.at_level(logging.INFO, logger="walkcut.runtime.cuts"):
         result = cut_transition_matrix(tr.P, stationary=tr.stationary)
     assert "factorisation failed" in caplog.text
-    exact = cut_transition_matrix(tr.P, stationary=tr.stationary, engine="exact")
-    assert same_partition(result.labels, exact.labels)
+    ref = cut_transition_matrix(tr.P, stationary=tr.stationary, method="reference")
+    assert same_partition(result.labels, ref.labels)
 
 
 def test_unconverged_shift_invert_falls_back(monkeypatch, caplog):
     W, truth = weakly_joined_chains()
-    monkeypatch.setattr(sparse, "MAX_STEPS", 1)
-    monkeypatch.setitem(sparse.shift_invert_fiedler.__kwdefaults__, "max_steps", 1)
     calls = []
     real = spectral.fiedler_vector
 
@@ -155,8 +153,8 @@ def test_unconverged_shift_invert_falls_back(monkeypatch, caplog):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(spectral, "fiedler_vector", spy)
-    with caplog.at_level(logging.INFO, logger="walkcut.runtime.cuts.fast"):
-        split, _ = fast.bipartition_fast(W, min_size=2, seed=0, block=None, recycle=False)
+    with caplog.at_level(logging.INFO, logger="walkcut.runtime.cuts.nodes"):
+        split, _ = FastNodeSolver(shift_invert_max_steps=1).bipartition(W, min_size=2, seed=0, recycle=False)
     assert "did not converge" in caplog.text
-    assert calls == [True]  # the exact solver started from the shift-invert vector
+    assert calls == [True]  # the reference solver started from the shift-invert vector
     assert split.ncut < 1e-6

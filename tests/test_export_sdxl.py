@@ -174,6 +174,7 @@ def test_single_file_matches_folder_and_exports_fp16_with_fp32_vae(tiny_xl, tmp_
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-3)
 
 
+@pytest.mark.slow  # builds and exports a random SDXL-family model: ~15 s
 def test_random_weights_cli_truncates_after_last_layer(tmp_path, capsys):
     """``--random-weights`` needs no weights; ``encoder:8`` stops after down block 1."""
     from walkcut.runtime.sources.engine import read_contract

@@ -301,6 +301,7 @@ def test_video_command_bad_input(tmp_path, capsys):
     assert "cannot open" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a child process that must start, write and be killed: ~6 s
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_finalises_the_output(tmp_path):
     clip = tmp_path / "long.mp4"

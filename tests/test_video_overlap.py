@@ -111,7 +111,7 @@ def test_engine_runs_ahead_while_the_previous_frame_is_cut(tmp_path, fake_engine
     for t in range(5):
         assert order[("engine start", t + 1)] < order[("cut end", t)], recorder.events
     stats = summary.engine
-    assert stats.calls == 6 and stats.busy_s > 0 and stats.idle_s >= 0
+    assert stats.calls == 6 and stats.busy_s > 0
     assert "engine: 6 calls" in "\n".join(summary.lines())
 
 

@@ -1,12 +1,23 @@
-"""The cut engine: graphs from a random walk, spectral bipartitions, the hierarchy and its stopping rules.
+"""The cuts: graphs from a random walk, spectral bipartitions, the hierarchy and its stopping rules.
 
-- :mod:`.graph`: transition-matrix checks, stationary distribution, ``walk`` / ``dot`` / ``cosine`` graphs.
-- :mod:`.spectral`: Fiedler vectors and the exact one-pass NCut sweep.
+Imports run one way, from the bottom:
+
+- :mod:`.krylov`: eigen-solvers of one node (dense ``eigh``, ARPACK, LOBPCG, full-reorthogonalisation
+  Lanczos).
+- :mod:`.stationary`: the stationary distribution of a walk (float64 reference, float32 fast).
+- :mod:`.sweep`: the exact one-pass NCut sweep along a vector (gathered and chunked).
+- :mod:`.graph`: transition-matrix checks, ``walk`` / ``dot`` / ``cosine`` graphs (uses ``stationary``).
+- :mod:`.spectral`: the reference Fiedler vector and bipartition (uses ``krylov``, ``sweep``).
+- :mod:`.sparse`: shift-invert Lanczos on sparse graphs (uses ``krylov``).
+- :mod:`.nodes`: the node-solver interface and its two implementations, ``reference`` and ``fast``
+  (uses ``spectral``, ``sparse``, ``krylov``, ``sweep``).
 - :mod:`.hierarchy`: the best-first binary tree, the stopping rules, ``cut_transition_matrix`` /
-  ``cut_affinity``.
+  ``cut_affinity`` (uses ``graph``, ``nodes``).
+
+``method="fast" | "reference"`` picks the cut algorithm; "engine" means the exported model.
 """
 
-from walkcut.runtime.cuts.graph import MODES, affinity, check_transition_matrix, stationary_distribution
+from walkcut.runtime.cuts.graph import MODES, affinity, check_transition_matrix
 from walkcut.runtime.cuts.hierarchy import (
     AUTO_RULES,
     CutResult,
@@ -15,13 +26,18 @@ from walkcut.runtime.cuts.hierarchy import (
     cut_affinity,
     cut_transition_matrix,
 )
+from walkcut.runtime.cuts.nodes import FastNodeSolver, NodeSolver, ReferenceNodeSolver
+from walkcut.runtime.cuts.stationary import stationary_distribution
 
 __all__ = [
     "AUTO_RULES",
     "MODES",
     "CutResult",
+    "FastNodeSolver",
     "Hierarchy",
     "HierarchyNode",
+    "NodeSolver",
+    "ReferenceNodeSolver",
     "affinity",
     "check_transition_matrix",
     "cut_affinity",

@@ -1,4 +1,4 @@
-"""Graphs from a random walk: transition-matrix checks, stationary distribution, affinities.
+"""Graphs from a random walk: transition-matrix checks, matrix powers, affinities.
 
 Let ``P`` be an (n, n) row-stochastic transition matrix over image patches and ``pi`` its stationary
 distribution (``pi @ P == pi``). The affinity ``W`` that the cuts partition is built in one of three
@@ -17,6 +17,10 @@ ways (``mode``):
 ``power = t`` replaces ``P`` by the t-step chain ``P^t`` (repeated squaring): longer walks blur
 fine structure and join patches with similar long-range behaviour, so t controls granularity.
 
+``pi`` comes from :mod:`.stationary`. Dense transition matrices are kept in float32 (the cuts are
+memory-bound on them); the fast method also builds the ``walk`` graph in place
+(:func:`walk_affinity_inplace`).
+
 References
 ----------
 Shi & Malik, "Normalized Cuts and Image Segmentation", TPAMI 2000.
@@ -25,15 +29,12 @@ Meila & Shi, "A Random Walks View of Spectral Segmentation", AISTATS 2001.
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigs
 from walkcut.runtime import defaults as _d
-
-logger = logging.getLogger(__name__)
+from walkcut.runtime.cuts.stationary import stationary_distribution, stationary_distribution_fast
 
 MODES = ("walk", "dot", "cosine")
 
@@ -152,55 +153,47 @@ def matrix_power(P, t: int):
     return sp.csr_matrix(result) if sp.issparse(result) else result
 
 
-def stationary_distribution(P, *, tol: float = _d.STATIONARY_TOL,
-                            max_power_iter: int = _d.STATIONARY_POWER_ITER) -> np.ndarray:
-    """Stationary distribution ``pi`` (``pi @ P = pi``, ``sum(pi) = 1``) of a row-stochastic ``P``.
+def walk_affinity_inplace(P: np.ndarray, pi: np.ndarray, *, tile: int = _d.SYMMETRIZE_TILE) -> np.ndarray:
+    """``W = (Pi P + P^T Pi) / 2`` written over ``P`` (an array the caller owns), in square tiles.
 
-    Ten power-iteration steps first (enough when the walk mixes fast); if they have not converged,
-    ARPACK (implicitly restarted Arnoldi) on ``P^T`` for the eigenvalue with the largest real part, 1,
-    started from the last iterate. Attention walks with strong segments have eigenvalues close to 1
-    (slow mixing), where Arnoldi needs far fewer products with ``P`` than power iteration
-    (bench/bench_cuts.py). For a reducible walk the result is one of the stationary distributions.
+    The fast method's walk graph: one n x n buffer, no transposed temporary. The tile transposes and
+    the weighted sums are OpenCV's (``cv2.transpose``, ``cv2.addWeighted``: blocked SIMD kernels):
+    numpy's strided transposes made this step cost 64-92 single mat-vecs at n = 1024 and 28-45 at
+    n = 4096; OpenCV's take 14 and 9-10 (bench/RESULTS.md, "Cut engine v2"). ``W`` is exactly
+    symmetric: each lower tile is the transpose of its finished upper tile, and a diagonal tile's
+    ``0.5 a + 0.5 b`` is the same number in both orders.
     """
-    n = P.shape[0]
-    if n <= _d.STATIONARY_DENSE_MAX:  # tiny: the dense eigenproblem is cheapest and exact
-        import scipy.linalg as sla
+    import cv2
 
-        dense = P.toarray() if sp.issparse(P) else P
-        vals, vecs = sla.eig(dense.T)
-        cand = np.abs(vecs[:, int(np.argmax(vals.real))].real)
-        return cand / cand.sum()
-    pi = np.full(n, 1.0 / n)
-    PT = P.T.tocsr() if sp.issparse(P) else np.ascontiguousarray(P.T)
-    for _ in range(max_power_iter):
-        nxt = (PT @ pi).astype(np.float64)
-        s = nxt.sum()
-        if s <= 0:
-            break
-        nxt /= s
-        if np.abs(nxt - pi).sum() < tol:
-            return nxt
-        pi = nxt
-    try:
-        _, vec = eigs(PT, k=1, which="LR", v0=pi + 1e-3 / n, tol=tol, ncv=min(n - 1, _d.STATIONARY_NCV))
-        cand = np.abs(vec[:, 0].real)
-        if cand.sum() > 0:
-            return cand / cand.sum()
-    except (ArpackNoConvergence, ArpackError) as exc:
-        logger.warning("stationary distribution: ARPACK failed (%s); using the last power iterate", exc)
-    return pi
+    n = P.shape[0]
+    P *= pi.astype(P.dtype)[:, None]
+    if P.dtype != np.float32:  # the fast method's walks are float32; anything else takes numpy
+        P += P.T.copy()
+        P *= 0.5
+        return P
+    for i in range(0, n, tile):
+        i1 = min(i + tile, n)
+        d = P[i:i1, i:i1]
+        cv2.addWeighted(d, 0.5, cv2.transpose(d), 0.5, 0.0, dst=d)
+        for j in range(i1, n, tile):
+            j1 = min(j + tile, n)
+            upper = P[i:i1, j:j1]
+            lower = P[j:j1, i:i1]
+            cv2.addWeighted(upper, 0.5, cv2.transpose(lower), 0.5, 0.0, dst=upper)
+            lower[...] = cv2.transpose(upper)
+    return P
 
 
 def affinity(P, *, mode: str = _d.MODE, power: int = _d.POWER, stationary=None, exponent: float = 1.0,
-             engine: str = "exact", stationary_start=None):
+             method: str = "reference", stationary_start=None):
     """Symmetric non-negative affinity ``W`` (dense or CSR) from a transition matrix; see
     :func:`affinity_and_stationary` for the parameters."""
     return affinity_and_stationary(P, mode=mode, power=power, stationary=stationary, exponent=exponent,
-                                   engine=engine, stationary_start=stationary_start)[0]
+                                   method=method, stationary_start=stationary_start)[0]
 
 
 def affinity_and_stationary(P, *, mode: str = _d.MODE, power: int = _d.POWER, stationary=None, exponent: float = 1.0,
-                            engine: str = "exact", stationary_start=None):
+                            method: str = "reference", stationary_start=None):
     """``(W, pi)``: the symmetric non-negative affinity (dense or CSR) of a transition matrix, and
     the stationary distribution used for it (``None`` unless ``mode="walk"``).
 
@@ -214,30 +207,30 @@ def affinity_and_stationary(P, *, mode: str = _d.MODE, power: int = _d.POWER, st
         Walk length t: ``P`` is replaced by ``P^t``.
     stationary : (n,) array, optional
         ``pi`` when the caller knows it (for a reversible walk ``P = D^-1 A``, ``pi ~ A.sum(1)``);
-        computed by :func:`stationary_distribution` otherwise. Only ``walk`` uses it.
+        computed otherwise. Only ``walk`` uses it.
     exponent : float, default 1.0
         ``cosine`` only: affinities are raised to this power (sharpening, as in DiffCut).
-    engine : {"exact", "fast"}, default "exact"
-        ``fast`` solves ``pi`` in single precision (:func:`walkcut.runtime.cuts.fast.stationary_distribution_fast`,
-        started from ``stationary_start`` when given) and builds a dense ``walk`` graph in place.
+    method : {"reference", "fast"}, default "reference"
+        The cut method the graph is built for. ``fast`` solves ``pi`` in single precision
+        (:func:`~walkcut.runtime.cuts.stationary.stationary_distribution_fast`, started from
+        ``stationary_start`` when given) and builds a dense float32 ``walk`` graph in place
+        (:func:`walk_affinity_inplace`); ``reference`` solves ``pi`` in double precision and
+        symmetrises with numpy.
     stationary_start : (n,) array, optional
         ``fast`` only: a guess of ``pi`` (the previous frame's) to start the solve from.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if engine not in ("exact", "fast"):
-        raise ValueError(f"engine must be 'exact' or 'fast', got {engine!r}")
+    if method not in _d.METHODS:
+        raise ValueError(f"method must be one of {_d.METHODS}, got {method!r}")
     if not (isinstance(exponent, (int, float)) and exponent > 0 and np.isfinite(exponent)):
         raise ValueError(f"exponent must be a positive finite number, got {exponent!r}")
+    fast = method == "fast"
     P = check_transition_matrix(P)
     Pt = matrix_power(P, power) if power != 1 else P
     if mode == "walk":
-        if stationary is None and engine == "fast":
-            from walkcut.runtime.cuts.fast import stationary_distribution_fast
-
-            pi = stationary_distribution_fast(P, start=stationary_start)
-        elif stationary is None:
-            pi = stationary_distribution(P)
+        if stationary is None:
+            pi = stationary_distribution_fast(P, start=stationary_start) if fast else stationary_distribution(P)
         else:
             pi = np.asarray(stationary, dtype=np.float64).ravel()
             if pi.shape != (P.shape[0],) or not np.isfinite(pi).all() or (pi < 0).any() or pi.sum() <= 0:
@@ -248,9 +241,7 @@ def affinity_and_stationary(P, *, mode: str = _d.MODE, power: int = _d.POWER, st
         if sp.issparse(Pt):
             flow = sp.diags(pi) @ Pt
             return sp.csr_matrix((flow + flow.T) * 0.5), pi
-        if engine == "fast" and Pt.dtype == np.float32:
-            from walkcut.runtime.cuts.fast import walk_affinity_inplace
-
+        if fast and Pt.dtype == np.float32:
             # Pt is our own validated copy (or power of it) and is not needed afterwards.
             return walk_affinity_inplace(Pt, pi), pi
         flow = Pt * pi[:, None].astype(Pt.dtype)

@@ -1,5 +1,10 @@
 """Recursive Normalized Cuts: build the binary hierarchy once, prune it with a stopping rule.
 
+The entry points :func:`cut_transition_matrix` (graph building, :mod:`.graph`, then the tree) and
+:func:`cut_affinity` (the tree of a given affinity) choose a node solver once from ``method``
+(:func:`walkcut.runtime.cuts.nodes.node_solver`); the tree builder asks it for every node's split
+and is the same for every method.
+
 The hierarchy is grown best-first: the leaf whose best split has the lowest NCut is split next (costs
 below ``COST_FLOOR`` count as equal, the larger leaf first), until
 ``max_segments`` leaves exist or no leaf has a split with NCut below ``EXPAND_LIMIT``. Every node
@@ -36,34 +41,16 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
-from walkcut.runtime.cuts import fast
-from walkcut.runtime.cuts.graph import affinity_and_stationary, zero_degree_nodes
-from walkcut.runtime.cuts.spectral import bipartition
 from walkcut.runtime import defaults as _d
+from walkcut.runtime.cuts.graph import affinity_and_stationary, zero_degree_nodes
+from walkcut.runtime.cuts.nodes import NodeCut, NodeSolver, node_solver
 
 logger = logging.getLogger(__name__)
 
 AUTO_RULES = ("auto-ncut", "auto-mincut")
-#: ``fast``: recycled block eigen-solves and single-precision graph building (:mod:`.fast`);
-#: ``exact``: the reference algorithm, every node solved from scratch.
-ENGINES = _d.ENGINES
-#: Splits whose NCut is at least this are never grown (a random cut of a structureless graph
-#: scores about 1: the walk leaves each half with probability 1/2).
-EXPAND_LIMIT = _d.EXPAND_LIMIT
-#: Sparse subgraphs up to this many nodes are cut as dense arrays (8 MB at 1024 nodes); measured
-#: faster on pixel graphs (bench/bench_cuts.py).
-DENSE_SUBGRAPH_MAX_NODES = _d.DENSE_SUBGRAPH_MAX_NODES
 #: Tree costs each rule reads.
 RULE_COST = {"auto-ncut": "ncut", "auto-mincut": "scaled_mincut"}
-#: The automatic rules treat split costs below this as equal: a boundary that the walk crosses less
-#: than once in a thousand steps is certain, and the exact size of such tiny costs (often rounding
-#: noise around 1e-10 on nearly disconnected regions) must not drag the threshold down.
-COST_FLOOR = _d.COST_FLOOR
-#: When a tree has fewer than two split costs the automatic rules have no evidence to separate;
-#: they fall back to these constants.
-FALLBACK_THRESHOLD = {"ncut": _d.FALLBACK_NCUT, "scaled_mincut": _d.FALLBACK_SCALED_MINCUT}
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,7 +85,7 @@ class Hierarchy:
     isolated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: The root's Fiedler vector (over the root's members), a warm start for a similar next graph.
     root_vector: np.ndarray | None = None
-    #: The root's Ritz block (fast engine), the stationary distribution the graph was built from
+    #: The root's Ritz block (fast method), the stationary distribution the graph was built from
     #: (``walk`` mode): the other parts of a warm start for the next graph of a sequence.
     root_block: np.ndarray | None = None
     stationary: np.ndarray | None = None
@@ -168,11 +155,12 @@ def resolve_threshold(hierarchy: Hierarchy, threshold) -> tuple[str, float]:
             raise ValueError(f"threshold must be a number or one of {AUTO_RULES}, got {threshold!r}")
         cost = RULE_COST[threshold]
         values, sizes = hierarchy.costs(cost, with_sizes=True)
-        if values.size < 2 or np.ptp(np.maximum(values, COST_FLOOR)) == 0:
-            logger.info("%s: only %d distinct split costs; using %s < %g", threshold, values.size,
-                        cost, FALLBACK_THRESHOLD[cost])
-            return cost, FALLBACK_THRESHOLD[cost]
-        return cost, otsu_threshold(values, sizes, floor=COST_FLOOR)
+        if values.size < 2 or np.ptp(np.maximum(values, _d.COST_FLOOR)) == 0:
+            # No evidence to separate: fall back to the rule's constant.
+            fallback = _d.FALLBACK_NCUT if cost == "ncut" else _d.FALLBACK_SCALED_MINCUT
+            logger.info("%s: only %d distinct split costs; using %s < %g", threshold, values.size, cost, fallback)
+            return cost, fallback
+        return cost, otsu_threshold(values, sizes, floor=_d.COST_FLOOR)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
         raise TypeError(f"threshold must be a number or one of {AUTO_RULES}, got {threshold!r}")
     if not np.isfinite(threshold) or threshold < 0:
@@ -191,11 +179,10 @@ class _Growing:
     scaled: float = math.inf
     sides: tuple[np.ndarray, np.ndarray] | None = None
     children: tuple[int, ...] = ()
-    # fast engine only, dropped once the children exist: the node's own affinity block, its split in
-    # local indices, and the Ritz block its children start from.
-    block: object = None
+    # Dropped once the children exist: the node solver's result (what the children start from) and
+    # the split in positions among this node's members.
+    cut: NodeCut | None = None
     local_sides: tuple[np.ndarray, np.ndarray] | None = None
-    ritz: np.ndarray | None = None
 
 
 def _warm_parts(warm_start):
@@ -210,79 +197,46 @@ def _warm_parts(warm_start):
     return np.asarray(warm_start, dtype=np.float64).ravel(), None, None
 
 
-def build_hierarchy(
-    W, *, min_size: int, max_segments: int, solver: str = "auto", seed: int = 0, warm_start=None,
-    engine: str = _d.ENGINE,
-) -> Hierarchy:
+def build_hierarchy(W, *, min_size: int, max_segments: int, nodes: NodeSolver, seed: int = 0,
+                    warm_start=None) -> Hierarchy:
     """Grow the cut hierarchy of a symmetric affinity ``W`` best-first (see module docstring).
 
-    ``engine="exact"`` solves every node from scratch on a copy gathered from ``W`` (the reference
-    path); ``"fast"`` recycles each parent's Ritz block and affinity block (:mod:`.fast`). Both grow
-    the same tree from the same splits; they differ only in how each Fiedler vector is computed.
+    Every node's split comes from the node solver ``nodes`` (:func:`~walkcut.runtime.cuts.nodes.node_solver`):
+    the tree is the same whichever solver computes the Fiedler vectors.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     n = W.shape[0]
     isolated = zero_degree_nodes(W)
     active = np.setdiff1d(np.arange(n), isolated)
-    dense = not sp.issparse(W)
-    Wc = W if dense else sp.csr_matrix(W)
-    nodes: list[_Growing] = []
+    graph = nodes.prepare(W)
+    grown: list[_Growing] = []
     warm_vector, warm_block, _ = _warm_parts(warm_start)
-    fast_path = engine == "fast" and solver == "auto"
-    if fast_path and dense and Wc.dtype != np.float32:
-        # The dense products are memory-bound: one single-precision copy halves every later read
-        # (walks from cut_transition_matrix are float32 already; this serves cut_affinity's callers).
-        Wc = np.asarray(Wc, dtype=np.float32)
-
     root_vector = None
     root_block = None
 
     def add(members: np.ndarray, parent: int, depth: int, local: np.ndarray | None = None) -> int:
         nonlocal root_vector, root_block
         node = _Growing(members=members, parent=parent, depth=depth)
-        start = warm_vector if parent < 0 else None
-        if fast_path:
-            if parent < 0:
-                # A dense W is used as it is (no copy of the full matrix); a sparse one becomes a dense
-                # float32 block up to DENSE_SUBGRAPH_MAX_NODES, as every other node does.
-                sub = Wc if dense and members.size == n else fast.sub_block(Wc, members)
-                block = warm_block if warm_block is not None and warm_block.shape[0] == members.size else None
-            else:
-                up = nodes[parent]
-                sub = fast.sub_block(up.block, local)
-                block = None if up.ritz is None else up.ritz[local]
-            node.volume = float(sub.sum(dtype=np.float64))
-            split, ritz = fast.bipartition_fast(sub, min_size=min_size, seed=seed, block=block, start=start,
-                                                recycle=dense)
-            if split is not None:
-                node.block, node.ritz = sub, ritz
-                node.local_sides = (np.flatnonzero(split.side), np.flatnonzero(~split.side))
-            if parent < 0:
-                root_block = ritz
+        if parent < 0:
+            cut = nodes.root(graph, members, min_size=min_size, seed=seed, start=warm_vector, block=warm_block)
+            root_block = cut.ritz
+            root_vector = None if cut.split is None else cut.split.vector
         else:
-            if dense:
-                sub = Wc[np.ix_(members, members)]
-            else:
-                sub = Wc[members][:, members]
-                if members.size <= DENSE_SUBGRAPH_MAX_NODES:
-                    # Small subgraphs: dense single-precision kernels beat sparse-call overhead.
-                    sub = sub.toarray().astype(np.float32)
-            node.volume = float(sub.sum(dtype=np.float64))
-            split = bipartition(sub, min_size=min_size, solver=solver, seed=seed, start=start)
-        if parent < 0 and split is not None:
-            root_vector = split.vector
+            cut = nodes.child(graph, grown[parent].cut, members, local, min_size=min_size, seed=seed)
+        node.volume = cut.volume
+        split = cut.split
         if split is not None:
             node.ncut, node.mincut = split.ncut, split.cut
             node.scaled = split.cut / split.volume if split.volume > 0 else math.inf
             node.sides = (members[split.side], members[~split.side])
-        nodes.append(node)
-        return len(nodes) - 1
+            node.local_sides = (np.flatnonzero(split.side), np.flatnonzero(~split.side))
+            node.cut = cut
+        grown.append(node)
+        return len(grown) - 1
 
     def growth_key(i: int) -> tuple[float, int, int]:
         # Costs below COST_FLOOR are equally certain boundaries: among them the larger node grows
         # first, so rounding noise in near-zero costs cannot change which nodes get grown.
-        return (max(nodes[i].ncut, COST_FLOOR), -nodes[i].members.size, i)
+        return (max(grown[i].ncut, _d.COST_FLOOR), -grown[i].members.size, i)
 
     heap: list[tuple[float, int, int]] = []
     if active.size:
@@ -291,15 +245,15 @@ def build_hierarchy(
     n_leaves = 1
     while heap and n_leaves < max_segments:
         cost, _, i = heapq.heappop(heap)
-        if not cost < EXPAND_LIMIT:
+        if not cost < _d.EXPAND_LIMIT:
             break
-        a, b = nodes[i].sides
-        la, lb = nodes[i].local_sides if nodes[i].local_sides is not None else (None, None)
+        a, b = grown[i].sides
+        la, lb = grown[i].local_sides
         if a[0] > b[0]:
             a, b, la, lb = b, a, lb, la
-        kids = (add(a, i, nodes[i].depth + 1, la), add(b, i, nodes[i].depth + 1, lb))
-        nodes[i].children = kids
-        nodes[i].block = nodes[i].ritz = None  # the children hold their own blocks now
+        kids = (add(a, i, grown[i].depth + 1, la), add(b, i, grown[i].depth + 1, lb))
+        grown[i].children = kids
+        grown[i].cut = grown[i].local_sides = None  # the children hold their own blocks now
         for k in kids:
             heapq.heappush(heap, growth_key(k))
         n_leaves += 1
@@ -308,7 +262,7 @@ def build_hierarchy(
             id=i, parent=g.parent, depth=g.depth, members=g.members, volume=g.volume,
             ncut=g.ncut, mincut=g.mincut, scaled_mincut=g.scaled, children=g.children,
         )
-        for i, g in enumerate(nodes)
+        for i, g in enumerate(grown)
     )
     if not frozen:  # every node isolated: a single root holding nothing
         frozen = (HierarchyNode(0, -1, 0, np.zeros(0, np.int64), 0.0, math.inf, math.inf, math.inf),)
@@ -381,13 +335,20 @@ def _check_int(name: str, value, low: int) -> int:
 def cut_affinity(
     W, *, threshold=_d.THRESHOLD, min_size: int | None = None, max_segments: int = _d.MAX_SEGMENTS,
     solver: str = "auto", seed: int = 0, blas_threads: int | None = 1, warm_start=None,
-    engine: str = _d.ENGINE, stationary: np.ndarray | None = None,
+    method=_d.METHOD, stationary: np.ndarray | None = None,
 ) -> CutResult:
     """Recursive Normalized Cut of a symmetric non-negative affinity ``W`` (dense or sparse).
 
     See :func:`cut_transition_matrix` for the options; this entry point skips the graph building.
     ``stationary`` is only recorded in the hierarchy (a warm start for the next graph).
     """
+    return _cut(W, node_solver(method, solver=solver), threshold=threshold, min_size=min_size,
+                max_segments=max_segments, seed=seed, blas_threads=blas_threads, warm_start=warm_start,
+                stationary=stationary)
+
+
+def _cut(W, nodes: NodeSolver, *, threshold, min_size, max_segments, seed, blas_threads, warm_start,
+         stationary) -> CutResult:
     n = W.shape[0]
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise ValueError(f"W must be square, got shape {W.shape}")
@@ -395,11 +356,9 @@ def cut_affinity(
     max_segments = _check_int("max_segments", max_segments, 1)
     if isinstance(threshold, str) and threshold not in AUTO_RULES:
         raise ValueError(f"threshold must be a number or one of {AUTO_RULES}, got {threshold!r}")
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     with _blas_limit(blas_threads):
-        tree = build_hierarchy(W, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed,
-                               warm_start=warm_start, engine=engine)
+        tree = build_hierarchy(W, min_size=min_size, max_segments=max_segments, nodes=nodes, seed=seed,
+                               warm_start=warm_start)
     if stationary is not None:
         tree = dataclasses.replace(tree, stationary=stationary)
     cost, tau = resolve_threshold(tree, threshold)
@@ -420,7 +379,7 @@ def cut_transition_matrix(
     seed: int = 0,
     blas_threads: int | None = 1,
     warm_start=None,
-    engine: str = _d.ENGINE,
+    method=_d.METHOD,
 ) -> CutResult:
     """Segment the nodes of a random walk by recursive Normalized Cuts.
 
@@ -443,7 +402,9 @@ def cut_transition_matrix(
     stationary : (n,) array, optional
         Stationary distribution of ``P`` if known (``walk`` mode).
     solver : {"auto", "arpack", "lobpcg", "dense"}, default "auto"
-        Eigensolver; failures fall back ``arpack -> lobpcg -> dense`` with a warning.
+        The reference node solver's first eigensolver; anything but ``"auto"`` selects that solver
+        for every node (whatever the ``method``). Failures fall back ``arpack -> lobpcg -> dense``
+        with a warning.
     seed : int, default 0
         Seeds the eigensolver start vectors: the same input gives the same labels.
     blas_threads : int or None, default 1
@@ -452,14 +413,17 @@ def cut_transition_matrix(
     warm_start : (m,) array, Hierarchy or CutResult, optional
         The previous graph of a sequence (a video frame): its ``hierarchy`` (or the result itself)
         starts the stationary solve from its ``pi``, and the root eigen-solve from its root vector
-        and, with the fast engine, its root Ritz block; a plain array is the root vector alone
+        and, with the fast method, its root Ritz block; a plain array is the root vector alone
         (parts whose length differs are ignored). Fewer products on similar graphs; where the top
         eigenvalues nearly coincide it also keeps the choice of the previous frame.
-    engine : {"fast", "exact"}, default "fast"
-        ``fast`` (:mod:`walkcut.runtime.cuts.fast`): single-precision ``pi``, in-place graph, per-node
-        blocks, chunked sweeps and (dense graphs) Lanczos started from the parent's recycled Ritz vectors. ``exact``: the reference algorithm (every node
-        solved from scratch by ARPACK). They give the same partitions up to eigensolver tolerance
-        (tests/test_cuts_engine.py). ``solver`` other than ``"auto"`` selects the exact node solver.
+    method : {"fast", "reference"} or a node solver, default "fast"
+        The cut algorithm. ``fast``: single-precision ``pi`` and in-place walk graph, per-node
+        blocks, chunked sweeps, Lanczos started from the parent's recycled Ritz vectors (dense
+        graphs) and shift-invert Lanczos (sparse graphs); :class:`~walkcut.runtime.cuts.nodes.FastNodeSolver`.
+        ``reference``: the v0.1 algorithm, every node solved from scratch by ``eigh``/ARPACK
+        (:class:`~walkcut.runtime.cuts.nodes.ReferenceNodeSolver`). They give the same partitions up
+        to eigensolver tolerance (tests/test_cuts_methods.py). A node solver instance (e.g.
+        ``FastNodeSolver(tol=1e-6)``) sets its tuning; the graph is then built its ``name``'s way.
 
     Returns
     -------
@@ -476,15 +440,14 @@ def cut_transition_matrix(
     ----------
     Shi & Malik, TPAMI 2000; Meila & Shi, AISTATS 2001; Couairon et al. (DiffCut), NeurIPS 2024.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    nodes = node_solver(method, solver=solver)
     _, _, warm_pi = _warm_parts(warm_start)
     with _blas_limit(blas_threads):
         W, stationary = affinity_and_stationary(
             P, mode=mode, power=_check_int("power", power, 1), stationary=stationary, exponent=exponent,
-            engine=engine, stationary_start=warm_pi,
+            method=method if isinstance(method, str) else nodes.name, stationary_start=warm_pi,
         )
-    return cut_affinity(
-        W, threshold=threshold, min_size=min_size, max_segments=max_segments, solver=solver, seed=seed,
-        blas_threads=blas_threads, warm_start=warm_start, engine=engine, stationary=stationary,
+    return _cut(
+        W, nodes, threshold=threshold, min_size=min_size, max_segments=max_segments, seed=seed,
+        blas_threads=blas_threads, warm_start=warm_start, stationary=stationary,
     )

@@ -1,11 +1,11 @@
-"""Sparse graphs in the fast engine: shift-invert Lanczos per node, and cheap sub-block gathers.
+"""Sparse graphs in the fast method: shift-invert Lanczos per node, and cheap sub-block gathers.
 
 Why shift-invert. The pixel source's graphs have leading eigenvalues of ``M = D^-1/2 W D^-1/2``
 within 1e-5 to 1e-9 of 1 (regions joined by very weak edges: ``lambda_2`` of the normalised
 Laplacian ``L = I - M`` was 1.5e-9 to 1.4e-4 on CamVid frames at R = 32 and 64). Plain Lanczos on
 ``M`` converges at a rate set by the absolute gap ``lambda_3 - lambda_2``, so ARPACK needed 100-300
 products per node and still returned a start-dependent mixture where the gaps are below its
-tolerance (the exact engine's labels changed with the seed: adjusted Rand index down to 0.14 on BSDS500
+tolerance (the reference method's labels changed with the seed: adjusted Rand index down to 0.14 on BSDS500
 val). Lanczos on ``(L + sigma I)^-1`` instead sees the eigenvalues ``1 / (lambda + sigma)``, whose
 relative gaps are ``(lambda_3 - lambda_2) / lambda_3``: 7-9 solves per node reach a relative residual of
 1e-8, and the vector no longer depends on the start (bench/RESULTS.md, "Cut engine v2, sparse
@@ -20,6 +20,9 @@ faster. Graphs whose band is too wide (any sparse ``P`` a caller passes) go to S
 (:func:`scipy.sparse.linalg.splu`, minimum degree, diagonal pivots). ``sigma`` is far below any
 ``lambda_2`` that matters, and the exact null vector ``u = sqrt(d) / |sqrt(d)|`` (eigenvalue
 ``1 / sigma``) is projected out before and after every solve.
+
+The Lanczos iteration itself is :func:`walkcut.runtime.cuts.krylov.lanczos_fiedler`; the node solver
+that calls this module is :class:`walkcut.runtime.cuts.nodes.FastNodeSolver`.
 """
 
 from __future__ import annotations
@@ -31,17 +34,9 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 from walkcut.runtime import defaults as _d
+from walkcut.runtime.cuts.krylov import lanczos_fiedler
 
 logger = logging.getLogger(__name__)
-
-#: Shift of the normalised Laplacian (see the module docstring).
-SHIFT = _d.SHIFT_INVERT_SIGMA
-#: Relative Ritz residual at which a node's shift-invert Lanczos stops.
-TOL = _d.SHIFT_INVERT_TOL
-#: Solves before the node falls back to the exact path's ARPACK.
-MAX_STEPS = _d.SHIFT_INVERT_MAX_STEPS
-#: Largest band (entries) factored by banded Cholesky; wider graphs go to SuperLU.
-BANDED_MAX_ENTRIES = _d.SHIFT_INVERT_BANDED_MAX_ENTRIES
 
 
 def csr_sub_block(W: sp.csr_matrix, idx: np.ndarray) -> sp.csr_matrix:
@@ -70,11 +65,12 @@ class _ShiftInvert:
     """``X -> Q (L + sigma I)^-1 Q X`` with ``Q = I - u u^T``; counts its solves in ``products``.
 
     ``L + sigma I`` is factored by banded Cholesky (LAPACK ``pbtrf``) when its band in the given
-    node order is narrow enough (grid graphs in row-major order: bandwidth about radius x R), else by
-    SuperLU. Both are built straight from ``W``'s CSR arrays (no intermediate sparse matrices).
+    node order is narrow enough (grid graphs in row-major order: bandwidth about radius x R; at most
+    ``banded_max_entries`` band entries), else by SuperLU. Both are built straight from ``W``'s CSR
+    arrays (no intermediate sparse matrices).
     """
 
-    def __init__(self, W: sp.csr_matrix, s: np.ndarray, u: np.ndarray, sigma: float):
+    def __init__(self, W: sp.csr_matrix, s: np.ndarray, u: np.ndarray, sigma: float, *, banded_max_entries: int):
         m = W.shape[0]
         W.sum_duplicates()  # a no-op on the canonical matrices the cuts build
         rows = np.repeat(np.arange(m), np.diff(W.indptr))
@@ -85,7 +81,7 @@ class _ShiftInvert:
         self.banded = None
         self.lu = None
         bandwidth = int(np.abs(cols - rows).max(initial=0))
-        if (bandwidth + 1) * m <= BANDED_MAX_ENTRIES:
+        if (bandwidth + 1) * m <= banded_max_entries:
             upper = cols >= rows
             ab = np.zeros((bandwidth + 1, m))  # LAPACK upper band storage: ab[bw + i - j, j] = A[i, j]
             ab[bandwidth + rows[upper] - cols[upper], cols[upper]] = values[upper]
@@ -111,21 +107,23 @@ class _ShiftInvert:
 
 
 def shift_invert_fiedler(W: sp.csr_matrix, d: np.ndarray, *, seed: int = 0, start: np.ndarray | None = None,
-                         tol: float = TOL, sigma: float = SHIFT, max_steps: int = MAX_STEPS):
+                         tol: float = _d.SHIFT_INVERT_TOL, sigma: float = _d.SHIFT_INVERT_SIGMA,
+                         max_steps: int = _d.SHIFT_INVERT_MAX_STEPS, check: int = _d.SHIFT_INVERT_CHECK,
+                         banded_max_entries: int = _d.SHIFT_INVERT_BANDED_MAX_ENTRIES):
     """Generalised Fiedler vector ``y`` of a sparse symmetric ``W`` (all degrees ``d`` positive).
 
     Returns ``(y, converged)``; ``y`` is ``None`` when the factorisation fails (the caller then uses
-    the exact path). ``start``, a guess of ``y`` (the previous frame's), replaces the random start.
+    the reference solver). ``start``, a guess of ``y`` (the previous frame's), replaces the random
+    start. ``tol`` is the relative Ritz residual, checked every ``check`` solves, at most
+    ``max_steps`` of them; ``sigma`` the shift; ``banded_max_entries`` bounds the banded factor.
     """
-    from walkcut.runtime.cuts.fast import lanczos_fiedler
-
     m = W.shape[0]
     sqrt_d = np.sqrt(d)
     u = sqrt_d / np.linalg.norm(sqrt_d)
     try:
-        op = _ShiftInvert(sp.csr_matrix(W), 1.0 / sqrt_d, u, sigma)
+        op = _ShiftInvert(sp.csr_matrix(W), 1.0 / sqrt_d, u, sigma, banded_max_entries=banded_max_entries)
     except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # e.g. SuperLU's "exactly singular"
-        logger.info("shift-invert factorisation failed on %d nodes (%s); using the exact solver", m, exc)
+        logger.info("shift-invert factorisation failed on %d nodes (%s); using the reference solver", m, exc)
         return None, False
     v0 = np.random.default_rng(seed).uniform(-1.0, 1.0, m)
     if start is not None and np.shape(start) == (m,) and np.isfinite(start).all():
@@ -134,5 +132,5 @@ def shift_invert_fiedler(W: sp.csr_matrix, d: np.ndarray, *, seed: int = 0, star
         norm = float(np.linalg.norm(guess))
         if norm > 0:
             v0 = guess / norm + 1e-3 / np.sqrt(m) * v0  # keep every direction present
-    v, _, ok = lanczos_fiedler(op, u, v0, tol=tol, max_steps=max_steps, n_ritz=1, check=2, relative=True)
+    v, _, ok = lanczos_fiedler(op, u, v0, tol=tol, max_steps=max_steps, n_ritz=1, check=check, relative=True)
     return v / sqrt_d, ok

@@ -9,9 +9,9 @@ machine, backend, precision and the model file's SHA-256 prefix. ``--json`` writ
 (one dense ``eigh`` per node, 100-threshold split search) on well-separated synthetic attention graphs,
 and checks that both give the same partition.
 
-``--compare-engines`` times the two cut engines (``fast``, the default, and ``exact``, the reference
+``--compare-methods`` times the two cut methods (``fast``, the default, and ``reference``, the v0.1
 algorithm) on the image's own graph from the chosen source, and reports the adjusted Rand index of
-their labels: how much the fast engine saves on this machine, and whether it cuts alike.
+their labels: how much the fast method saves on this machine, and whether it cuts alike.
 """
 
 from __future__ import annotations
@@ -129,29 +129,29 @@ def bench_compare_dense(*, runs: int, grids=(16, 24, 32), tau: float = 0.3) -> l
     return rows
 
 
-def bench_compare_engines(transition, options: dict, *, runs: int, warmup: int) -> dict:
-    """Median / p90 time of the whole cut with each engine on one transition, and their agreement."""
+def bench_compare_methods(transition, options: dict, *, runs: int, warmup: int) -> dict:
+    """Median / p90 time of the whole cut with each method on one transition, and their agreement."""
     from walkcut.runtime.cuts import cut_transition_matrix
 
     from walkcut.eval.metrics import adjusted_rand_index, contingency_table
 
     opts = {k: v for k, v in options.items() if v is not None}
     times, labels = {}, {}
-    for engine in ("fast", "exact"):
+    for method in ("fast", "reference"):
         for _ in range(warmup):
-            cut_transition_matrix(transition.P, stationary=transition.stationary, engine=engine, **opts)
+            cut_transition_matrix(transition.P, stationary=transition.stationary, method=method, **opts)
         ts = []
         for _ in range(runs):
             t = time.perf_counter()
-            result = cut_transition_matrix(transition.P, stationary=transition.stationary, engine=engine, **opts)
+            result = cut_transition_matrix(transition.P, stationary=transition.stationary, method=method, **opts)
             ts.append(time.perf_counter() - t)
-        times[engine] = stats_ms(ts)
-        labels[engine] = result.labels
+        times[method] = stats_ms(ts)
+        labels[method] = result.labels
     return {
         "n": int(transition.P.shape[0]),
-        "engines": times,
-        "speedup": times["exact"]["median_ms"] / times["fast"]["median_ms"],
-        "ari": float(adjusted_rand_index(contingency_table(labels["fast"], labels["exact"]))),
+        "methods": times,
+        "speedup": times["reference"]["median_ms"] / times["fast"]["median_ms"],
+        "ari": float(adjusted_rand_index(contingency_table(labels["fast"], labels["reference"]))),
         "segments": {k: int(v.max() + 1) for k, v in labels.items()},
     }
 
@@ -169,8 +169,8 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs first (default: 2)")
     p.add_argument("--compare-dense", action="store_true",
                    help="time the cuts against the dense-eigh reference on synthetic graphs instead")
-    p.add_argument("--compare-engines", action="store_true",
-                   help="time the fast cut engine (default) against the exact reference engine on this image's "
+    p.add_argument("--compare-methods", action="store_true",
+                   help="time the fast cut method (default) against the reference method on this image's "
                         "graph, with the adjusted Rand index of their labels")
     p.add_argument("--json", type=output_file(), default=None, help="also write the numbers as JSON here")
     p.set_defaults(func=run)
@@ -188,20 +188,20 @@ def run(args) -> int:
             print(f"| {r['n']} | {r['reference_ms']:.1f} | {r['walkcut_ms']:.1f} | {r['speedup']:.0f}x | "
                   f"{'yes' if r['same_partition'] else 'NO'} | {r['segments_reference']} / {r['segments_walkcut']} |")
         ok = all(r["same_partition"] for r in rows)
-    elif args.compare_engines:
+    elif args.compare_methods:
         image = read_image(args.image) if args.image else synthetic_scene()
         spec = source_spec(args)
         transition = Segmenter(spec.open()).set_image(image).transition
         options = {k: v for k, v in cut_options(args, spec).items() if k != "upsample"}  # cuts only
-        res = bench_compare_engines(transition, options, runs=args.runs, warmup=args.warmup)
-        report = {**info, "image": str(args.image or "synthetic 480x360"), "compare_engines": res}
+        res = bench_compare_methods(transition, options, runs=args.runs, warmup=args.warmup)
+        report = {**info, "image": str(args.image or "synthetic 480x360"), "compare_methods": res}
         kind = "sparse" if hasattr(transition.P, "tocsr") else "dense"
-        print(f"cut engines on {report['image']}: n = {res['n']} ({kind} graph); cpu={info['cpu']}")
-        print("| engine | median ms | p90 ms | segments |")
+        print(f"cut methods on {report['image']}: n = {res['n']} ({kind} graph); cpu={info['cpu']}")
+        print("| method | median ms | p90 ms | segments |")
         print("|---|---|---|---|")
-        for engine, t in res["engines"].items():
-            print(f"| {engine} | {t['median_ms']:.1f} | {t['p90_ms']:.1f} | {res['segments'][engine]} |")
-        print(f"fast is {res['speedup']:.1f}x faster; adjusted Rand index fast vs exact {res['ari']:.3f}")
+        for method, t in res["methods"].items():
+            print(f"| {method} | {t['median_ms']:.1f} | {t['p90_ms']:.1f} | {res['segments'][method]} |")
+        print(f"fast is {res['speedup']:.1f}x faster; adjusted Rand index fast vs reference {res['ari']:.3f}")
         ok = True
     else:
         image = read_image(args.image) if args.image else synthetic_scene()

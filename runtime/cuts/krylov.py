@@ -1,0 +1,146 @@
+"""Eigen-solvers of one node: the top eigenvector of a symmetric matrix or operator.
+
+Every node solver (:mod:`.spectral`, :mod:`.nodes`, :mod:`.sparse`) needs the eigenvector of the
+largest eigenvalue of a symmetric operator from which the known top eigenvector ``u`` has been
+deflated (``M - u u^T`` with ``M = D^-1/2 W D^-1/2``, or a shift-invert operator). The solvers here:
+
+- :func:`top_eigenvector`: dense ``eigh`` of a small formed matrix (the only dense solve).
+- :func:`arpack_top`, :func:`lobpcg_top`: scipy's implicitly restarted Lanczos and LOBPCG, the
+  reference method's iterative solvers.
+- :func:`lanczos_fiedler`: Lanczos with full reorthogonalisation that stops at the first Ritz
+  residual under tolerance and returns its top Ritz vectors, so a node can hand its children a
+  start block (the fast method).
+- :func:`orthonormalize`: columns made orthonormal and orthogonal to given blocks (Cholesky QR).
+
+This module imports nothing from the rest of the cuts: the other modules import it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.sparse.linalg import ArpackNoConvergence, eigsh, lobpcg
+from walkcut.runtime import defaults as _d
+
+logger = logging.getLogger(__name__)
+
+
+def fix_sign(v: np.ndarray) -> np.ndarray:
+    """Make the entry of largest magnitude positive, so repeated solves return the same vector."""
+    i = int(np.argmax(np.abs(v)))
+    return -v if v[i] < 0 else v
+
+
+def top_eigenvector(A: np.ndarray) -> np.ndarray:
+    """Eigenvector ``(m,)`` of the largest eigenvalue of the dense symmetric ``A`` (LAPACK ``syevx``).
+
+    ``driver="evx"``: with a repeated top eigenvalue (a graph of several identical components) the
+    default ``"evr"`` can return no vector for a one-index subset; then the full ``eigh`` decides.
+    """
+    m = A.shape[0]
+    _, vec = sla.eigh(A, subset_by_index=[m - 1, m - 1], driver="evx", check_finite=False)
+    if vec.shape[1] == 0:
+        vec = sla.eigh(A, check_finite=False)[1][:, -1:]
+    return vec[:, 0]
+
+
+def arpack_top(M, v0: np.ndarray, tol: float) -> np.ndarray:
+    """Top eigenvector of ``M`` (array or LinearOperator) by ARPACK; its best partial vector when it
+    does not converge but has one (logged), else :class:`~scipy.sparse.linalg.ArpackNoConvergence`."""
+    m = M.shape[0]
+    try:
+        _, vec = eigsh(M, k=1, which="LA", v0=v0, tol=tol, ncv=min(m - 1, _d.LANCZOS_NCV), maxiter=50 * m)
+    except ArpackNoConvergence as exc:
+        if exc.eigenvectors is not None and exc.eigenvectors.shape[1]:
+            logger.warning("ARPACK did not converge; using its best partial eigenvector")
+            return exc.eigenvectors[:, 0]
+        raise
+    return vec[:, 0]
+
+
+def lobpcg_top(M, v0: np.ndarray, tol: float) -> np.ndarray:
+    """Top eigenvector of ``M`` by LOBPCG from the single start vector ``v0``."""
+    _, vec = lobpcg(M, v0[:, None], largest=True, tol=tol, maxiter=500)
+    return vec[:, 0]
+
+
+def _cholesky_qr(S: np.ndarray) -> np.ndarray | None:
+    """Orthonormal basis of the columns of ``S`` by Cholesky QR (two passes), ``None`` if ill-conditioned.
+
+    One Gram product and a triangular solve: far cheaper than Householder QR on tall thin blocks.
+    """
+    for _ in range(2):
+        G = S.T @ S
+        try:
+            L = np.linalg.cholesky(G)
+        except np.linalg.LinAlgError:
+            return None
+        S = sla.solve_triangular(L, S.T, lower=True, check_finite=False).T
+    return S
+
+
+def orthonormalize(S: np.ndarray, against: list[np.ndarray]) -> np.ndarray:
+    """Columns of ``S`` orthogonal to every block in ``against`` and orthonormal (small columns dropped)."""
+    for _ in range(2):  # twice is enough (Kahan-Parlett)
+        for B in against:
+            S = S - B @ (B.T @ S)
+    norms = np.linalg.norm(S, axis=0)
+    keep = norms > 1e-8 * max(1.0, float(norms.max(initial=0.0)))
+    if not keep.any():
+        return S[:, :0]
+    S = S[:, keep] / norms[keep]
+    Q = _cholesky_qr(S)
+    if Q is None:  # nearly dependent columns: Householder QR, keeping the well-determined ones
+        Q, Rf = np.linalg.qr(S)
+        Q = Q[:, np.abs(np.diag(Rf)) > 1e-8]
+        for B in against:
+            Q = Q - B @ (B.T @ Q)
+        Q, _ = np.linalg.qr(Q)
+    return Q
+
+
+def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps: int, n_ritz: int,
+                    check: int = _d.LANCZOS_CHECK, relative: bool = False):
+    """Top eigenpair of the symmetric operator ``op`` on the complement of ``u`` by Lanczos with full
+    reorthogonalisation (``op`` maps an (m, k) block to an (m, k) block: ``M``, or a shift-invert
+    operator of the sparse solver).
+
+    Stops when the Ritz residual ``beta_j |s_j|`` of the top pair is below ``tol`` (times the top
+    Ritz value when ``relative``), checked every ``check`` steps. Returns ``(v, ritz, converged)``:
+    the Ritz vector (m,) and the top ``n_ritz`` Ritz vectors (m, k) for the children.
+    """
+    m = v0.size
+    steps = min(max_steps, m - 1)
+    V = np.empty((steps + 1, m))  # Lanczos basis, one vector per row
+    q = v0 - u * (u @ v0)
+    q /= np.linalg.norm(q)
+    V[0] = q
+    alpha, beta = [], []
+    converged = False
+    j = 0
+    for j in range(steps):
+        w = op(V[j][:, None])[:, 0]
+        a = float(V[j] @ w)
+        alpha.append(a)
+        basis = V[: j + 1]
+        for _ in range(2):  # full reorthogonalisation, twice (Kahan-Parlett)
+            w -= (basis @ w) @ basis
+            w -= u * (u @ w)
+        b = float(np.linalg.norm(w))
+        scale = max(abs(a), 1e-300) if relative else 1.0  # breakdown is judged against the operator's size
+        last = j + 1 == steps or b < 1e-12 * scale
+        if (j + 1) % check == 0 or last:
+            theta, S = sla.eigh_tridiagonal(np.array(alpha), np.array(beta), check_finite=False)
+            if b * abs(S[-1, -1]) < tol * (abs(theta[-1]) if relative else 1.0) or b < 1e-12 * scale:
+                converged = True
+                break
+        if last:
+            break
+        beta.append(b)
+        V[j + 1] = w / b
+    _, S = sla.eigh_tridiagonal(np.array(alpha), np.array(beta[: len(alpha) - 1]), check_finite=False)
+    k = min(n_ritz, len(alpha))
+    ritz = V[: len(alpha)].T @ S[:, ::-1][:, :k]  # (m, k), descending Ritz values
+    return ritz[:, 0], ritz, converged

@@ -1,0 +1,336 @@
+"""Node solvers: how the tree builder gets the best two-way cut of each node.
+
+The hierarchy (:mod:`.hierarchy`) grows a binary tree and asks a :class:`NodeSolver` for every
+node's split: :meth:`~NodeSolver.root` once, then :meth:`~NodeSolver.child` for each child, handing
+back the parent's :class:`NodeCut`. The solver is chosen once per cut from the ``method`` option
+(:func:`node_solver`), so the tree builder has no per-method branches. Both solvers grow the same
+tree from the same splits up to eigensolver tolerance (tests/test_cuts_methods.py); they differ in
+how each node's Fiedler vector is computed.
+
+:class:`ReferenceNodeSolver` (``method="reference"``, the v0.1 algorithm)
+    Gathers each node's affinity block from the whole graph and solves it from scratch
+    (:func:`walkcut.runtime.cuts.spectral.bipartition`: dense ``eigh`` or ARPACK, falling back
+    ``arpack -> lobpcg -> dense``).
+:class:`FastNodeSolver` (``method="fast"``, the default; profile in bench/RESULTS.md, "Cut engine v2")
+    - Each node keeps its affinity block contiguously until its children are made, and a child's
+      block is gathered from its parent's (small, cache-resident) block instead of the whole graph.
+      The leaves' blocks are disjoint diagonal blocks, so they never hold more than one extra ``W``.
+    - Dense graphs recycle Krylov information: each node runs one Lanczos
+      (:func:`~walkcut.runtime.cuts.krylov.lanczos_fiedler`) started from one Rayleigh-Ritz step on
+      its parent's top ``BLOCK_SIZE`` Ritz vectors restricted to its members, which already span
+      most of the child's leading eigenvectors. The deflated ``M - u u^T`` is never formed.
+    - Sparse (pixel) graphs have clusters of leading eigenvalues within 1e-6 (nearly disconnected
+      specks), where a recycled start at any affordable tolerance returned a mixture of them and
+      changed the partitions (CamVid: 4 segments instead of 8); their nodes run shift-invert Lanczos
+      instead (:mod:`.sparse`), whose vector does not depend on the start.
+    - The sweep is the chunked one (:func:`~walkcut.runtime.cuts.sweep.sweep_ncut_chunked`).
+    - A solve that does not converge falls back to the reference solver (logged at INFO).
+
+Imports run one way: :mod:`.krylov`, :mod:`.sweep` <- :mod:`.spectral`, :mod:`.sparse` <- this
+module <- :mod:`.hierarchy`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import scipy.sparse as sp
+from walkcut.runtime import defaults as _d
+from walkcut.runtime.cuts import krylov, sparse, spectral
+from walkcut.runtime.cuts.sweep import Bipartition, sweep_ncut_chunked
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class NodeCut:
+    """What a node solver found for one node.
+
+    ``volume`` is the node's total affinity and ``split`` its best two-way cut (``None`` when it
+    cannot be split). ``block`` and ``ritz`` are what the node's children start from (the fast
+    solver: the node's own affinity block and its top Ritz vectors; ``None`` otherwise); the tree
+    builder drops them once the children exist. The root's ``ritz`` is kept for warm starts.
+    """
+
+    volume: float
+    split: Bipartition | None
+    block: object = None
+    ritz: np.ndarray | None = None
+
+
+@runtime_checkable
+class NodeSolver(Protocol):
+    """How the tree builder cuts one node (see the module docstring)."""
+
+    name: ClassVar[str]
+
+    def prepare(self, W):
+        """The whole graph as this solver reads it (called once per tree, after the isolated nodes
+        were found)."""
+
+    def root(self, W, members: np.ndarray, *, min_size: int, seed: int, start: np.ndarray | None = None,
+             block: np.ndarray | None = None) -> NodeCut:
+        """Cut the root (``members``: the non-isolated nodes of the prepared graph ``W``), optionally
+        from a previous graph's root vector ``start`` and Ritz block ``block``."""
+
+    def child(self, W, parent: NodeCut, members: np.ndarray, local: np.ndarray, *, min_size: int,
+              seed: int) -> NodeCut:
+        """Cut a child: ``members`` its nodes in ``W``, ``local`` their positions among its parent's."""
+
+
+def _check_positive(name: str, value, *, integer: bool = False, low: float = 0.0) -> None:
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not np.isfinite(value) or value <= low:
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a finite number'} > {low:g}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ReferenceNodeSolver:
+    """Every node solved from scratch on a block gathered from the whole graph.
+
+    Parameters
+    ----------
+    solver : {"auto", "arpack", "lobpcg", "dense"}, default "auto"
+        First eigensolver of :func:`~walkcut.runtime.cuts.spectral.fiedler_vector` (``auto``: dense
+        ``eigh`` up to ``DENSE_MAX_NODES`` nodes, ARPACK above); failures fall back
+        ``arpack -> lobpcg -> dense`` with a logged warning.
+    tol : float, default EIGEN_TOL (1e-5)
+        Relative residual of the iterative solvers.
+    """
+
+    solver: str = "auto"
+    tol: float = _d.EIGEN_TOL
+    name: ClassVar[str] = "reference"
+
+    def __post_init__(self):
+        if self.solver not in spectral.SOLVERS:
+            raise ValueError(f"solver must be one of {spectral.SOLVERS}, got {self.solver!r}")
+        _check_positive("tol", self.tol)
+
+    def prepare(self, W):
+        return sp.csr_matrix(W) if sp.issparse(W) else W
+
+    def root(self, W, members, *, min_size, seed, start=None, block=None) -> NodeCut:
+        return self._cut(W, members, min_size=min_size, seed=seed, start=start)
+
+    def child(self, W, parent, members, local, *, min_size, seed) -> NodeCut:
+        return self._cut(W, members, min_size=min_size, seed=seed, start=None)
+
+    def _cut(self, W, members, *, min_size, seed, start) -> NodeCut:
+        if sp.issparse(W):
+            sub = W[members][:, members]
+            if members.size <= _d.DENSE_SUBGRAPH_MAX_NODES:
+                # Small subgraphs: dense single-precision kernels beat sparse-call overhead.
+                sub = sub.toarray().astype(np.float32)
+        else:
+            sub = W[np.ix_(members, members)]
+        split = spectral.bipartition(sub, min_size=min_size, solver=self.solver, seed=seed, start=start,
+                                     tol=self.tol)
+        return NodeCut(volume=float(sub.sum(dtype=np.float64)), split=split)
+
+
+class _Operator:
+    """``X -> s * (W @ (s * X))`` for a dense float32 or sparse ``W`` with ``s = d^-1/2``: ``M``
+    applied without forming it; counts its column products in ``products``."""
+
+    def __init__(self, W, s: np.ndarray):
+        self.W = W
+        self.s = s
+        self.products = 0
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:  # (m, k) -> (m, k) float64
+        self.products += X.shape[1]
+        Y = self.s[:, None] * X
+        if sp.issparse(self.W):
+            out = self.W @ Y
+        else:
+            out = self.W @ Y.astype(self.W.dtype)
+        return self.s[:, None] * np.asarray(out, dtype=np.float64)
+
+
+def sub_block(W, idx: np.ndarray):
+    """``W[idx][:, idx]`` as a contiguous block; sparse blocks small enough for dense ``eigh``
+    (``DENSE_MAX_NODES``) become dense float32, larger ones stay sparse for shift-invert."""
+    if sp.issparse(W):
+        sub = sparse.csr_sub_block(sp.csr_matrix(W), idx)
+        if idx.size <= _d.DENSE_MAX_NODES:
+            return sub.toarray().astype(np.float32)
+        return sub
+    return W.take(idx, axis=0).take(idx, axis=1)  # two takes: faster than one np.ix_ gather
+
+
+def _dense_vector(W, sqrt_d: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Top eigenvector of the small deflated ``M - u u^T``, formed in double precision."""
+    s = 1.0 / sqrt_d
+    M = (s[:, None] * np.asarray(W.toarray() if sp.issparse(W) else W, dtype=np.float64)) * s[None, :]
+    M -= np.outer(u, u)
+    return krylov.top_eigenvector(M)
+
+
+def _with_sweep(W, d: np.ndarray, y: np.ndarray, min_size: int) -> Bipartition | None:
+    split = sweep_ncut_chunked(W, d, y, min_size=min_size)
+    return None if split is None else Bipartition(split.side, split.ncut, split.cut, split.volume, vector=y)
+
+
+@dataclass(frozen=True)
+class FastNodeSolver:
+    """Recycled Lanczos (dense graphs) and shift-invert Lanczos (sparse graphs) per node.
+
+    Parameters
+    ----------
+    tol, tol_f32 : float, default FAST_TOL (1e-6), FAST_TOL_F32 (1e-5)
+        Ritz residual of the dense Lanczos on float64 and float32 graphs.
+    reference_tol : float, default EIGEN_TOL (1e-5)
+        Tolerance of the reference solver where it takes over (no convergence, small sparse nodes).
+    block_size, random_columns : int, default BLOCK_SIZE (16), RANDOM_COLUMNS (4)
+        Ritz vectors handed to the children, and how many of a child's start vectors are random
+        instead (``random_columns = block_size``: nothing recycled).
+    max_steps : int, default LANCZOS_MAX_STEPS (300)
+        Lanczos steps of a dense node before the reference solver takes over.
+    shift_invert_max_steps : int, default SHIFT_INVERT_MAX_STEPS (60)
+        Solves of a sparse node before the reference solver takes over.
+    """
+
+    tol: float = _d.FAST_TOL
+    tol_f32: float = _d.FAST_TOL_F32
+    reference_tol: float = _d.EIGEN_TOL
+    block_size: int = _d.BLOCK_SIZE
+    random_columns: int = _d.RANDOM_COLUMNS
+    max_steps: int = _d.LANCZOS_MAX_STEPS
+    shift_invert_max_steps: int = _d.SHIFT_INVERT_MAX_STEPS
+    name: ClassVar[str] = "fast"
+
+    def __post_init__(self):
+        for key in ("tol", "tol_f32", "reference_tol"):
+            _check_positive(key, getattr(self, key))
+        for key in ("block_size", "max_steps", "shift_invert_max_steps"):
+            _check_positive(key, getattr(self, key), integer=True)
+        if not (isinstance(self.random_columns, (int, np.integer)) and 0 <= self.random_columns <= self.block_size):
+            raise ValueError(f"random_columns must be an integer in [0, block_size], got {self.random_columns!r}")
+
+    def prepare(self, W):
+        if sp.issparse(W):
+            return sp.csr_matrix(W)
+        # The dense products are memory-bound: one single-precision copy halves every later read
+        # (walks from cut_transition_matrix are float32 already; this serves cut_affinity's callers).
+        return W if W.dtype == np.float32 else np.asarray(W, dtype=np.float32)
+
+    def root(self, W, members, *, min_size, seed, start=None, block=None) -> NodeCut:
+        dense = not sp.issparse(W)
+        # A dense W is used as it is (no copy of the whole matrix); a sparse one becomes a dense
+        # float32 block up to DENSE_MAX_NODES, as every other node does.
+        sub = W if dense and members.size == W.shape[0] else sub_block(W, members)
+        if block is not None and block.shape[0] != members.size:
+            block = None
+        return self._cut(sub, min_size=min_size, seed=seed, block=block, start=start, recycle=dense)
+
+    def child(self, W, parent, members, local, *, min_size, seed) -> NodeCut:
+        sub = sub_block(parent.block, local)
+        block = None if parent.ritz is None else parent.ritz[local]
+        return self._cut(sub, min_size=min_size, seed=seed, block=block, start=None, recycle=not sp.issparse(W))
+
+    def _cut(self, sub, *, min_size, seed, block, start, recycle) -> NodeCut:
+        volume = float(sub.sum(dtype=np.float64))
+        split, ritz = self.bipartition(sub, min_size=min_size, seed=seed, block=block, start=start, recycle=recycle)
+        if split is None:
+            return NodeCut(volume=volume, split=None)
+        return NodeCut(volume=volume, split=split, block=sub, ritz=ritz)
+
+    def bipartition(self, W, *, min_size: int, seed: int, block: np.ndarray | None = None,
+                    start: np.ndarray | None = None, recycle: bool = True):
+        """Best 2-way NCut of one node's block ``W``.
+
+        Parameters
+        ----------
+        block : (m, k) array or None
+            Start subspace (the parent's Ritz vectors restricted to this node, or the previous frame's
+            root block); random columns fill it up to ``block_size``.
+        start : (m,) array or None
+            A guess of the generalised Fiedler vector ``y`` (the previous frame's root vector).
+        recycle : bool
+            ``False`` for the nodes of a sparse graph: shift-invert above ``DENSE_MAX_NODES``, the
+            reference solver's dense ``eigh`` below (its float32 deflated matrix).
+
+        Returns
+        -------
+        (Bipartition or None, Ritz block or None)
+            The split (with ``vector`` set) and the Ritz vectors to hand to the children.
+        """
+        m = W.shape[0]
+        if m < max(2, 2 * min_size):
+            return None, None
+        d = np.asarray(W.sum(axis=1, dtype=np.float64)).ravel()
+        if not (d > 0).all():  # rare: nodes with no edges inside this block; the reference solver handles them
+            return spectral.bipartition(W, min_size=min_size, seed=seed, start=start, tol=self.reference_tol), None
+        if sp.issparse(W) and m > _d.DENSE_MAX_NODES:
+            y = self._shift_invert_vector(W, d, seed=seed, start=start)
+            return _with_sweep(W, d, y, min_size), None
+        if not recycle:
+            y = spectral.fiedler_vector(W, d, seed=seed, start=start, tol=self.reference_tol)
+            return _with_sweep(W, d, y, min_size), None
+        sqrt_d = np.sqrt(d)
+        u = sqrt_d / np.linalg.norm(sqrt_d)
+        if m <= _d.DENSE_MAX_NODES:
+            v, ritz = _dense_vector(W, sqrt_d, u), None
+        else:
+            v, ritz = self._recycled_lanczos(W, d, sqrt_d, u, seed=seed, block=block, start=start)
+        y = krylov.fix_sign(v / sqrt_d)
+        split = _with_sweep(W, d, y, min_size)
+        return (None, None) if split is None else (split, ritz)
+
+    def _shift_invert_vector(self, W, d, *, seed, start) -> np.ndarray:
+        m = W.shape[0]
+        y, ok = sparse.shift_invert_fiedler(W, d, seed=seed, start=start, max_steps=self.shift_invert_max_steps)
+        if not ok:
+            logger.info("shift-invert Lanczos did not converge on %d nodes; using the reference solver", m)
+            y = spectral.fiedler_vector(W, d, seed=seed, start=y, tol=self.reference_tol)
+        return krylov.fix_sign(y)
+
+    def _recycled_lanczos(self, W, d, sqrt_d, u, *, seed, block, start):
+        """``(v, ritz)``: the top eigenvector of ``M - u u^T`` (symmetric form) and the top Ritz
+        vectors, by Lanczos from the best vector of the recycled start block."""
+        m = W.shape[0]
+        rng = np.random.default_rng(seed)
+        op = _Operator(W, 1.0 / sqrt_d)
+        tol = self.tol if sp.issparse(W) or W.dtype == np.float64 else self.tol_f32
+        cols = []
+        if start is not None and np.shape(start) == (m,) and np.isfinite(start).all():
+            cols.append((np.asarray(start, dtype=np.float64) * sqrt_d)[:, None])
+        k = min(self.block_size, max(2, (m - 1) // 4))
+        if block is not None and block.shape[0] == m and np.isfinite(block).all():
+            cols.append(np.asarray(block[:, : max(0, k - self.random_columns)], dtype=np.float64))
+        v0 = rng.uniform(-1.0, 1.0, m)
+        if cols:  # one Rayleigh-Ritz step on the recycled vectors: the best start they hold
+            X = krylov.orthonormalize(np.hstack(cols), [u[:, None]])
+            if X.shape[1]:
+                G = X.T @ op(X)
+                best = X @ np.linalg.eigh((G + G.T) * 0.5)[1][:, -1]
+                v0 = best + 1e-3 / np.sqrt(m) * v0  # keep every direction present
+        v, ritz, ok = krylov.lanczos_fiedler(op, u, v0, tol=tol, max_steps=self.max_steps, n_ritz=k)
+        if not ok:
+            logger.info("Lanczos did not converge on %d nodes; using the reference solver", m)
+            v = spectral.fiedler_vector(W, d, seed=seed, start=v / sqrt_d, tol=self.reference_tol) * sqrt_d
+        return v, ritz
+
+
+def node_solver(method="fast", *, solver: str = "auto") -> NodeSolver:
+    """The node solver of a cut, chosen once.
+
+    ``method`` is ``"fast"`` or ``"reference"``, or a node solver instance (e.g.
+    ``FastNodeSolver(tol=1e-6)``) used as it is. A ``solver`` other than ``"auto"`` names the
+    reference solver's first eigensolver and so selects :class:`ReferenceNodeSolver` for either
+    method name (the graph is still built the ``method``'s way).
+    """
+    if isinstance(method, NodeSolver):
+        if solver != "auto":
+            raise ValueError(f"solver={solver!r} applies to a method name; with a node solver instance "
+                             f"give it to ReferenceNodeSolver(solver=...) instead")
+        return method
+    if not isinstance(method, str) or method not in _d.METHODS:
+        raise ValueError(f"method must be one of {_d.METHODS} or a node solver, got {method!r}")
+    if method == "fast" and solver == "auto":
+        return FastNodeSolver()
+    return ReferenceNodeSolver(solver=solver)
