@@ -156,7 +156,11 @@ def main() -> None:
     ap.add_argument("--candidate", action="append", default=[], help="key=value,... (repeatable)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default=None, help="append JSON lines here")
+    ap.add_argument("--sweep", default=None, help="comma list of constant NCut thresholds (default: SWEEP)")
     args = ap.parse_args()
+    if args.sweep:
+        global SWEEP
+        SWEEP = tuple(float(v) for v in args.sweep.split(","))
     dataset = load_dataset(args.dataset).limited(args.limit)
     samples = list(dataset)
     for text in args.candidate or [""]:
