@@ -623,3 +623,72 @@ def test_bad_input_gives_clear_error(demo, tmp_path):
     (tmp_path / "x.engine").write_bytes(b"\0" * 16)
     fails("--image", EXAMPLES[0], "--model", tmp_path / "x.engine", expect="no contract file")
 
+
+# --- the installed library ---------------------------------------------------------------------------
+CONSUMER_CMAKE = """\
+cmake_minimum_required(VERSION 3.16)
+project(walkcut_consumer LANGUAGES CXX)
+find_package(walkcut 0.3 CONFIG REQUIRED)
+message(STATUS "consumer found walkcut ${walkcut_VERSION} at ${walkcut_DIR} (native: ${walkcut_NATIVE})")
+add_executable(consumer main.cpp)
+target_link_libraries(consumer PRIVATE walkcut::core)
+"""
+
+CONSUMER_MAIN = r"""
+// Two flat halves (red | blue): the pixels source must find exactly two segments, split at the middle.
+#include <walkcut/pipeline.hpp>
+#include <cstdio>
+
+int main() {
+  cv::Mat rgb(48, 64, CV_8UC3, cv::Scalar(200, 30, 30));
+  rgb(cv::Rect(32, 0, 32, 48)).setTo(cv::Scalar(30, 30, 200));
+  walkcut::PipelineOptions options;
+  options.grid = 16;
+  walkcut::Pipeline pipeline(options);
+  const walkcut::Segmentation s = pipeline.segment(rgb);
+  const bool split = s.labels.at<int>(10, 5) != s.labels.at<int>(10, 60);
+  std::printf("segments %d split %d cuts %s\n", s.n_segments, split ? 1 : 0, pipeline.describe_cuts().c_str());
+  return s.n_segments == 2 && split ? 0 : 1;
+}
+"""
+
+
+@pytest.mark.slow
+def test_installed_package_is_found_by_a_consumer(demo, tmp_path):
+    """`cmake --install` of the library, then a separate project that only knows the install prefix:
+    find_package(walkcut) + walkcut::core, built and run (no add_subdirectory, no source tree)."""
+    build, prefix, consumer = demo.parent, tmp_path / "prefix", tmp_path / "consumer"
+
+    def run(*cmd, cwd=None):
+        proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False, cwd=cwd, timeout=900)
+        assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        return proc
+
+    run("cmake", "--install", build, "--prefix", prefix)
+    config_dir = next(prefix.glob("lib*/cmake/walkcut"))
+    for name in ("walkcutConfig.cmake", "walkcutConfigVersion.cmake", "walkcutTargets.cmake"):
+        assert (config_dir / name).is_file(), name
+    assert (prefix / "include" / "walkcut" / "pipeline.hpp").is_file()
+    assert next(prefix.glob("lib*/libwalkcut.a"), None) is not None
+    targets = (config_dir / "walkcutTargets.cmake").read_text()
+    assert "walkcut::core" in targets and "march=native" not in targets  # tuning never leaks to users
+    assert str(REPO) not in targets  # nothing points back into the source tree
+    native = re.search(r"^WALKCUT_NATIVE:BOOL=(\w+)", (build / "CMakeCache.txt").read_text(), re.M).group(1)
+    assert f"set(walkcut_NATIVE {native})" in (config_dir / "walkcutConfig.cmake").read_text()
+
+    consumer.mkdir()
+    (consumer / "CMakeLists.txt").write_text(CONSUMER_CMAKE)
+    (consumer / "main.cpp").write_text(CONSUMER_MAIN)
+    configured = run("cmake", "-S", consumer, "-B", consumer / "build", "-DCMAKE_BUILD_TYPE=Release",
+                     f"-DCMAKE_PREFIX_PATH={prefix}")
+    assert f"consumer found walkcut 0.3.0 at {config_dir}" in configured.stdout
+    run("cmake", "--build", consumer / "build", "-j", "2")
+    out = run(consumer / "build" / "consumer").stdout
+    assert out.startswith("segments 2 split 1"), out
+
+    # The version file: 0.3.x does not satisfy a request for another minor version.
+    (consumer / "CMakeLists.txt").write_text(CONSUMER_CMAKE.replace("walkcut 0.3 CONFIG", "walkcut 0.2 CONFIG"))
+    proc = subprocess.run(["cmake", "-S", str(consumer), "-B", str(tmp_path / "old"), f"-DCMAKE_PREFIX_PATH={prefix}"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "0.3.0" in proc.stderr
+
