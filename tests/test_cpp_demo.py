@@ -692,3 +692,23 @@ def test_installed_package_is_found_by_a_consumer(demo, tmp_path):
                           capture_output=True, text=True, check=False)
     assert proc.returncode != 0 and "0.3.0" in proc.stderr
 
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+def test_cpp_and_ros_versions_agree():
+    """cpp_demo/CMakeLists.txt and ros2/package.xml carry one version; the Python package's may lag
+    behind it while a release is prepared, never run ahead of it."""
+    import tomllib
+
+    cmake = re.search(r"project\(walkcut VERSION ([\d.]+)", (CPP / "CMakeLists.txt").read_text())
+    package = re.search(r"<version>([\d.]+)</version>", (CPP / "ros2" / "package.xml").read_text())
+    ros_cmake = re.search(r"project\(walkcut_ros VERSION ([\d.]+)", (CPP / "ros2" / "CMakeLists.txt").read_text())
+    assert cmake and package and ros_cmake
+    assert cmake.group(1) == package.group(1) == ros_cmake.group(1)
+    python = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert _version_tuple(cmake.group(1)) >= _version_tuple(python)
+    # The ROS package finds the library it was written for.
+    assert f"find_package(walkcut {'.'.join(cmake.group(1).split('.')[:2])} CONFIG REQUIRED)" in (
+        CPP / "ros2" / "CMakeLists.txt").read_text()
