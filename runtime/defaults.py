@@ -141,8 +141,8 @@ VIDEO_LABEL_SIDE = 640
 #: full val sets with today's cuts (the fast method) it lifts auto-ncut BSDS500 Covering/PRI/VoI from
 #: 0.511/0.756/1.959 to 0.524/0.763/1.930 and CamVid mIoU from 0.232 to 0.245 (bench/RESULTS.md,
 #: "Quality v0.3"); 1.5 and 3.0 were no better. On by default since the shift-invert sparse solver made
-#: the cuts fast enough. The C++ demo does not compute it (kContourScale there is C++ only, 0 = off):
-#: Python/C++ comparisons pass ``contour_scale=None``.
+#: the cuts fast enough. The C++ demo computes the same term with the same default (kContourScale in
+#: cpp_demo/include/walkcut/defaults.hpp; ``--contour-scale off`` there is ``contour_scale=None`` here).
 CONTOUR_SCALE = 2.0
 
 #: Named settings of the pixel source and its cuts for ``--preset`` (walkcut segment / video / eval)

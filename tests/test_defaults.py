@@ -122,8 +122,53 @@ def test_default_preset_is_the_defaults():
     assert preset["cuts"] == {"threshold": defaults.THRESHOLD, "max_segments": defaults.MAX_SEGMENTS}
 
 
-def test_cpp_header_says_it_lacks_the_contour_term():
-    # The C++ demo builds the graph without intervening contours; its header must say so while the
-    # Python default has them on (tests/test_cpp_demo.py then compares with contour_scale=None).
-    if defaults.CONTOUR_SCALE is not None:
-        assert "kContourScale = 0.0" in HPP.read_text()
+ARRAY = re.compile(r"inline\s+constexpr\s+[\w:\s*]+?\s+k(\w+)\[\]\s*=\s*\{([^}]*)\};([^\n]*)", re.S)
+
+
+def hpp_arrays() -> dict[str, tuple]:
+    """``{PYTHON_NAME: tuple}`` of the array constants of defaults.hpp that have a Python twin."""
+    out = {}
+    for m in ARRAY.finditer(HPP.read_text()):
+        if "C++ only" in m.group(3):
+            continue
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", m.group(1)).upper()
+        items = [x.strip() for x in m.group(2).split(",") if x.strip()]
+        out[name] = tuple(x.strip('"') if x.startswith('"') else float(x) for x in items)
+    return out
+
+
+def test_cpp_mirrors_the_contract_v2_tables():
+    arrays = hpp_arrays()
+    expected = {"SUPPORTED_CONTRACT_VERSIONS", "BACKBONES", "NORMALIZATIONS", "IMAGENET_MEAN", "IMAGENET_STD",
+                "CUT_DEFAULT_KEYS"}
+    assert expected <= set(arrays), f"missing in defaults.hpp: {sorted(expected - set(arrays))}"
+    for name, value in arrays.items():
+        assert tuple(getattr(defaults, name)) == value, (name, value, getattr(defaults, name))
+    # C++ only: the upsampling methods a cut_defaults entry may name are the runtime's.
+    from walkcut.runtime import upsample
+
+    methods = re.search(r"kUpsampleMethods\[\]\s*=\s*\{([^}]*)\}", HPP.read_text())
+    assert methods and tuple(x.strip().strip('"') for x in methods.group(1).split(",")) == upsample.METHODS
+
+
+def test_cpp_contour_term_mirrors_the_pixel_source():
+    """The contour term is on by default on both sides (kContourScale is CONTOUR_SCALE, checked with the
+    other shared constants), and the literals of runtime/sources/pixels.py that defaults.hpp copies as
+    C++-only constants are still the ones the Python code uses."""
+    from walkcut.runtime.sources import pixels
+
+    assert "kContourScale" in HPP.read_text() and hpp_constants()["CONTOUR_SCALE"] == defaults.CONTOUR_SCALE
+    assert PixelSource().contour_scale == defaults.CONTOUR_SCALE
+    hpp = HPP.read_text()
+
+    def cpp(name: str) -> str:
+        m = re.search(rf"k{name}\s*=\s*([^;]+);", hpp)
+        assert m, f"k{name} not found in defaults.hpp"
+        return m.group(1).strip()
+
+    source = inspect.getsource(pixels)
+    assert f"max({cpp('EdgeMinScale')}, -(-{cpp('EdgeRasterSide')} // grid))" in inspect.getsource(pixels.edge_map)
+    assert f"(0, 0), {cpp('EdgeBlurSigma')})" in inspect.getsource(pixels.edge_map)
+    assert f"margin = {cpp('ContourMargin')} / span" in inspect.getsource(pixels.intervening_contours)
+    assert (f"max(float(np.median(ic[near])), {cpp('ContourFloorOfMax')} * float(edges.max()), "
+            f"{cpp('ContourFloor')})") in source

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -181,7 +182,7 @@ class Wire {
 };
 
 int as_int(const Json& v, const char* key, const std::string& src) {
-  if (v.type != Json::Type::kNumber || v.num != std::floor(v.num))
+  if (v.type != Json::Type::kNumber || v.num != std::floor(v.num) || std::fabs(v.num) > 2147483647.0)
     throw std::runtime_error(src + ": contract field '" + key + "' must be an integer; re-export the model");
   return static_cast<int>(v.num);
 }
@@ -198,6 +199,74 @@ Json parse_json(const std::string& text, const std::string& src) {
   } catch (const std::exception& e) {
     throw std::runtime_error(src + ": the walkcut contract is not valid JSON (" + e.what() + ")");
   }
+}
+
+template <size_t N>
+bool one_of(const std::string& value, const char* const (&names)[N]) {
+  for (const char* name : names)
+    if (value == name) return true;
+  return false;
+}
+
+template <size_t N>
+std::string joined(const char* const (&names)[N]) {
+  std::string out;
+  for (const char* name : names) out += (out.empty() ? "" : ", ") + std::string(name);
+  return out;
+}
+
+// `cut_defaults`: only the known keys, each of the type its option takes; the values are then checked
+// as CutOptions::validate() checks a flag, so a model with unusable defaults is refused at load time.
+CutSettings parse_cut_defaults(const Json& v, const std::string& src) {
+  if (v.type != Json::Type::kObject)
+    throw std::runtime_error(src + ": contract field 'cut_defaults' must be a JSON object; re-export the model");
+  CutSettings out;
+  for (const auto& [key, value] : v.fields) {
+    const std::string where = "cut_defaults." + key;
+    if (!one_of(key, defaults::kCutDefaultKeys))
+      throw std::runtime_error(src + ": contract cut_defaults has unknown key '" + key + "' (known: " +
+                               joined(defaults::kCutDefaultKeys) + "); re-export the model");
+    if (key == "mode") {
+      out.mode = as_str(value, where.c_str(), src);
+    } else if (key == "power") {
+      out.power = as_int(value, where.c_str(), src);
+    } else if (key == "max_segments") {
+      out.max_segments = as_int(value, where.c_str(), src);
+    } else if (key == "min_size") {
+      out.min_size = value.type == Json::Type::kNull ? -1 : as_int(value, where.c_str(), src);
+    } else if (key == "threshold") {
+      try {
+        if (value.type == Json::Type::kString) {
+          out.threshold = Threshold::parse(value.str);
+        } else if (value.type == Json::Type::kNumber) {
+          if (!std::isfinite(value.num) || value.num < 0) throw std::invalid_argument("threshold must be a number >= 0");
+          Threshold t;
+          t.kind = Threshold::Kind::kValue;
+          t.value = value.num;
+          out.threshold = t;
+        } else {
+          throw std::invalid_argument("threshold must be a number >= 0, auto-ncut or auto-mincut");
+        }
+      } catch (const std::invalid_argument& e) {
+        throw std::runtime_error(src + ": contract cut_defaults: " + e.what() + "; re-export the model");
+      }
+    } else if (key == "upsample") {
+      out.upsample = as_str(value, where.c_str(), src);
+      if (!one_of(*out.upsample, defaults::kUpsampleMethods))
+        throw std::runtime_error(src + ": contract cut_defaults: upsample must be one of " +
+                                 joined(defaults::kUpsampleMethods) + ", got '" + *out.upsample +
+                                 "'; re-export the model");
+    }
+  }
+  CutOptions check;
+  std::string upsample;
+  out.apply(check, upsample);
+  try {
+    check.validate();
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(src + ": contract cut_defaults: " + e.what() + "; re-export the model");
+  }
+  return out;
 }
 
 Contract contract_from_object(const Json& root, const std::string& src) {
@@ -219,7 +288,7 @@ Contract contract_from_object(const Json& root, const std::string& src) {
       throw std::runtime_error(src + ": unknown contract field '" + kv.first + "'; re-export the model");
   for (const char* key : {"image_size", "attn_res"})
     if (!root.find(key)) throw std::runtime_error(src + ": contract lacks '" + key + "'; re-export the model");
-  c.contract_version = defaults::kContractVersion;
+  c.contract_version = static_cast<int>(version->num);
   c.image_size = as_int(*root.find("image_size"), "image_size", src);
   c.attn_res = as_int(*root.find("attn_res"), "attn_res", src);
   if (const Json* v = root.find("timestep")) c.timestep = as_int(*v, "timestep", src);
@@ -235,19 +304,28 @@ Contract contract_from_object(const Json& root, const std::string& src) {
     for (const auto& item : v->items) c.resolutions.push_back(as_int(item, "resolutions", src));
   if (const Json* v = root.find("weights"))
     for (const auto& item : v->items) c.weights.push_back(item.num);
+  if (const Json* v = root.find("backbone")) c.backbone = as_str(*v, "backbone", src);
+  if (const Json* v = root.find("cut_defaults")) c.cut_defaults = parse_cut_defaults(*v, src);
   // The same checks as ModelContract.__post_init__ and check_runtime_support.
-  if (c.image_size <= 0 || c.image_size % 64)
-    throw std::runtime_error(src + ": image_size must be a positive multiple of 64, got " + std::to_string(c.image_size));
+  if (!one_of(c.backbone, defaults::kBackbones))
+    throw std::runtime_error(src + ": backbone must be one of " + joined(defaults::kBackbones) + ", got '" +
+                             c.backbone + "'; re-export the model");
   if (c.attn_res < 2) throw std::runtime_error(src + ": attn_res must be an integer >= 2, got " + std::to_string(c.attn_res));
+  if (c.backbone == "unet" && (c.image_size <= 0 || c.image_size % defaults::kUnetSizeMultiple))
+    throw std::runtime_error(src + ": image_size must be a positive multiple of " +
+                             std::to_string(defaults::kUnetSizeMultiple) + ", got " + std::to_string(c.image_size));
+  if (c.backbone == "vit" && (c.image_size <= 0 || c.image_size % c.attn_res))
+    throw std::runtime_error(src + ": image_size of a vision transformer must be a positive multiple of attn_res (" +
+                             std::to_string(c.attn_res) + ": S = R x patch size), got " + std::to_string(c.image_size));
   if (c.attn_res > defaults::kMaxAttnRes)
     throw std::runtime_error(src + ": output grid R = " + std::to_string(c.attn_res) +
                              " is larger than this runtime handles (R <= " + std::to_string(defaults::kMaxAttnRes) +
                              "); re-export with `--attn-res 32` or 64");
   if (c.weights.size() != c.resolutions.size())
     throw std::runtime_error(src + ": weights and resolutions differ in length; re-export the model");
-  if (c.normalization != "minus_one_to_one")
-    throw std::runtime_error(src + ": normalization '" + c.normalization +
-                             "' is not supported (expects 'minus_one_to_one'); re-export with this walkcut version");
+  if (!one_of(c.normalization, defaults::kNormalizations))
+    throw std::runtime_error(src + ": normalization '" + c.normalization + "' is not supported (expects one of " +
+                             joined(defaults::kNormalizations) + "); re-export with this walkcut version");
   if (c.color_order != "RGB" && c.color_order != "BGR")
     throw std::runtime_error(src + ": color_order '" + c.color_order + "' is not RGB or BGR; re-export");
   if (c.precision != "fp32" && c.precision != "fp16")
@@ -256,6 +334,15 @@ Contract contract_from_object(const Json& root, const std::string& src) {
 }
 
 }  // namespace
+
+void CutSettings::apply(CutOptions& cuts, std::string& upsample_method) const {
+  if (mode) cuts.mode = *mode;
+  if (power) cuts.power = *power;
+  if (threshold) cuts.threshold = *threshold;
+  if (min_size) cuts.min_size = *min_size;
+  if (max_segments) cuts.max_segments = *max_segments;
+  if (upsample) upsample_method = *upsample;
+}
 
 Contract Contract::from_json(const std::string& text, const std::string& src) {
   return contract_from_object(parse_json(text, src), src);

@@ -1,89 +1,43 @@
-// Pixels source, joint-bilateral upsampling, overlay drawing and model input.
+// Joint-bilateral upsampling, overlay drawing and model input (the pixels source is in pixels.cpp).
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <map>
 #include <stdexcept>
+#include <string>
 
 #include "walkcut/image.hpp"
 
 namespace walkcut {
 
-cv::Mat grid_cell_colors(const cv::Mat& image_rgb, int grid) {
-  cv::Mat f, out;
-  image_rgb.convertTo(f, CV_32FC3, 1.0 / 255.0);
-  cv::resize(f, out, cv::Size(grid, grid), 0, 0, cv::INTER_AREA);
-  return out;
+namespace {
+// Renumber 0..K-1 keeping the order of the labels that survived (a segment may vanish when upsampled).
+void renumber(cv::Mat& labels) {
+  std::map<int, int> ids;
+  for (int y = 0; y < labels.rows; ++y)
+    for (int x = 0; x < labels.cols; ++x) ids.emplace(labels.at<int>(y, x), 0);
+  int next = 0;
+  for (auto& kv : ids) kv.second = next++;
+  for (int y = 0; y < labels.rows; ++y)
+    for (int x = 0; x < labels.cols; ++x) labels.at<int>(y, x) = ids[labels.at<int>(y, x)];
 }
-
-double PixelSource::effective_radius() const {
-  return radius > 0 ? radius : std::max(defaults::kMinRadius, defaults::kRadiusPer32 * grid / 32.0);
-}
-
-Transition PixelSource::transition(const cv::Mat& image_rgb) const {
-  if (grid < defaults::kMinGrid || grid > defaults::kMaxGrid)
-    throw std::invalid_argument("grid must be an integer in [" + std::to_string(defaults::kMinGrid) + ", " +
-                                std::to_string(defaults::kMaxGrid) + "], got " + std::to_string(grid));
-  if (image_rgb.type() != CV_8UC3) throw std::invalid_argument("expected an (H, W, 3) uint8 RGB image");
-  const int R = grid, n = R * R;
-  Transition tr;
-  tr.grid = R;
-  tr.sparse = true;
-  tr.cell_colors = grid_cell_colors(image_rgb, R);
-  cv::Mat lab_mat;
-  cv::cvtColor(tr.cell_colors, lab_mat, cv::COLOR_RGB2Lab);
-  std::vector<double> lab(3 * n);
-  for (int i = 0; i < n; ++i) {
-    const auto& c = lab_mat.at<cv::Vec3f>(i / R, i % R);
-    for (int k = 0; k < 3; ++k) lab[3 * i + k] = c[k];
-  }
-  const double rad = effective_radius();
-  const int r = static_cast<int>(std::floor(rad));
-  struct Edge { int i, j; double dist2, cdist2; };
-  std::vector<Edge> edges;
-  std::vector<double> near;  // colour distances of 8-neighbour pairs: they set the colour scale
-  for (int dy = -r; dy <= r; ++dy)
-    for (int dx = -r; dx <= r; ++dx) {
-      if ((dy == 0 && dx == 0) || dy * dy + dx * dx > rad * rad) continue;
-      for (int i = 0; i < n; ++i) {
-        const int ny = i / R + dy, nx = i % R + dx;
-        if (ny < 0 || ny >= R || nx < 0 || nx >= R) continue;
-        const int j = ny * R + nx;
-        double c2 = 0.0;
-        for (int k = 0; k < 3; ++k) c2 += (lab[3 * i + k] - lab[3 * j + k]) * (lab[3 * i + k] - lab[3 * j + k]);
-        const double d2 = dy * dy + dx * dx;
-        edges.push_back({i, j, d2, c2});
-        if (d2 <= 2.0) near.push_back(std::sqrt(c2));
-      }
-    }
-  // Median as numpy computes it (mean of the two middle values for an even count).
-  std::sort(near.begin(), near.end());
-  const size_t h = near.size() / 2;
-  const double median = near.empty() ? 0.0 : (near.size() % 2 ? near[h] : 0.5 * (near[h - 1] + near[h]));
-  const double sigma_c = color_scale * std::max(median, defaults::kMinSigmaColor);
-  const double sigma_x = rad / 2.0;
-  std::vector<Eigen::Triplet<double>> trip;
-  trip.reserve(edges.size());
-  for (const auto& e : edges)
-    trip.emplace_back(e.i, e.j,
-                      std::exp(-e.cdist2 / (2 * sigma_c * sigma_c) - e.dist2 / (2 * sigma_x * sigma_x)));
-  Sparse W(n, n);
-  W.setFromTriplets(trip.begin(), trip.end());
-  // Exact symmetry despite rounding; the self-loop keeps every degree positive even where all
-  // neighbour weights underflow, so P = D^-1 W always exists.
-  Sparse I(n, n);
-  I.setIdentity();
-  W = (W + Sparse(W.transpose())) * 0.5 + I * defaults::kPixelSelfLoop;
-  const Vector d = W * Vector::Ones(n);
-  tr.P = Sparse(d.cwiseInverse().asDiagonal() * W);
-  tr.stationary = d / d.sum();
-  return tr;
-}
+}  // namespace
 
 cv::Mat upsample_labels(const std::vector<int>& grid_labels, int grid, const cv::Mat& image_rgb,
-                        const cv::Mat& cell_colors) {
+                        const cv::Mat& cell_colors, const std::string& method) {
+  if (method != "joint-bilateral" && method != "nearest")
+    throw std::invalid_argument("upsample method must be joint-bilateral or nearest, got '" + method + "'");
+  if (static_cast<long>(grid_labels.size()) != static_cast<long>(grid) * grid)
+    throw std::invalid_argument("grid_labels must hold grid * grid labels");
   const int H = image_rgb.rows, Wd = image_rgb.cols, R = grid;
+  if (method == "nearest") {  // plain blocks, as cv2.resize(..., INTER_NEAREST) in runtime/upsample.py
+    cv::Mat out;
+    cv::resize(cv::Mat(R, R, CV_32S, const_cast<int*>(grid_labels.data())), out, cv::Size(Wd, H), 0, 0,
+               cv::INTER_NEAREST);
+    renumber(out);
+    return out;
+  }
   const double inv2s2 = 1.0 / (2 * defaults::kUpsampleSigmaColor * defaults::kUpsampleSigmaColor);
   cv::Mat out(H, Wd, CV_32S);
   // Horizontal candidates and spatial weights depend on x only.
@@ -135,14 +89,7 @@ cv::Mat upsample_labels(const std::vector<int>& grid_labels, int grid, const cv:
       dst[x] = lab[best];
     }
   }
-  // Renumber 0..K-1 keeping the order of the labels that survived.
-  std::map<int, int> ids;
-  for (int y = 0; y < H; ++y)
-    for (int x = 0; x < Wd; ++x) ids.emplace(out.at<int>(y, x), 0);
-  int next = 0;
-  for (auto& kv : ids) kv.second = next++;
-  for (int y = 0; y < H; ++y)
-    for (int x = 0; x < Wd; ++x) out.at<int>(y, x) = ids[out.at<int>(y, x)];
+  renumber(out);
   return out;
 }
 
@@ -182,20 +129,40 @@ cv::Mat overlay(const cv::Mat& image_rgb, const cv::Mat& labels) {
   return out;
 }
 
-cv::Mat preprocess(const cv::Mat& image_rgb, int S, bool bgr) {
+cv::Mat preprocess(const cv::Mat& image_rgb, int S, bool bgr, const std::string& normalization) {
+  if (image_rgb.empty() || image_rgb.type() != CV_8UC3)
+    throw std::invalid_argument("preprocess expects a non-empty (H, W) CV_8UC3 RGB image");
+  // normalised = x * scale - shift per channel, in float32 as runtime/sources/preprocess.py computes it
+  // (this file is compiled without fused multiply-adds, so the rounding is the same).
+  float scale[3], shift[3];
+  for (int c = 0; c < 3; ++c) {
+    if (normalization == "minus_one_to_one") {  // x / 127.5 - 1
+      scale[c] = static_cast<float>(1.0 / 127.5), shift[c] = 1.0f;
+    } else if (normalization == "imagenet") {  // (x / 255 - mean) / std
+      scale[c] = static_cast<float>(1.0 / (255.0 * defaults::kImagenetStd[c]));
+      shift[c] = static_cast<float>(defaults::kImagenetMean[c] / defaults::kImagenetStd[c]);
+    } else if (normalization == "zero_to_one") {  // x / 255
+      scale[c] = static_cast<float>(1.0 / 255.0), shift[c] = 0.0f;
+    } else {
+      throw std::invalid_argument("unknown normalization '" + normalization +
+                                  "' (expected minus_one_to_one, imagenet or zero_to_one)");
+    }
+  }
   cv::Mat x = image_rgb;
   if (image_rgb.rows != S || image_rgb.cols != S) {
     const bool shrink = static_cast<long>(image_rgb.rows) * image_rgb.cols >= static_cast<long>(S) * S;
     cv::resize(image_rgb, x, cv::Size(S, S), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
   }
   if (bgr) cv::cvtColor(x, x, cv::COLOR_RGB2BGR);
-  cv::Mat f;
-  x.convertTo(f, CV_32FC3, 1.0 / 127.5, -1.0);
   const int shape[4] = {1, 3, S, S};
   cv::Mat blob(4, shape, CV_32F);
-  std::vector<cv::Mat> planes;
-  for (int c = 0; c < 3; ++c) planes.emplace_back(S, S, CV_32F, blob.ptr<float>(0, c));
-  cv::split(f, planes);
+  for (int c = 0; c < 3; ++c) {
+    float* dst = blob.ptr<float>(0, c);
+    for (int y = 0; y < S; ++y) {
+      const uchar* row = x.ptr<uchar>(y);
+      for (int i = 0; i < S; ++i) dst[y * S + i] = static_cast<float>(row[3 * i + c]) * scale[c] - shift[c];
+    }
+  }
   return blob;
 }
 

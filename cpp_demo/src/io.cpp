@@ -123,16 +123,34 @@ Vector read_npy_vector(const std::string& path) {
   return Eigen::Map<const Vector>(a.data.data(), a.shape[0]);
 }
 
-void write_npy_labels(const std::string& path, const std::vector<int>& labels) {
-  std::string header = "{'descr': '<i4', 'fortran_order': False, 'shape': (" + std::to_string(labels.size()) + ",), }";
+namespace {
+// A version-1 .npy file: descr ('<i4', '<f4'), C order, `shape`, then `bytes` bytes of data.
+void write_npy(const std::string& path, const char* descr, const std::vector<long>& shape, const void* data,
+               size_t bytes) {
+  std::string dims;
+  for (const long d : shape) dims += std::to_string(d) + ",";
+  if (shape.size() > 1) dims.pop_back();  // (n,) keeps its comma, (a, b) does not need one
+  std::string header = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
   header += std::string(63 - (10 + header.size()) % 64, ' ') + "\n";  // pad so data starts on 64 bytes
   std::ofstream out(path, std::ios::binary);
   const unsigned short len = static_cast<unsigned short>(header.size());
   out.write("\x93NUMPY\x01\x00", 8);
   out.put(static_cast<char>(len & 0xff)).put(static_cast<char>(len >> 8));
   out << header;
-  out.write(reinterpret_cast<const char*>(labels.data()), static_cast<std::streamsize>(labels.size() * 4));
+  out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
   if (!out) throw std::runtime_error(path + ": cannot write");
+}
+}  // namespace
+
+void write_npy_labels(const std::string& path, const std::vector<int>& labels) {
+  write_npy(path, "<i4", {static_cast<long>(labels.size())}, labels.data(), labels.size() * 4);
+}
+
+void write_npy_array(const std::string& path, const cv::Mat& array) {
+  if ((array.depth() != CV_32F && array.depth() != CV_64F) || array.channels() != 1 || !array.isContinuous())
+    throw std::invalid_argument(path + ": write_npy_array expects a continuous single-channel float32/float64 array");
+  std::vector<long> shape(array.size.p, array.size.p + array.dims);
+  write_npy(path, array.depth() == CV_32F ? "<f4" : "<f8", shape, array.ptr(), array.total() * array.elemSize());
 }
 
 namespace {

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 
 #include "walkcut/io.hpp"
@@ -32,9 +34,14 @@ source
   --model FILE        walkcut ONNX model or TensorRT engine (contract checked); default: pixels source
   --backend NAME      auto | ort | trt | opencv-dnn (default auto)
   --grid R            pixels source grid (default 32)
-cuts (defaults as the Python runtime)
+  --contour-scale S|off  pixels source: intervening-contour term, sigma_e = S x median edge (default 2)
+  --save-input        with --model and --image: also write STEM_input.npy, the (1, 3, S, S) engine input
+  --save-graph        with --image: also write STEM_P.npy (the (n, n) transition matrix, float64) and
+                      STEM_pi.npy (its stationary distribution, when known)
+cuts (defaults as the Python runtime; a model's own cut_defaults replace them, flags given here win)
   --mode walk|dot|cosine   --power T   --threshold auto-ncut|auto-mincut|NUMBER
   --max-segments K (32)    --min-size M (n/256)   --exponent E (1)   --eigen-tol TOL (1e-5)
+  --upsample joint-bilateral|nearest (joint-bilateral)
   --seed S (0)        seeds the eigensolvers' random start vectors
 other
   --max-frames N      stop video/camera after N frames
@@ -49,7 +56,7 @@ struct Args {
   std::vector<std::string> images;
   std::string video, matrix, stationary, out;
   int camera = -1, max_frames = -1, repeat = 1;
-  bool sparse = false;
+  bool sparse = false, save_input = false, save_graph = false;
   PipelineOptions pipe;
 };
 
@@ -75,6 +82,14 @@ double to_double(const std::string& flag, const std::string& v) {
   return x;
 }
 
+// --contour-scale: a positive number, or off/none (no contour term), as `walkcut segment` takes it.
+std::optional<double> contour_scale(const std::string& flag, const std::string& v) {
+  if (v == "off" || v == "none") return std::nullopt;
+  const double x = to_double(flag, v);
+  if (!(std::isfinite(x) && x > 0)) throw UsageError(flag + " expects a positive number or 'off', got '" + v + "'");
+  return x;
+}
+
 Args parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -83,8 +98,8 @@ Args parse(int argc, char** argv) {
       std::cout << kUsage;
       std::exit(0);
     }
-    if (f == "--sparse") {
-      a.sparse = true;
+    if (f == "--sparse" || f == "--save-input" || f == "--save-graph") {
+      (f == "--sparse" ? a.sparse : f == "--save-input" ? a.save_input : a.save_graph) = true;
       continue;
     }
     if (i + 1 >= argc) throw UsageError(f.rfind("--", 0) == 0 ? f + " needs a value" : "unexpected argument '" + f + "'");
@@ -98,11 +113,13 @@ Args parse(int argc, char** argv) {
     else if (f == "--model") a.pipe.model = v;
     else if (f == "--backend") a.pipe.backend = v;
     else if (f == "--grid") a.pipe.grid = to_int(f, v);
-    else if (f == "--mode") a.pipe.cuts.mode = v;
-    else if (f == "--power") a.pipe.cuts.power = to_int(f, v);
-    else if (f == "--threshold") a.pipe.cuts.threshold = Threshold::parse(v);
-    else if (f == "--max-segments") a.pipe.cuts.max_segments = to_int(f, v);
-    else if (f == "--min-size") a.pipe.cuts.min_size = to_int(f, v);
+    else if (f == "--contour-scale") a.pipe.contour_scale = contour_scale(f, v);
+    else if (f == "--mode") a.pipe.given.mode = v;
+    else if (f == "--power") a.pipe.given.power = to_int(f, v);
+    else if (f == "--threshold") a.pipe.given.threshold = Threshold::parse(v);
+    else if (f == "--max-segments") a.pipe.given.max_segments = to_int(f, v);
+    else if (f == "--min-size") a.pipe.given.min_size = to_int(f, v);
+    else if (f == "--upsample") a.pipe.given.upsample = v;
     else if (f == "--exponent") a.pipe.cuts.exponent = to_double(f, v);
     else if (f == "--eigen-tol") a.pipe.cuts.eigen_tol = to_double(f, v);
     else if (f == "--seed") {
@@ -117,6 +134,9 @@ Args parse(int argc, char** argv) {
   const int inputs = !a.images.empty() + !a.video.empty() + (a.camera >= 0) + !a.matrix.empty();
   if (inputs != 1) throw UsageError("give exactly one kind of input: --image, --video, --camera or --matrix");
   if (a.out.empty()) throw UsageError("--out DIR is required");
+  if (a.save_input && (a.pipe.model.empty() || a.images.empty()))
+    throw UsageError("--save-input needs --model and --image");
+  if (a.save_graph && a.images.empty()) throw UsageError("--save-graph needs --image");
   return a;
 }
 
@@ -134,12 +154,15 @@ int run_matrix(const Args& a) {
   // Each run is cut_transition_matrix in its two steps (graph, then hierarchy + stopping rule), timed apart.
   std::vector<double> runs, graph_runs;
   CutResult cut;
-  a.pipe.cuts.validate();
+  CutOptions cuts = a.pipe.cuts;  // no model here: the package defaults, then the flags
+  std::string upsample;
+  a.pipe.given.apply(cuts, upsample);
+  cuts.validate();
   for (int r = 0; r < std::max(1, a.repeat) + (a.repeat > 1 ? 1 : 0); ++r) {
     t0 = std::chrono::steady_clock::now();
-    const Affinity W = a.sparse ? affinity(Ps, a.pipe.cuts, pi) : affinity(P, a.pipe.cuts, pi);
+    const Affinity W = a.sparse ? affinity(Ps, cuts, pi) : affinity(P, cuts, pi);
     const double graph_ms = ms_since(t0);
-    cut = cut_affinity(W, a.pipe.cuts);
+    cut = cut_affinity(W, cuts);
     if (a.repeat <= 1 || r > 0) runs.push_back(ms_since(t0)), graph_runs.push_back(graph_ms);
   }
   std::sort(runs.begin(), runs.end());
@@ -165,6 +188,20 @@ void print_timings(const std::string& what, const Segmentation& s, double read_m
               s.timings.upsample_ms, write_ms);
 }
 
+// --save-graph: the walk the cuts ran on, for comparisons with the Python runtime.
+void save_graph(const std::string& stem, const Transition& tr) {
+  const Dense P = tr.sparse ? Dense(tr.P) : tr.P_dense;
+  cv::Mat m(static_cast<int>(P.rows()), static_cast<int>(P.cols()), CV_64F);
+  Eigen::Map<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(m.ptr<double>(), P.rows(),
+                                                                                      P.cols()) = P;
+  write_npy_array(stem + "_P.npy", m);
+  if (tr.stationary.size()) {
+    cv::Mat pi(1, static_cast<int>(tr.stationary.size()), CV_64F);
+    Eigen::Map<Vector>(pi.ptr<double>(), tr.stationary.size()) = tr.stationary;
+    write_npy_array(stem + "_pi.npy", pi);
+  }
+}
+
 int run_images(const Args& a, Pipeline& pipe) {
   int failed = 0;
   for (const auto& path : a.images) {
@@ -178,6 +215,8 @@ int run_images(const Args& a, Pipeline& pipe) {
       write_label_png(stem.string() + "_labels.png", s.labels);
       write_rgb_png(stem.string() + "_overlay.png", overlay(rgb, s.labels));
       write_npy_labels(stem.string() + "_grid.npy", s.grid_labels);
+      if (a.save_input) write_npy_array(stem.string() + "_input.npy", pipe.model_input(rgb));
+      if (a.save_graph) save_graph(stem.string(), pipe.transition(rgb));
       print_timings(path, s, read_ms, ms_since(t0));
     } catch (const std::exception& e) {  // one bad image does not stop the others
       std::fprintf(stderr, "walkcut_demo: error: %s\n", e.what());
@@ -240,11 +279,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    args.pipe.cuts.validate();
     fs::create_directories(args.out);
     if (!args.matrix.empty()) return run_matrix(args);
     Pipeline pipe(args.pipe);
     std::printf("source: %s\n", pipe.source_name().c_str());
+    std::printf("cuts: %s\n", pipe.describe_cuts().c_str());
     return args.images.empty() ? run_video(args, pipe) : run_images(args, pipe);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "walkcut_demo: error: %s\n", e.what());

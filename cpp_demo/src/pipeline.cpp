@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <sstream>
 #include <stdexcept>
 
 #include "walkcut/pipeline.hpp"
@@ -25,46 +26,105 @@ cv::Mat shrink(const cv::Mat& image, int max_side) {
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
+
+std::string threshold_text(const Threshold& t) {
+  if (t.kind == Threshold::Kind::kAutoNcut) return "auto-ncut";
+  if (t.kind == Threshold::Kind::kAutoMincut) return "auto-mincut";
+  std::ostringstream out;
+  out << t.value;
+  return out.str();
+}
 }  // namespace
 
 Pipeline::Pipeline(PipelineOptions options) : opt_(std::move(options)) {
-  opt_.cuts.validate();
-  if (!opt_.model.empty()) {
-    contract_ = read_contract(opt_.model);  // refuses a model it cannot honour before loading it
+  if (!opt_.model.empty()) contract_ = read_contract(opt_.model);  // refuses a model it cannot honour
+  cuts_ = opt_.cuts;
+  upsample_ = opt_.upsample;
+  if (contract_ && opt_.model_cut_defaults) contract_->cut_defaults.apply(cuts_, upsample_);
+  opt_.given.apply(cuts_, upsample_);
+  cuts_.validate();
+  if (upsample_ != "joint-bilateral" && upsample_ != "nearest")
+    throw std::invalid_argument("upsample must be joint-bilateral or nearest, got '" + upsample_ + "'");
+  if (!contract_) {
+    PixelSource source;
+    source.grid = opt_.grid;
+    source.contour_scale = opt_.contour_scale;
+    source.validate();  // bad options fail here, not on the first frame
+  } else {
     backend_ = create_backend(opt_.model, opt_.backend, *contract_);
   }
 }
 
 std::string Pipeline::source_name() const { return backend_ ? backend_->name() : "pixels"; }
 
-Segmentation Pipeline::segment(const cv::Mat& image_rgb) {
+std::string Pipeline::describe_cuts() const {
+  const CutSettings* model = contract_ && opt_.model_cut_defaults ? &contract_->cut_defaults : nullptr;
+  auto from = [&](bool given, bool in_model) { return given ? " (given)" : in_model ? " (model)" : ""; };
+  std::ostringstream out;
+  out << "mode " << cuts_.mode << from(bool(opt_.given.mode), model && model->mode)
+      << ", power " << cuts_.power << from(bool(opt_.given.power), model && model->power)
+      << ", threshold " << threshold_text(cuts_.threshold) << from(bool(opt_.given.threshold), model && model->threshold)
+      << ", max_segments " << cuts_.max_segments << from(bool(opt_.given.max_segments), model && model->max_segments)
+      << ", min_size " << (cuts_.min_size < 0 ? std::string("n/") + std::to_string(defaults::kMinSizeDivisor)
+                                              : std::to_string(cuts_.min_size))
+      << from(bool(opt_.given.min_size), model && model->min_size)
+      << ", upsample " << upsample_ << from(bool(opt_.given.upsample), model && model->upsample);
+  if (!contract_)
+  {
+    out << "; contour_scale ";
+    if (opt_.contour_scale) out << *opt_.contour_scale;
+    else out << "off";
+  }
+  return out.str();
+}
+
+cv::Mat Pipeline::model_input(const cv::Mat& image_rgb) const {
+  if (!contract_) throw std::logic_error("model_input() needs a model; the pixels source has no model input");
   if (image_rgb.empty() || image_rgb.type() != CV_8UC3)
-    throw std::invalid_argument("segment() expects a non-empty (H, W) CV_8UC3 RGB image");
-  Segmentation out;
+    throw std::invalid_argument("model_input() expects a non-empty (H, W) CV_8UC3 RGB image");
+  return preprocess(shrink(image_rgb, defaults::kMaxSourceSide), contract_->image_size,
+                    contract_->color_order == "BGR", contract_->normalization);
+}
+
+Transition Pipeline::transition(const cv::Mat& image_rgb, Timings* timings) {
+  if (image_rgb.empty() || image_rgb.type() != CV_8UC3)
+    throw std::invalid_argument("expected a non-empty (H, W) CV_8UC3 RGB image");
   auto t0 = std::chrono::steady_clock::now();
   Transition tr;
   const cv::Mat small = shrink(image_rgb, defaults::kMaxSourceSide);
   if (backend_) {
-    const cv::Mat blob = preprocess(small, contract_->image_size, contract_->color_order == "BGR");
-    out.timings.preprocess_ms = ms_since(t0);
+    const cv::Mat blob = preprocess(small, contract_->image_size, contract_->color_order == "BGR",
+                                    contract_->normalization);
+    if (timings) timings->preprocess_ms = ms_since(t0);
     t0 = std::chrono::steady_clock::now();
     tr.P_dense = backend_->run(blob);
     tr.grid = contract_->attn_res;
     tr.cell_colors = grid_cell_colors(small, tr.grid);
   } else {
-    tr = PixelSource{opt_.grid}.transition(small);
+    PixelSource source;
+    source.grid = opt_.grid;
+    source.contour_scale = opt_.contour_scale;
+    tr = source.transition(small);
   }
-  out.timings.source_ms = ms_since(t0);
-  t0 = std::chrono::steady_clock::now();
-  const CutResult cut = tr.sparse ? cut_transition_matrix(tr.P, opt_.cuts, tr.stationary)
-                                  : cut_transition_matrix(tr.P_dense, opt_.cuts, tr.stationary);
+  if (timings) timings->source_ms = ms_since(t0);
+  return tr;
+}
+
+Segmentation Pipeline::segment(const cv::Mat& image_rgb) {
+  if (image_rgb.empty() || image_rgb.type() != CV_8UC3)
+    throw std::invalid_argument("segment() expects a non-empty (H, W) CV_8UC3 RGB image");
+  Segmentation out;
+  const Transition tr = transition(image_rgb, &out.timings);
+  auto t0 = std::chrono::steady_clock::now();
+  const CutResult cut = tr.sparse ? cut_transition_matrix(tr.P, cuts_, tr.stationary)
+                                  : cut_transition_matrix(tr.P_dense, cuts_, tr.stationary);
   out.timings.cuts_ms = ms_since(t0);
   t0 = std::chrono::steady_clock::now();
   out.grid = tr.grid;
   out.grid_labels = cut.labels;
   // Boundary-aware upsampling at most at kMaxLabelSide, then nearest neighbour: bounded time/memory.
   const cv::Mat guide = shrink(image_rgb, defaults::kMaxLabelSide);
-  out.labels = upsample_labels(cut.labels, tr.grid, guide, tr.cell_colors);
+  out.labels = upsample_labels(cut.labels, tr.grid, guide, tr.cell_colors, upsample_);
   if (guide.size() != image_rgb.size())
     cv::resize(out.labels, out.labels, image_rgb.size(), 0, 0, cv::INTER_NEAREST);
   double maxv = 0;

@@ -146,8 +146,8 @@ class PixelSource:
         (bench/RESULTS.md).
     contour_scale : float or None, default 2.0
         ``sigma_e`` = ``contour_scale`` x the median intervening edge between neighbouring cells;
-        ``None`` leaves the contour term out (the 0.1 graph, which the C++ demo computes; it lacks
-        the contour term). On BSDS500 val 1.0, 1.5, 3.0 and 4.0 scored no better than 2.0
+        ``None`` leaves the contour term out (the 0.1 graph; ``--contour-scale off`` in the C++ demo,
+        which computes the same term, cpp_demo/src/pixels.cpp). On BSDS500 val 1.0, 1.5, 3.0 and 4.0 scored no better than 2.0
         (bench/ABLATION.md).
     texture_scale : float or None, default None (off)
         Multiplies the affinity by ``exp(-|t_i - t_j|^2 / (2 sigma_t^2))``, ``t`` the per-cell standard

@@ -54,10 +54,16 @@ inline constexpr double kRadiusPer32 = 3.0;
 inline constexpr double kColorScale = 1.0;             // PixelSource.color_scale
 inline constexpr double kMinSigmaColor = 1.0;          // max(median, 1.0)
 inline constexpr double kPixelSelfLoop = 1.0;          // W + identity: a cell is fully similar to itself
-// Not mirrored: the intervening-contour term. Python's default is CONTOUR_SCALE = 2.0 (since issue 12,
-// "Quality v0.3"); this demo computes the graph without it, i.e. PixelSource(contour_scale=None), and
-// tests/test_cpp_demo.py compares it with that setting.
-inline constexpr double kContourScale = 0.0;           // C++ only: 0 = no contour term (Python default 2.0)
+// Intervening-contour term (PixelSource.contour_scale; the C++ PixelSource holds it as an optional,
+// std::nullopt = off). The C++-only constants below are literals in pixels.py (edge_map,
+// intervening_contours, PixelSource.transition); tests/test_defaults.py checks they are still there.
+inline constexpr double kContourScale = 2.0;           // CONTOUR_SCALE
+inline constexpr int kEdgeMinScale = 4;                // C++ only: s = max(4, ceil(256 / grid)) raster pixels per cell
+inline constexpr int kEdgeRasterSide = 256;            // C++ only
+inline constexpr double kEdgeBlurSigma = 1.0;          // C++ only: Gaussian blur of the Lab raster, pixels
+inline constexpr double kContourMargin = 0.25;         // C++ only: quarter cell left out around each centre
+inline constexpr double kContourFloorOfMax = 1e-3;     // C++ only: sigma_e >= 1e-3 x the strongest edge
+inline constexpr double kContourFloor = 1e-6;          // C++ only: and >= 1e-6 (flat images)
 
 // runtime/upsample.py
 inline constexpr double kUpsampleSigmaColor = 0.1;     // upsample_labels(sigma_color)
@@ -70,6 +76,15 @@ inline constexpr double kBoundaryPixelsPer = 400.0;    // thick = max(1, round(m
 // model contract (runtime/sources/contract.py, engine.py)
 inline constexpr const char* kMetadataKey = "walkcut.contract";
 inline constexpr int kContractVersion = 2;  // version 1 (walkcut 0.2 exports) is still read
+inline constexpr int kSupportedContractVersions[] = {1, 2};                      // SUPPORTED_CONTRACT_VERSIONS
+inline constexpr const char* kBackbones[] = {"unet", "vit"};                     // BACKBONES
+inline constexpr const char* kNormalizations[] = {"minus_one_to_one", "imagenet", "zero_to_one"};  // NORMALIZATIONS
+inline constexpr double kImagenetMean[] = {0.485, 0.456, 0.406};                 // IMAGENET_MEAN
+inline constexpr double kImagenetStd[] = {0.229, 0.224, 0.225};                  // IMAGENET_STD
+inline constexpr const char* kCutDefaultKeys[] = {"mode", "power", "threshold", "min_size", "max_segments",
+                                                  "upsample"};                   // CUT_DEFAULT_KEYS
+inline constexpr const char* kUpsampleMethods[] = {"joint-bilateral", "nearest"};  // C++ only: upsample.METHODS
+inline constexpr int kUnetSizeMultiple = 64;           // C++ only: ModelContract: a UNet's S is a multiple of 64
 inline constexpr int kMaxAttnRes = 96;
 inline constexpr const char* kInputName = "image";
 inline constexpr const char* kOutputName = "attention";

@@ -18,6 +18,8 @@ cv::Mat to_rgb8(const cv::Mat& decoded, const std::string& source);  // BGR/BGRA
 Dense read_npy_matrix(const std::string& path);
 Vector read_npy_vector(const std::string& path);
 void write_npy_labels(const std::string& path, const std::vector<int>& labels);  // int32 (n,)
+// float32/float64 .npy with the Mat's shape (any number of dims; a 2-D Mat gives (rows, cols)).
+void write_npy_array(const std::string& path, const cv::Mat& array);
 
 void write_label_png(const std::string& path, const cv::Mat& labels);  // CV_32S -> uint16 PNG
 void write_rgb_png(const std::string& path, const cv::Mat& rgb);
