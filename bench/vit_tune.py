@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from walkcut.runtime.cuts.hierarchy import cut_transition_matrix
+from walkcut.runtime.cuts.hierarchy import cut_transition_matrix, otsu_threshold
+from walkcut.runtime.defaults import COST_FLOOR, FALLBACK_NCUT
+from walkcut.runtime.segmenter import Segmenter
 from walkcut.runtime.sources.pixels import PixelSource, grid_cell_colors
 from walkcut.runtime.upsample import upsample_labels
 
@@ -35,9 +37,19 @@ from walkcut.eval.datasets import load_dataset
 
 SWEEP = (0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95)  # constant NCut thresholds, best in hindsight = ODS
 RULES = ("auto-ncut", "auto-mincut")
+#: Variants of the automatic rule (Otsu on log NCut with node sizes ** a as weights, times f).
+VARIANTS = ("otsu:a=0,f=1", "otsu:a=0.5,f=1", "otsu:a=1,f=1.15", "otsu:a=1,f=1.3", "otsu:a=0,f=1.15")
+
+
+def variant_threshold(hierarchy, name: str) -> float:
+    d = dict(kv.split("=") for kv in name.split(":")[1].split(","))
+    values, sizes = hierarchy.costs("ncut", with_sizes=True)
+    if values.size < 2 or np.ptp(np.maximum(values, COST_FLOOR)) == 0:
+        return FALLBACK_NCUT
+    return float(d["f"]) * otsu_threshold(values, sizes ** float(d["a"]), floor=COST_FLOOR)
 DEFAULTS = {"size": 224, "layers": "all", "hybrid": 0.0, "mode": "walk", "power": 1, "max_segments": 32,
             "min_size": None, "upsample": "joint-bilateral", "contour_scale": 2.0, "sharpen": 1.0, "exponent": 1.0,
-            "nodiag": 0}
+            "nodiag": 0, "reach": 1, "sigma": 0.1, "snap": 0, "snap_grid": 32}
 
 
 def parse_candidate(text: str) -> dict:
@@ -85,11 +97,29 @@ def transition(cache: np.ndarray, cand: dict, image: np.ndarray) -> np.ndarray:
     return P
 
 
+_FINE: dict = {}
+
+
+def _fine_segments(image, grid: int, count: int) -> np.ndarray:
+    key = (image.ctypes.data, grid, count)
+    if key not in _FINE:
+        seg = Segmenter(PixelSource(grid=grid)).set_image(image)
+        _FINE[key] = seg.segment(threshold=1.0, max_segments=count).labels
+    return _FINE[key]
+
+
+def snap_labels(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Each fine segment takes the coarse label most of its pixels have."""
+    k_f, k_c = int(fine.max()) + 1, int(coarse.max()) + 1
+    votes = np.bincount(fine.ravel() * k_c + coarse.ravel(), minlength=k_f * k_c).reshape(k_f, k_c)
+    return votes.argmax(axis=1)[fine]
+
+
 def run_candidate(samples, cache_dir: Path, dataset, cand: dict) -> list[dict]:
     folder = cache_dir / f"{dataset.name}_{cand['size']}"
     semantic = dataset.protocol == "semantic"
-    acc = {r: ([] if not semantic else metrics.SemanticCounts(dataset.num_classes)) for r in RULES + SWEEP}
-    segs = {r: [] for r in RULES}
+    acc = {r: ([] if not semantic else metrics.SemanticCounts(dataset.num_classes)) for r in RULES + VARIANTS + SWEEP}
+    segs = {r: [] for r in RULES + VARIANTS}
     t_cut = t_up = 0.0
     for s in samples:
         cache = np.load(folder / f"{s.id}.npy")
@@ -101,11 +131,22 @@ def run_candidate(samples, cache_dir: Path, dataset, cand: dict) -> list[dict]:
                                      exponent=cand["exponent"])
         t_cut += time.perf_counter() - t0
         colors = grid_cell_colors(s.image, R)
-        for rule in RULES + SWEEP:
-            cut = base if rule == "auto-ncut" else base.with_threshold(rule)
+        fine = None
+        if cand["snap"]:  # superpixels from the pixel walk: ViT labels vote inside each
+            t0 = time.perf_counter()
+            fine = _fine_segments(s.image, cand["snap_grid"], cand["snap"])
+            t_up += time.perf_counter() - t0
+        for rule in RULES + VARIANTS + SWEEP:
+            if rule in VARIANTS:
+                cut = base.with_threshold(variant_threshold(base.hierarchy, rule))
+            else:
+                cut = base if rule == "auto-ncut" else base.with_threshold(rule)
             t0 = time.perf_counter()
             lab = upsample_labels(cut.labels.reshape(R, R), s.image.shape[:2], image_rgb=s.image,
-                                  cell_colors=colors, method=cand["upsample"])
+                                  cell_colors=colors, method=cand["upsample"], reach=cand["reach"],
+                                  sigma_color=cand["sigma"])
+            if fine is not None:
+                lab = snap_labels(lab, fine)
             if rule == "auto-ncut":
                 t_up += time.perf_counter() - t0
             if rule in segs:
@@ -117,7 +158,7 @@ def run_candidate(samples, cache_dir: Path, dataset, cand: dict) -> list[dict]:
                 acc[rule].append(metrics.score_regions(lab, s.gt))
     n = len(samples)
     rows = []
-    for rule in RULES + SWEEP:
+    for rule in RULES + VARIANTS + SWEEP:
         row = {"candidate": cand, "rule": rule, "dataset": dataset.name, "images": n,
                "cut_ms": 1e3 * t_cut / n, "upsample_ms": 1e3 * t_up / n}
         if rule in segs:
