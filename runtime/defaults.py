@@ -145,8 +145,8 @@ VIDEO_LABEL_SIDE = 640
 #: Python/C++ comparisons pass ``contour_scale=None``.
 CONTOUR_SCALE = 2.0
 
-#: Named settings of the pixel source and its cuts for ``--preset`` (walkcut segment / video / eval)
-#: and ``walkcut.runtime.sources.pixels.PRESETS``. ``source`` holds ``PixelSource`` options, ``cuts``
+#: Named settings of the pixel source and its cuts for ``--preset`` (every command that segments)
+#: and ``walkcut.runtime.sources.spec.source_spec(preset=...)``. ``source`` holds ``PixelSource`` options, ``cuts``
 #: the ``Segmenter.segment`` options. ``default`` is what ``PixelSource()`` and the cut defaults give;
 #: ``street`` serves street scenes (CamVid), whose protocol rewards more, finer segments than natural
 #: images do (bench/RESULTS.md, "Quality v0.3"). Explicit command-line options override a preset.

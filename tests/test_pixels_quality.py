@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from walkcut.runtime.segmenter import Segmenter
-from walkcut.runtime.sources.pixels import PRESETS, PixelSource, edge_map, intervening_contours
+from walkcut.runtime.defaults import PRESETS
+from walkcut.runtime.sources.pixels import PixelSource, edge_map, intervening_contours
 
 
 def line_image(h=128, w=128, col=64, width=2):

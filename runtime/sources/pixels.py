@@ -112,11 +112,6 @@ def _neighbour_offsets(radius: float) -> np.ndarray:
     return np.stack([dy[keep], dx[keep]], axis=1)
 
 
-#: Named settings of the weight-free source and its cuts (``--preset``); defined with the defaults
-#: (runtime/defaults.py), where the choice is explained.
-PRESETS: dict[str, dict[str, dict]] = _d.PRESETS
-
-
 @dataclass(frozen=True)
 class PixelSource:
     """Builds :class:`Transition` from an RGB image with colour + position affinities.
