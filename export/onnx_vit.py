@@ -40,8 +40,7 @@ from walkcut.runtime import defaults as _d
 from walkcut.runtime.sources.contract import ModelContract
 
 from walkcut import __version__
-
-from .vit_spec import parse_layers
+from walkcut.export.vit_spec import parse_layers
 
 logger = logging.getLogger(__name__)
 
