@@ -10,6 +10,10 @@ maximum length) and the noise schedule (``scheduler``). They serve three purpose
   depend on the weights), without any download;
 - tests build the ``tiny`` architecture.
 
+The JSON files are packaged data of :mod:`walkcut.models` and are read through the installed package
+(:func:`packaged_architecture`, ``importlib.resources``); :mod:`walkcut.export.vit_spec` reads the
+DINOv2 ones the same way.
+
 This module imports torch only inside :func:`build_random_components`.
 """
 

@@ -190,7 +190,8 @@ RANDOM_COLUMNS = 4
 #: the recycled block: at n = 1024 a 32-column block product costs 10-20 single products (the matrix
 #: sits in cache) and LOBPCG was slower than the reference path; Lanczos started from one
 #: Rayleigh-Ritz step on the recycled block was faster at both 1024 and 4096 nodes with the same
-#: partitions (bench/RESULTS.md, "Cut engine v2"; LOBPCG was removed in v0.3).
+#: partitions (bench/RESULTS.md, "Cut engine v2"; the fast method's LOBPCG path was removed in v0.3,
+#: LOBPCG stays in the reference solver's fallback chain).
 LANCZOS_MAX_STEPS = 300
 LANCZOS_CHECK = 4
 #: Elements per chunk of the sweep's masked row sums (about 4 MB of float32): fits in L2/L3.

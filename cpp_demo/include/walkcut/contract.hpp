@@ -1,4 +1,4 @@
-// The model contract (runtime/contract.py): read from ONNX metadata or the TensorRT engine's JSON
+// The model contract (runtime/sources/contract.py): read from ONNX metadata or the TensorRT engine's JSON
 // file, and checked before anything runs, so a model this code cannot honour is refused up front.
 #pragma once
 
