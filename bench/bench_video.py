@@ -190,7 +190,7 @@ def _make_pipeline(args, track=True):
         worker_factory,
     )
 
-    from walkcut.cli.video import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
+    from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
 
     limit_blas_threads(1)
     plan = plan_workers()  # what `walkcut video` chooses on this machine
@@ -235,7 +235,7 @@ def bench_consistency(args) -> dict:
     from walkcut.runtime.video import IdTracker, VideoInput, VideoReader
     from walkcut.runtime.video.tracking import change_fraction
 
-    from walkcut.cli.video import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
+    from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
 
     clip = build_clip(1)
     tracked: list = []

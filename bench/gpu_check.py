@@ -1,8 +1,9 @@
 """GPU check of the export wrapper in torch (one command, < 5 minutes, no network).
 
-Needs only torch (with CUDA), diffusers, transformers and numpy: the walkcut export modules are
-loaded from this repository by path, the model is the full SD 1.5 architecture with random weights
-(speed does not depend on the weights). Measures, at S=512 and R=32 by default:
+Needs torch (with CUDA), diffusers, transformers, numpy and walkcut importable (``pip install
+--no-deps -e .``: the folder-to-package mapping in pyproject.toml makes ``export/`` importable as
+``walkcut.export``); the model is the full SD 1.5 architecture with random weights (speed does not
+depend on the weights). Measures, at S=512 and R=32 by default:
 
 - VAE encoder alone (fp16);
 - the wrapper (VAE encoder + truncated UNet + capture + aggregation) for the ``encoder`` and ``all``
@@ -18,33 +19,10 @@ Prints one table (median / p90 in ms over ``--runs`` after warm-up).
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import cuda_graph  # bench/cuda_graph.py, beside this script
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_export_modules():
-    """Import walkcut's export modules from the repository without installing walkcut."""
-    try:
-        from walkcut.export import configs, loading, wrapper
-
-        return configs, wrapper, loading
-    except ImportError:
-        pass
-    name = "_walkcut_export"
-    spec = importlib.util.spec_from_file_location(
-        name, ROOT / "export" / "__init__.py", submodule_search_locations=[str(ROOT / "export")])
-    pkg = importlib.util.module_from_spec(spec)
-    sys.modules[name] = pkg
-    spec.loader.exec_module(pkg)
-    return (importlib.import_module(f"{name}.configs"), importlib.import_module(f"{name}.wrapper"), None)
 
 
 def _time(fn, runs: int, warmup: int, sync) -> tuple[float, float]:
@@ -74,8 +52,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
-
-    configs, wrapper_mod, _ = _load_export_modules()
+    from walkcut.export import configs
+    from walkcut.export import wrapper as wrapper_mod
     t_start = time.perf_counter()
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"

@@ -9,9 +9,9 @@ import os
 
 import cv2
 import numpy as np
-from walkcut.runtime.defaults import VIDEO_MAX_SEGMENTS
+from walkcut.runtime.defaults import PRESETS, VIDEO_MAX_SEGMENTS
 from walkcut.runtime.segmenter import Segmenter
-from walkcut.runtime.sources.pixels import PRESETS, PixelSource
+from walkcut.runtime.sources.pixels import PixelSource
 
 from walkcut.eval.datasets import load_dataset
 

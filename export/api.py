@@ -9,11 +9,10 @@ import torch
 from walkcut.runtime.sources.contract import ModelContract
 
 from walkcut import __version__
-
-from .configs import alphas_cumprod, load_architecture
-from .loading import SDComponents, load_components, random_components, weights_hash
-from .onnx_export import OPSET, ExportResult, export_onnx
-from .wrapper import AttentionExportModel
+from walkcut.export.configs import alphas_cumprod, load_architecture
+from walkcut.export.loading import SDComponents, load_components, random_components, weights_hash
+from walkcut.export.onnx_export import OPSET, ExportResult, export_onnx
+from walkcut.export.wrapper import AttentionExportModel
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,10 @@ maximum length) and the noise schedule (``scheduler``). They serve three purpose
   depend on the weights), without any download;
 - tests build the ``tiny`` architecture.
 
+The JSON files are packaged data of :mod:`walkcut.models` and are read through the installed package
+(:func:`packaged_architecture`, ``importlib.resources``); :mod:`walkcut.export.vit_spec` reads the
+DINOv2 ones the same way.
+
 This module imports torch only inside :func:`build_random_components`.
 """
 
@@ -19,13 +23,12 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: Folder holding the architecture JSON files (the ``walkcut.models`` package).
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 ARCHITECTURES = ("sd15", "sd2-base", "tiny", "sdxl", "ssd-1b", "vega", "tiny-sdxl")
 #: Architectures of the SDXL family (two text encoders, ``text_time`` added conditioning).
 XL_ARCHITECTURES = ("sdxl", "ssd-1b", "vega", "tiny-sdxl")
@@ -35,13 +38,10 @@ XL_ARCHITECTURES = ("sdxl", "ssd-1b", "vega", "tiny-sdxl")
 CHECKPOINT_TYPE_TO_ARCH = {"v1": "sd15", "v2": "sd2-base", "xl_base": "sdxl"}
 
 
-def _models_dir() -> Path:
-    try:  # installed package: walkcut.models is the models/ folder
-        import walkcut.models as models_pkg
-
-        return Path(models_pkg.__file__).resolve().parent
-    except ImportError:  # loaded by path (bench/gpu_check.py)
-        return MODELS_DIR
+def packaged_architecture(name: str) -> resources.abc.Traversable:
+    """The JSON file of a named architecture, packaged data of ``walkcut.models`` (folder ``models/``,
+    mapped by pyproject's package-dir; read through the installed package, never by path)."""
+    return resources.files("walkcut.models") / f"{name}.json"
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def load_architecture(name_or_path: str | Path) -> Architecture:
     """
     path = Path(name_or_path)
     if str(name_or_path) in ARCHITECTURES:
-        path = _models_dir() / f"{name_or_path}.json"
+        path = packaged_architecture(str(name_or_path))
     elif not path.is_file():
         raise ValueError(
             f"architecture {str(name_or_path)!r} is neither one of {ARCHITECTURES} nor a JSON file"
@@ -105,7 +105,7 @@ def load_architecture(name_or_path: str | Path) -> Architecture:
     if ("text_encoder_2" in data) != ("tokenizer_2" in data):
         raise ValueError(f"architecture file {path} must give both text_encoder_2 and tokenizer_2, or neither")
     return Architecture(
-        name=data.get("name", path.stem),
+        name=data.get("name", Path(path.name).stem),
         family=data.get("family", ""),
         hub_id=data.get("hub_id", ""),
         text_encoder_2=data.get("text_encoder_2"),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .configs import (
+from walkcut.export.configs import (
     ARCHITECTURES,
     CHECKPOINT_TYPE_TO_ARCH,
     XL_ARCHITECTURES,

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from walkcut.runtime.sources.contract import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelContract
+from walkcut.runtime.defaults import INPUT_NAME, OUTPUT_NAME
+from walkcut.runtime.sources.contract import ModelContract
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +235,6 @@ def export_onnx(wrapper, out_path: str | Path, contract: ModelContract, *, fp16:
 __all__ = [
     "FP16_TOLERANCE",
     "FP32_TOLERANCE",
-    "METADATA_KEY",
     "OPSET",
     "ExportResult",
     "VerificationError",

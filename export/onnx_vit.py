@@ -37,11 +37,10 @@ from pathlib import Path
 
 import numpy as np
 from walkcut.runtime import defaults as _d
-from walkcut.runtime.sources.contract import INPUT_NAME, OUTPUT_NAME, ModelContract
+from walkcut.runtime.sources.contract import ModelContract
 
 from walkcut import __version__
-
-from .vit_spec import parse_layers
+from walkcut.export.vit_spec import parse_layers
 
 logger = logging.getLogger(__name__)
 
@@ -258,18 +257,18 @@ def build_graph(model, *, input_name: str, image_size: int, selected: list[Atten
         total = "wc_layer_sum"
         nodes.append(helper.make_node("Sum", blocks, [total]))
     nodes.append(helper.make_node("ReduceSum", [total, last_axis], ["wc_row_sum"], keepdims=1))
-    nodes.append(helper.make_node("Div", [total, "wc_row_sum"], [OUTPUT_NAME]))
+    nodes.append(helper.make_node("Div", [total, "wc_row_sum"], [_d.OUTPUT_NAME]))
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, N, N]))
+    graph.output.append(helper.make_tensor_value_info(_d.OUTPUT_NAME, TensorProto.FLOAT, [1, N, N]))
     # The runtime feeds one image named `image` (GraphIO): rename the producer's input, fix batch 1.
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name == input_name:
-                node.input[i] = INPUT_NAME
+                node.input[i] = _d.INPUT_NAME
     del graph.input[:]
-    graph.input.append(helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [1, 3, image_size, image_size]))
+    graph.input.append(helper.make_tensor_value_info(_d.INPUT_NAME, TensorProto.FLOAT, [1, 3, image_size, image_size]))
     del graph.value_info[:]  # the producer's shapes had a symbolic batch; let consumers re-infer them
     return extracted
 
@@ -404,7 +403,7 @@ def export_onnx_vit(source: str | Path, out: str | Path, *, layers: str | None =
         rel = max_abs = row = 0.0
         for x in _samples(S, normalize):
             maps = original.run([s.output for s in selected], {input_name: x})
-            got = exported.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+            got = exported.run([_d.OUTPUT_NAME], {_d.INPUT_NAME: x})[0]
             r, a, w = compare(got, aggregate_reference(maps, prefix))
             rel, max_abs, row = max(rel, r), max(max_abs, a), max(row, w)
     except Exception:

@@ -30,10 +30,9 @@ from walkcut.runtime import defaults
 from walkcut.runtime.sources.contract import ModelContract
 
 from walkcut import __version__
-
-from .loading import ModelSourceError, _first_line, classify_source, weights_hash
-from .onnx_export import OPSET, ExportResult, export_onnx
-from .vit_spec import DINOV2_MODEL_TYPES, load_vit_architecture, parse_layers
+from walkcut.export.loading import ModelSourceError, _first_line, classify_source, weights_hash
+from walkcut.export.onnx_export import OPSET, ExportResult, export_onnx
+from walkcut.export.vit_spec import DINOV2_MODEL_TYPES, load_vit_architecture, parse_layers
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .configs import _models_dir
+from walkcut.export.configs import packaged_architecture
 
 #: ``model_type`` of the transformers configs the DINOv2 exporter reads.
 DINOV2_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
@@ -68,7 +68,7 @@ def load_vit_architecture(name_or_path: str | Path) -> ViTArchitecture:
         ``model_type``.
     """
     if str(name_or_path) in VIT_ARCHITECTURES:
-        path = _models_dir() / f"{name_or_path}.json"
+        path = packaged_architecture(str(name_or_path))
     else:
         path = Path(name_or_path)
         if not _is_vit_architecture_file(path):
@@ -77,7 +77,7 @@ def load_vit_architecture(name_or_path: str | Path) -> ViTArchitecture:
     data = _read_json(path)
     if data is None or not isinstance(data.get("config"), dict):
         raise ValueError(f"architecture file {path} has no 'config' object")
-    return ViTArchitecture(name=data.get("name", path.stem), family=data.get("family", "dinov2"),
+    return ViTArchitecture(name=data.get("name", Path(path.name).stem), family=data.get("family", "dinov2"),
                            hub_id=data.get("hub_id", ""), config=dict(data["config"]))
 
 

@@ -12,8 +12,8 @@ import logging
 import torch
 from torch import nn
 
-from .aggregate import aggregate_attention, check_grid, resolution_weights
-from .capture import CaptureState, _CaptureComplete, install_capture, select_layers, self_attention_layers
+from walkcut.export.aggregate import aggregate_attention, check_grid, resolution_weights
+from walkcut.export.capture import CaptureState, _CaptureComplete, install_capture, select_layers, self_attention_layers
 
 logger = logging.getLogger(__name__)
 

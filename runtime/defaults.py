@@ -145,8 +145,8 @@ VIDEO_LABEL_SIDE = 640
 #: cpp_demo/include/walkcut/defaults.hpp; ``--contour-scale off`` there is ``contour_scale=None`` here).
 CONTOUR_SCALE = 2.0
 
-#: Named settings of the pixel source and its cuts for ``--preset`` (walkcut segment / video / eval)
-#: and ``walkcut.runtime.sources.pixels.PRESETS``. ``source`` holds ``PixelSource`` options, ``cuts``
+#: Named settings of the pixel source and its cuts for ``--preset`` (every command that segments)
+#: and ``walkcut.runtime.sources.spec.source_spec(preset=...)``. ``source`` holds ``PixelSource`` options, ``cuts``
 #: the ``Segmenter.segment`` options. ``default`` is what ``PixelSource()`` and the cut defaults give;
 #: ``street`` serves street scenes (CamVid), whose protocol rewards more, finer segments than natural
 #: images do (bench/RESULTS.md, "Quality v0.3"). Explicit command-line options override a preset.
@@ -190,7 +190,8 @@ RANDOM_COLUMNS = 4
 #: the recycled block: at n = 1024 a 32-column block product costs 10-20 single products (the matrix
 #: sits in cache) and LOBPCG was slower than the reference path; Lanczos started from one
 #: Rayleigh-Ritz step on the recycled block was faster at both 1024 and 4096 nodes with the same
-#: partitions (bench/RESULTS.md, "Cut engine v2"; LOBPCG was removed in v0.3).
+#: partitions (bench/RESULTS.md, "Cut engine v2"; the fast method's LOBPCG path was removed in v0.3,
+#: LOBPCG stays in the reference solver's fallback chain).
 LANCZOS_MAX_STEPS = 300
 LANCZOS_CHECK = 4
 #: Elements per chunk of the sweep's masked row sums (about 4 MB of float32): fits in L2/L3.

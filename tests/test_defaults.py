@@ -12,7 +12,6 @@ from walkcut.runtime import defaults
 from walkcut.runtime.cuts import graph, hierarchy, spectral, stationary
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.segmenter import Segmenter
-from walkcut.runtime.sources import contract, engine
 from walkcut.runtime.sources.pixels import PixelSource
 from walkcut.runtime.upsample import upsample_labels
 
@@ -94,9 +93,6 @@ def test_modules_take_their_defaults_from_the_one_home():
         PixelSource(grid=d.MIN_GRID - 1)
     assert _default(upsample_labels, "sigma_color") == d.UPSAMPLE_SIGMA_COLOR
     assert _default(overlay, "alpha") == d.OVERLAY_ALPHA
-    assert (contract.METADATA_KEY, contract.CONTRACT_VERSION, contract.LAYER_PRESETS) == (
-        d.METADATA_KEY, d.CONTRACT_VERSION, d.LAYER_PRESETS)
-    assert engine.MAX_ATTN_RES == d.MAX_ATTN_RES
 
 
 def test_command_line_defaults_are_the_runtime_defaults():

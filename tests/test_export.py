@@ -18,7 +18,8 @@ ort = pytest.importorskip("onnxruntime")
 
 import torch
 from export_fixtures import TINY_ATTN_RES, TINY_IMAGE_SIZE, tiny_sd  # noqa: F401
-from walkcut.runtime.sources.contract import METADATA_KEY, ModelContract
+from walkcut.runtime.defaults import METADATA_KEY
+from walkcut.runtime.sources.contract import ModelContract
 
 from walkcut.cli import main
 

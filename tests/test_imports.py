@@ -174,3 +174,15 @@ def test_cut_modules_import_one_way():
         name = prefix + short
         inside = {m[len(prefix):] for m in imported_modules(name, modules[name], modules) if m.startswith(prefix)}
         assert inside <= set(order[:i]), f"{short} imports {sorted(inside - set(order[:i]))}"
+
+
+def test_one_import_style():
+    """Package modules import each other by absolute ``walkcut.`` names, never relatively: the folders
+    are importable only through the install's folder-to-package mapping, so a relative import would
+    only serve loading a folder by path, which the package does not support."""
+    relative = []
+    for name, path in package_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                relative.append(f"{name}:{node.lineno}")
+    assert relative == []

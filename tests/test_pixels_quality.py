@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from walkcut.runtime.segmenter import Segmenter
-from walkcut.runtime.sources.pixels import PRESETS, PixelSource, edge_map, intervening_contours
+from walkcut.runtime.defaults import PRESETS
+from walkcut.runtime.sources.pixels import PixelSource, edge_map, intervening_contours
 
 
 def line_image(h=128, w=128, col=64, width=2):
@@ -89,19 +90,3 @@ def test_presets_build_sources():
         source = PixelSource(**preset["source"])
         assert source.grid == preset["source"]["grid"], name
         assert set(preset["cuts"]) <= {"threshold", "max_segments", "min_size", "mode", "power"}
-
-
-def test_texture_term_separates_equal_mean_colours():
-    # Left half flat grey, right half a fine checkerboard of the same mean: colour alone cannot tell
-    # them apart, the per-cell Lab standard deviation can.
-    img = np.full((64, 64, 3), 128, np.uint8)
-    yy, xx = np.mgrid[:64, 32:64]
-    img[:, 32:] = np.where(((yy + xx) % 2 == 0)[..., None], 78, 178).astype(np.uint8)
-    grid = 16
-    plain = PixelSource(grid=grid, contour_scale=None).transition(img).P.toarray()
-    tex = PixelSource(grid=grid, contour_scale=None, texture_scale=1.0).transition(img).P.toarray()
-    left, right = 5 * grid + 7, 5 * grid + 8  # neighbours across the texture boundary
-    assert tex[left, right] < 0.2 * plain[left, right]
-    np.testing.assert_allclose(tex.sum(axis=1), 1.0, atol=1e-12)
-    with pytest.raises(ValueError, match="texture_scale"):
-        PixelSource(texture_scale=0.0)

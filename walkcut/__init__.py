@@ -9,12 +9,14 @@ A source is described by a picklable spec with ``open()`` (``PixelSource`` is it
 ``EngineSpec`` names an exported model and its backend); ``source_spec(...)`` builds one from the
 options the commands share, and ``GivenSource`` hands a transition computed elsewhere to a Segmenter.
 
-Where things live:
+Where things live (the folders map to these names through the install, ``pip install -e .``):
 
-- :mod:`walkcut.runtime` (folder ``runtime/``): the lean runtime — cut engine (``cuts``), sources of
-  the walk (``sources``), video (``video``), segmenter, upsampling, drawing, image I/O. Never torch.
+- :mod:`walkcut.runtime` (folder ``runtime/``): the lean runtime — the cuts (``cuts``: graphs, node
+  solvers, the hierarchy), sources of the walk (``sources``), video (``video``), segmenter,
+  upsampling, drawing, image I/O, and every default (``defaults``). Never torch.
 - :mod:`walkcut.export` (folder ``export/``): the export stage (torch, diffusers, onnx; the ``export``
-  extra).
+  extra): Stable Diffusion and DINOv2 backbones, and existing ONNX vision transformers.
+- :mod:`walkcut.models` (folder ``models/``): the architecture JSON files, packaged data.
 - :mod:`walkcut.eval`: metrics, dataset loaders and the evaluation loop.
 - :mod:`walkcut.batch`: ``walkcut batch`` on Ray Data; :mod:`walkcut.inputs`: input expansion and
   output naming for many images.

@@ -1,5 +1,5 @@
 // Two-way NCut (Fiedler vector + exact sweep) and the best-first hierarchy: the C++ twin of the
-// runtime's default "fast" engine (runtime/cuts/fast.py, sparse.py, spectral.py, hierarchy.py).
+// runtime's default "fast" cut method (runtime/cuts/nodes.py, sparse.py, spectral.py, hierarchy.py).
 //
 // Node solvers (as bipartition_fast):
 // - up to kDenseMaxNodes nodes: Spectra Lanczos to kSmallGraphTol (the runtime's dense eigh);
@@ -52,7 +52,7 @@ double total(const Sparse& W) { return W.sum(); }
 // ---- eigensolvers ------------------------------------------------------------------------------
 // Deflated symmetric operator M - u u^T, M = D^-1/2 W D^-1/2: its top eigenvector is the Fiedler
 // direction, so the solver needs one eigenpair only. Neither M nor the deflation is formed (cut
-// engine v2, runtime/cuts/fast.py): the dense operator keeps one single-precision copy of the
+// engine v2, runtime/cuts/nodes.py): the dense operator keeps one single-precision copy of the
 // node's W and applies s .* (W (s .* x)) - u (u . x); the products are memory-bound, and the Python
 // runtime also cuts dense graphs in float32.
 struct DenseOp {
@@ -69,7 +69,7 @@ struct DenseOp {
     yv -= u * u.dot(xv);
   }
   // The same for the k columns of X in one single-precision GEMM: W is streamed from memory once
-  // (at n = 4096 a 12-column product costs about 2 single products), as fast.py's _Operator.
+  // (at n = 4096 a 12-column product costs about 2 single products), as nodes.py's _Operator.
   Dense perform_block(const Dense& X) const {
     const Eigen::MatrixXf Xf = (s.asDiagonal() * X).cast<float>();
     Dense Y = s.asDiagonal() * (Wf * Xf).cast<double>();

@@ -1,4 +1,4 @@
-// Transition-matrix checks, stationary distribution and affinities (runtime/graph.py).
+// Transition-matrix checks, stationary distribution and affinities (runtime/cuts/graph.py, stationary.py).
 #include <Spectra/GenEigsSolver.h>
 #include <Spectra/MatOp/DenseGenMatProd.h>
 #include <Spectra/MatOp/SparseGenMatProd.h>

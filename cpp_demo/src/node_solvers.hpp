@@ -1,4 +1,4 @@
-// Node eigensolvers of the cut engine (runtime/cuts/fast.py, runtime/cuts/sparse.py): Lanczos with
+// Node eigensolvers of the cut method (runtime/cuts/krylov.py, runtime/cuts/sparse.py): Lanczos with
 // full reorthogonalisation stopped at the first Ritz residual under tolerance, and the shift-invert
 // operator of sparse (pixel) graphs. Internal to the library (not installed with include/).
 #pragma once
@@ -25,7 +25,7 @@ struct LanczosResult {
   int steps = 0;  // operator applications
 };
 
-// Top eigenpair of `op` on the complement of the unit vector `u` (fast.py lanczos_fiedler): Lanczos
+// Top eigenpair of `op` on the complement of the unit vector `u` (krylov.py lanczos_fiedler): Lanczos
 // with full reorthogonalisation (twice, Kahan-Parlett) from `v0`; stops when the top Ritz pair's
 // residual beta_j |s_j| is below `tol` (times the top Ritz value when `relative`), checked every
 // `check` steps, or at an invariant subspace; at most min(max_steps, m - 1) steps.

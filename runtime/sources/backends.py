@@ -73,7 +73,7 @@ class BackendUnavailable(RuntimeError):
 
 @runtime_checkable
 class Backend(Protocol):
-    """What :class:`~walkcut.runtime.engine_source.EngineSource` needs from an engine."""
+    """What :class:`~walkcut.runtime.sources.engine.EngineSource` needs from an engine."""
 
     name: str
 

@@ -1,7 +1,7 @@
 """The model contract: what an exported attention model takes and gives, stored inside the model.
 
 The exporter writes a :class:`ModelContract` as JSON into the ONNX metadata under
-:data:`METADATA_KEY` (and into a JSON file beside a TensorRT engine); the runtime reads it back
+:data:`walkcut.runtime.defaults.METADATA_KEY` (and into a JSON file beside a TensorRT engine); the runtime reads it back
 and refuses a model whose contract it cannot honour. One :class:`GraphIO` object describes the
 graph's inputs and outputs for the exporter, the TensorRT builder and the tests alike.
 :func:`check_cut_settings` checks the values of a contract's ``cut_defaults`` (a model that carries
@@ -22,15 +22,6 @@ from walkcut.runtime import defaults as _d
 from walkcut.runtime.cuts.graph import MODES
 from walkcut.runtime.cuts.hierarchy import AUTO_RULES
 from walkcut.runtime.upsample import METHODS as UPSAMPLE_METHODS
-
-METADATA_KEY = _d.METADATA_KEY
-#: Version of the contract format. Bump when a field changes meaning; the runtime refuses others.
-CONTRACT_VERSION = _d.CONTRACT_VERSION
-
-INPUT_NAME = _d.INPUT_NAME
-OUTPUT_NAME = _d.OUTPUT_NAME
-
-LAYER_PRESETS = _d.LAYER_PRESETS
 
 
 class ContractError(ValueError):
@@ -78,8 +69,8 @@ class GraphIO:
 
     image_size: int
     attn_res: int
-    input_name: str = INPUT_NAME
-    output_name: str = OUTPUT_NAME
+    input_name: str = _d.INPUT_NAME
+    output_name: str = _d.OUTPUT_NAME
     input_dtype: str = "float32"
     output_dtype: str = "float32"
 
@@ -158,7 +149,7 @@ class ModelContract:
     precision: str = "fp32"
     opset: int = 20
     exporter_version: str = ""
-    contract_version: int = CONTRACT_VERSION
+    contract_version: int = _d.CONTRACT_VERSION
     extra: Mapping[str, Any] = field(default_factory=dict)
     backbone: str = "unet"
     cut_defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -195,7 +186,7 @@ class ModelContract:
 
     def to_metadata(self) -> dict[str, str]:
         """The ONNX ``metadata_props`` entries that carry this contract."""
-        return {METADATA_KEY: self.to_json()}
+        return {_d.METADATA_KEY: self.to_json()}
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "model") -> ModelContract:
@@ -233,12 +224,12 @@ class ModelContract:
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str], *, source: str = "model") -> ModelContract:
         """Read the contract from ONNX metadata; raise :class:`ContractError` naming the fix."""
-        if METADATA_KEY not in metadata:
+        if _d.METADATA_KEY not in metadata:
             raise ContractError(
-                f"{source} is not a walkcut model: its metadata has no {METADATA_KEY!r} entry. "
+                f"{source} is not a walkcut model: its metadata has no {_d.METADATA_KEY!r} entry. "
                 f"Export one with `walkcut export --model <SD weights> --out models/NAME.onnx`."
             )
-        return cls.from_json(metadata[METADATA_KEY], source=source)
+        return cls.from_json(metadata[_d.METADATA_KEY], source=source)
 
     def check_runtime_support(self, *, source: str = "model") -> None:
         """Raise :class:`ContractError` if this runtime cannot honour the contract."""

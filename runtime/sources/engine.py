@@ -231,7 +231,7 @@ class EngineSource:
     Parameters
     ----------
     backend : Backend
-        A started backend (see :func:`~walkcut.runtime.backends.create_backend`).
+        A started backend (see :func:`~walkcut.runtime.sources.backends.create_backend`).
     contract : ModelContract
         The model's contract (input size, normalisation, colour order, output grid).
     name : str

@@ -105,28 +105,11 @@ def intervening_contours(edges: np.ndarray, grid: int, i: np.ndarray, dy: int, d
     return samples.max(axis=0).astype(np.float64)
 
 
-def cell_texture(image_rgb: np.ndarray, grid: int) -> np.ndarray:
-    """Texture of each cell, ``(grid * grid, 3)``: the standard deviation of each CIE Lab channel over
-    the cell's pixels (on a ``(grid * s)^2`` raster as in :func:`edge_map`)."""
-    s = max(4, -(-256 // grid))
-    side = grid * s
-    img = cv2.resize(image_rgb.astype(np.float32) / 255.0, (side, side), interpolation=cv2.INTER_AREA)
-    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
-    m1 = cv2.resize(lab, (grid, grid), interpolation=cv2.INTER_AREA)
-    m2 = cv2.resize(lab * lab, (grid, grid), interpolation=cv2.INTER_AREA)
-    return np.sqrt(np.maximum(m2 - m1 * m1, 0.0)).reshape(-1, 3).astype(np.float64)
-
-
 def _neighbour_offsets(radius: float) -> np.ndarray:
     r = int(np.floor(radius))
     dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
     keep = (dy**2 + dx**2 <= radius**2) & ~((dy == 0) & (dx == 0))
     return np.stack([dy[keep], dx[keep]], axis=1)
-
-
-#: Named settings of the weight-free source and its cuts (``--preset``); defined with the defaults
-#: (runtime/defaults.py), where the choice is explained.
-PRESETS: dict[str, dict[str, dict]] = _d.PRESETS
 
 
 @dataclass(frozen=True)
@@ -149,17 +132,17 @@ class PixelSource:
         ``None`` leaves the contour term out (the 0.1 graph; ``--contour-scale off`` in the C++ demo,
         which computes the same term, cpp_demo/src/pixels.cpp). On BSDS500 val 1.0, 1.5, 3.0 and 4.0 scored no better than 2.0
         (bench/ABLATION.md).
-    texture_scale : float or None, default None (off)
-        Multiplies the affinity by ``exp(-|t_i - t_j|^2 / (2 sigma_t^2))``, ``t`` the per-cell standard
-        deviation of each Lab channel (:func:`cell_texture`), ``sigma_t`` = ``texture_scale`` x its
-        median between neighbouring cells. Measured no better on BSDS500 val (bench/ABLATION.md), so off.
+
+    Notes
+    -----
+    A per-cell texture term (the Lab standard deviation of each cell as a third affinity factor) was
+    measured no better on BSDS500 val ("Quality v0.3" in bench/ABLATION.md) and removed.
     """
 
     grid: int = _d.GRID
     radius: float | None = None
     color_scale: float = _d.COLOR_SCALE
     contour_scale: float | None = _d.CONTOUR_SCALE
-    texture_scale: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not _d.MIN_GRID <= self.grid <= _d.MAX_GRID:
@@ -170,8 +153,6 @@ class PixelSource:
             raise ValueError(f"color_scale must be a positive number, got {self.color_scale!r}")
         if self.contour_scale is not None and not (np.isfinite(self.contour_scale) and self.contour_scale > 0):
             raise ValueError(f"contour_scale must be a positive number or None, got {self.contour_scale!r}")
-        if self.texture_scale is not None and not (np.isfinite(self.texture_scale) and self.texture_scale > 0):
-            raise ValueError(f"texture_scale must be a positive number or None, got {self.texture_scale!r}")
 
     def open(self) -> PixelSource:
         """The source this spec describes: itself (it holds no model and no per-image state)."""
@@ -199,8 +180,7 @@ class PixelSource:
         # the weight is symmetric, so the other half is the transpose.
         offsets = offsets[(offsets[:, 0] > 0) | ((offsets[:, 0] == 0) & (offsets[:, 1] > 0))]
         yy, xx = np.divmod(np.arange(R * R), R)
-        rows, cols, dist2, cdist2, contour, tdist2 = [], [], [], [], [], []
-        tex = cell_texture(image_rgb, R) if self.texture_scale is not None else None
+        rows, cols, dist2, cdist2, contour = [], [], [], [], []
         edges = edge_map(image_rgb, R) if self.contour_scale is not None else None
         for dy, dx in offsets:
             ny, nx = yy + dy, xx + dx
@@ -211,8 +191,6 @@ class PixelSource:
             cols.append(j)
             dist2.append(np.full(i.size, float(dy * dy + dx * dx)))
             cdist2.append(((lab[i] - lab[j]) ** 2).sum(axis=1))
-            if tex is not None:
-                tdist2.append(((tex[i] - tex[j]) ** 2).sum(axis=1))
             if edges is not None:
                 contour.append(intervening_contours(edges, R, i, int(dy), int(dx)))
         rows = np.concatenate(rows)
@@ -228,10 +206,6 @@ class PixelSource:
             # Self-tuned like sigma_c; the floor keeps flat images (no edges anywhere) finite.
             sigma_e = self.contour_scale * max(float(np.median(ic[near])), 1e-3 * float(edges.max()), 1e-6)
             logw -= ic**2 / (2 * sigma_e**2)
-        if tex is not None:
-            td2 = np.concatenate(tdist2)
-            sigma_t = self.texture_scale * max(float(np.median(np.sqrt(td2[near]))), _d.MIN_SIGMA_COLOR)
-            logw -= td2 / (2 * sigma_t**2)
         n = R * R
         W = sp.csr_matrix((np.exp(logw), (rows, cols)), shape=(n, n))
         # The self-loop (a cell is fully similar to itself) keeps every degree >= 1 even where all

@@ -20,7 +20,7 @@ once, by the reader, and back to BGR once, where its overlay is drawn for the wr
   (:class:`~walkcut.runtime.video.frames.RunCounters`).
 - Drawing and encoding run in their own thread, off the path that orders and tracks frames (except
   with ``show``: windows belong to the main thread).
-- Ids are made temporally consistent by :class:`~walkcut.runtime.tracking.IdTracker` in frame order.
+- Ids are made temporally consistent by :class:`~walkcut.runtime.video.tracking.IdTracker` in frame order.
 - The writer is a context manager writing to a temporary name that is renamed on exit, whatever the
   exit (end of stream, error, Ctrl-C, SIGTERM turned into an exception by the command): the output
   is either a finalised, playable file or absent (no frames).

@@ -1,7 +1,7 @@
 """The work done for one image, shared by every stage of ``walkcut batch``.
 
 :func:`segment_image` is the whole job for one image (read, source, cuts, upsampling, atomic writes)
-and returns a :class:`~walkcut.batch.manifest` row; it runs exactly the code ``walkcut segment``
+and returns a manifest row (:mod:`walkcut.batch.manifest`); it runs exactly the code ``walkcut segment``
 runs, so both commands write the same bytes. The engine pipeline splits the same job in three so
 that a GPU actor runs only the engine: :func:`prepare_engine_input` (CPU: read, shrink, preprocess),
 the actor (``backend.run``), then :func:`segment_image` again with the engine output handed over in

@@ -6,8 +6,8 @@ two options (``--backend trt`` needs a TensorRT ``.engine``) run in :func:`check
 the dispatcher calls right after parsing.
 
 Every command that segments (segment, batch, video, eval, bench) takes the same source options
-(:func:`add_source_arguments`: ``--source``, ``--grid``, ``--preset``, ``--contour-scale``,
-``--engine``, ``--backend``) and cut options (:func:`add_cut_arguments`), and turns them into a
+(:func:`add_source_arguments`: ``--grid``, ``--preset``, ``--contour-scale``, ``--engine``,
+``--backend``; the pixel source unless ``--engine`` names a model) and cut options (:func:`add_cut_arguments`), and turns them into a
 source spec with the one function :func:`source_spec` and into cut settings with
 :func:`cut_settings`. A cut setting comes from, in this order: its flag; the ``--preset``; the
 model's own ``cut_defaults`` (``--engine``); the command's default (``walkcut video`` grows 16
@@ -184,14 +184,13 @@ CONTOUR_OFF = "off"
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
-    """``--source``, ``--grid``, ``--preset``, ``--contour-scale``, ``--engine``, ``--backend``: the
-    same names and meanings on every command that segments (read by :func:`source_spec`)."""
+    """``--grid``, ``--preset``, ``--contour-scale``, ``--engine``, ``--backend``: the same names and
+    meanings on every command that segments (read by :func:`source_spec`). The pixel source is used
+    unless ``--engine`` names a model."""
     from walkcut.runtime.sources.backends import BACKENDS
 
     names = ", ".join(f"{k} (R = {v['source']['grid']}, {v['cuts']['threshold']})" for k, v in defaults.PRESETS.items())
     g = p.add_argument_group("source", "where the random walk comes from: the pixel graph, or an exported model")
-    g.add_argument("--source", choices=("pixels",), default="pixels",
-                   help="pixels = colour + position graph, no model (default; --engine replaces it)")
     g.add_argument("--grid", "-R", type=int_at_least(defaults.MIN_GRID, defaults.MAX_GRID), default=None,
                    help=f"graph resolution R of the pixel source, {defaults.MIN_GRID} to {defaults.MAX_GRID} "
                         f"(default: {defaults.GRID}; a model fixes its own)")

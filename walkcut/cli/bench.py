@@ -5,7 +5,7 @@ Stages: ``preprocess`` + ``engine`` (with ``--engine``) or ``source`` (the pixel
 ``--warmup`` times, then ``--runs`` times; the table gives median and p90 in milliseconds, with the
 machine, backend, precision and the model file's SHA-256 prefix. ``--json`` writes the same numbers.
 
-``--compare-dense`` times the cutting stage alone against :func:`walkcut.runtime.reference.dense_recursive_ncut`
+``--compare-dense`` times the cutting stage alone against :func:`walkcut.eval.reference.dense_recursive_ncut`
 (one dense ``eigh`` per node, 100-threshold split search) on well-separated synthetic attention graphs,
 and checks that both give the same partition.
 

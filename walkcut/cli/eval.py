@@ -1,6 +1,6 @@
 """``walkcut eval``: score a segmentation source on an evaluation set (a thin CLI over evaluate.py).
 
-    walkcut eval DATASET --root DIR [--split val|test] [--source pixels | --engine MODEL]
+    walkcut eval DATASET --root DIR [--split val|test] [--engine MODEL]
                  [--json OUT] [--limit N] [--gallery PNG] [--thresholds T1,T2,... | none]
 """
 

@@ -259,7 +259,7 @@ def evaluate(dataset: EvalDataset, segment: Callable[[np.ndarray], HierarchyLike
     Parameters
     ----------
     dataset : EvalDataset
-        From :func:`walkcut.runtime.datasets.load_dataset`.
+        From :func:`walkcut.eval.datasets.load_dataset`.
     segment : callable
         ``segment(image_rgb) -> hierarchy_like`` (module notes).
     thresholds : sequence of float or None, keyword-only

@@ -1,5 +1,5 @@
-// Random-walk graphs and recursive Normalized Cuts: the C++ twin of runtime/graph.py,
-// runtime/spectral.py and runtime/cuts.py (same maths, same defaults, same label numbering).
+// Random-walk graphs and recursive Normalized Cuts: the C++ twin of runtime/cuts/graph.py,
+// runtime/cuts/spectral.py and runtime/cuts/hierarchy.py (same maths, same defaults, same label numbering).
 #pragma once
 
 #include <Eigen/Dense>

@@ -23,7 +23,7 @@ inline constexpr double kEigenTol = 1e-5;              // fiedler_vector(tol=1e-
 inline constexpr int kLanczosNcv = 24;                 // eigsh(ncv=min(m - 1, 24))
 inline constexpr double kSmallGraphTol = 1e-10;        // C++ only: Lanczos in place of dense eigh
 
-// fast cut engine (runtime/cuts/fast.py, runtime/cuts/sparse.py): node solvers
+// fast cut method (runtime/cuts/nodes.py, runtime/cuts/sparse.py): node solvers
 inline constexpr int kBlockSize = 16;                  // BLOCK_SIZE: Ritz vectors handed to the children
 inline constexpr int kRandomColumns = 4;               // RANDOM_COLUMNS: recycled columns = block - 4
 inline constexpr int kLanczosMaxSteps = 300;           // LANCZOS_MAX_STEPS

@@ -1,5 +1,5 @@
-// Image side of the pipeline: the weight-free pixels source (runtime/sources/pixels.py), label upsampling
-// (runtime/upsample.py), drawing (runtime/draw.py) and model input (runtime/preprocess.py).
+// Image side of the pipeline: the weight-free pixels source (runtime/sources/pixels.py), label
+// upsampling (runtime/upsample.py), drawing (runtime/draw.py), model input (runtime/sources/preprocess.py).
 #pragma once
 
 #include <opencv2/core.hpp>
