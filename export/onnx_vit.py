@@ -47,6 +47,10 @@ logger = logging.getLogger(__name__)
 #: Tolerance of the exported attention against the aggregation of the original model's own
 #: Softmax outputs (both float32 onnxruntime runs: only the order of additions differs).
 TOLERANCE = 1e-4
+#: int8 exports (weights of the matrix products in 8 bits, activations quantised on the fly) are
+#: checked against the float32 export: the mean over rows of the total-variation distance between
+#: the two attention rows must stay under this (0.023 on vit_s_focus.onnx and examples/coffee.jpg).
+INT8_TV_TOLERANCE = 0.05
 #: Most non-patch tokens (CLS + registers) a ViT may carry for the patch grid to be inferred.
 MAX_PREFIX_TOKENS = 16
 _EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "coffee.jpg"
@@ -80,13 +84,16 @@ class VitExport:
     max_abs_error: float
     row_sum_error: float
     tolerance: float = TOLERANCE
+    int8_tv: float | None = None  # int8 exports: mean row total variation against float32
 
     def summary(self) -> str:
         """The one line the CLI prints."""
+        int8 = "" if self.int8_tv is None else (f"  int8: mean row total variation vs fp32 {self.int8_tv:.3f} "
+                                                f"(tolerance {INT8_TV_TOLERANCE})")
         return (f"{self.path}  {self.size_bytes / 1e6:.1f} MB  {self.seconds:.1f} s  {self.n_nodes} nodes  "
                 f"vit S={self.contract.image_size} R={self.contract.attn_res} layers {self.contract.layers}  "
                 f"max rel error {self.rel_error:.2e} (abs {self.max_abs_error:.2e}, tolerance "
-                f"{self.tolerance:.0e})  row sums within {self.row_sum_error:.1e}")
+                f"{self.tolerance:.0e})  row sums within {self.row_sum_error:.1e}{int8}")
 
 
 # --- reading the source graph ----------------------------------------------------------------------
@@ -328,7 +335,7 @@ def _samples(image_size: int, normalization: str) -> list[np.ndarray]:
 
 def export_onnx_vit(source: str | Path, out: str | Path, *, layers: str | None = None,
                     normalize: str = "imagenet", image_size: int | None = None, prefix_tokens: int | None = None,
-                    cut_defaults: dict | None = None, progress: bool = True) -> VitExport:
+                    cut_defaults: dict | None = None, int8: bool = False, progress: bool = True) -> VitExport:
     """Turn the ONNX vision transformer ``source`` into the walkcut model ``out`` and verify it.
 
     Parameters
@@ -348,6 +355,10 @@ def export_onnx_vit(source: str | Path, out: str | Path, *, layers: str | None =
         Leading non-patch tokens (CLS + registers); inferred from the token count when omitted.
     cut_defaults : dict, optional
         Cut settings written into the contract (default ``VIT_CUT_DEFAULTS``).
+    int8 : bool
+        Quantise the matrix products to 8 bits (onnxruntime dynamic quantisation: int8 weights,
+        activations quantised per call): about 1.6x faster on a CPU and 3.5x smaller, checked against
+        the float32 graph (:data:`INT8_TV_TOLERANCE`). The contract says ``precision="int8"``.
 
     Raises
     ------
@@ -382,7 +393,8 @@ def export_onnx_vit(source: str | Path, out: str | Path, *, layers: str | None =
     layer_spec = layers if layers is not None else _d.VIT_LAYERS
     contract = ModelContract(
         image_size=S, attn_res=R, backbone="vit", layers=str(layer_spec), resolutions=(R,), weights=(1.0,),
-        model_id=str(source), model_hash=_file_hash(source), normalization=normalize, precision="fp32",
+        model_id=str(source), model_hash=_file_hash(source), normalization=normalize,
+        precision="int8" if int8 else "fp32",
         opset=next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0),
         exporter_version=__version__,
         cut_defaults=dict(_d.VIT_CUT_DEFAULTS if cut_defaults is None else cut_defaults),
@@ -409,14 +421,56 @@ def export_onnx_vit(source: str | Path, out: str | Path, *, layers: str | None =
     except Exception:
         path.unlink(missing_ok=True)
         raise
+    tv = None
+    if int8 and rel <= TOLERANCE and row <= 1e-3:
+        try:
+            tv, n_nodes = quantize_int8(path, _samples(S, normalize))
+        except Exception:
+            path.unlink(missing_ok=True)
+            raise
     result = VitExport(path=path, contract=contract, size_bytes=path.stat().st_size,
-                       seconds=time.perf_counter() - t0, n_nodes=len(graph.graph.node), rel_error=rel,
-                       max_abs_error=max_abs, row_sum_error=row)
-    if not (rel <= TOLERANCE and row <= 1e-3):
+                       seconds=time.perf_counter() - t0, n_nodes=n_nodes if int8 and tv is not None
+                       else len(graph.graph.node), rel_error=rel, max_abs_error=max_abs, row_sum_error=row,
+                       int8_tv=tv)
+    if not (rel <= TOLERANCE and row <= 1e-3) or (tv is not None and not tv <= INT8_TV_TOLERANCE):
         path.unlink(missing_ok=True)
         raise VerificationError(f"verification failed (model removed): {result.summary()}")
     logger.info("exported %s", result.summary())
     return result
+
+
+def quantize_int8(path: Path, samples: list[np.ndarray]) -> tuple[float, int]:
+    """Replace the verified float32 walkcut model at ``path`` by its int8 version, in place.
+
+    onnxruntime's dynamic quantisation of the ``MatMul`` nodes (int8 weights; activations quantised
+    per call, so no calibration data is needed). Returns the mean row total-variation distance
+    between the int8 and float32 attention over ``samples`` and the int8 graph's node count; the
+    metadata (the contract, which already says ``int8``) is carried over.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".int8.part", dir=path.parent)
+    os.close(fd)
+    try:
+        logging.disable(logging.WARNING)  # its advice to pre-process is for calibrated static quantisation
+        try:
+            quantize_dynamic(str(path), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+        finally:
+            logging.disable(logging.NOTSET)
+        quantized = onnx.load(tmp)
+        source = onnx.load(str(path), load_external_data=False)
+        del quantized.metadata_props[:]
+        quantized.metadata_props.extend(source.metadata_props)
+        fp32, q = _session(path), _session(quantized)
+        tv = max(float(0.5 * np.abs(q.run([_d.OUTPUT_NAME], {_d.INPUT_NAME: x})[0].astype(np.float64)
+                                    - fp32.run([_d.OUTPUT_NAME], {_d.INPUT_NAME: x})[0]).sum(-1).mean())
+                 for x in samples)
+        n_nodes = len(quantized.graph.node)
+        _save_atomic(quantized, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return tv, n_nodes
 
 
 def _save_atomic(model, out: Path) -> Path:
@@ -426,6 +480,9 @@ def _save_atomic(model, out: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(model.SerializeToString())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the model private to this user
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -433,5 +490,5 @@ def _save_atomic(model, out: Path) -> Path:
     return out
 
 
-__all__ = ["AttentionSoftmax", "OnnxVitError", "VitExport", "aggregate_reference", "export_onnx_vit",
-           "find_attention", "patch_grid"]
+__all__ = ["INT8_TV_TOLERANCE", "AttentionSoftmax", "OnnxVitError", "VitExport", "aggregate_reference", "export_onnx_vit",
+           "find_attention", "patch_grid", "quantize_int8"]

@@ -212,3 +212,25 @@ def test_real_vit_s_focus_as_downloaded(tmp_path):
     big = export_onnx_vit(REAL, tmp_path / "vit448.onnx", image_size=448, layers="last4", progress=False)
     assert (big.contract.attn_res, big.contract.extra["layer_indices"]) == (32, [8, 9, 10, 11])
     assert big.rel_error < 1e-4
+
+
+@pytest.mark.slow
+def test_int8_export_is_checked_and_runs(third_party, tmp_path):
+    from walkcut.export.onnx_vit import INT8_TV_TOLERANCE
+    from walkcut.runtime.segmenter import Segmenter
+    from walkcut.runtime.sources.engine import EngineSource
+
+    _, source = third_party
+    fp32 = export_onnx_vit(source, tmp_path / "fp32.onnx", progress=False)
+    q = export_onnx_vit(source, tmp_path / "int8.onnx", int8=True, progress=False)
+    assert q.contract.precision == "int8" and read_contract(q.path).precision == "int8"
+    assert q.int8_tv is not None and 0 < q.int8_tv <= INT8_TV_TOLERANCE
+    ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
+    assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}  # really quantised
+    x = np.random.default_rng(3).normal(0, 1, (1, 3, S, S)).astype(np.float32)
+    a, b = _run(fp32.path, x), _run(q.path, x)
+    np.testing.assert_allclose(b.sum(-1), 1.0, atol=1e-4)
+    assert 0.5 * np.abs(a - b).sum(-1).mean() <= INT8_TV_TOLERANCE
+    image = np.random.default_rng(4).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    labels = Segmenter(EngineSource.from_path(q.path)).set_image(image).segment().labels
+    assert labels.shape == (48, 80)

@@ -328,8 +328,8 @@ Contract contract_from_object(const Json& root, const std::string& src) {
                              joined(defaults::kNormalizations) + "); re-export with this walkcut version");
   if (c.color_order != "RGB" && c.color_order != "BGR")
     throw std::runtime_error(src + ": color_order '" + c.color_order + "' is not RGB or BGR; re-export");
-  if (c.precision != "fp32" && c.precision != "fp16")
-    throw std::runtime_error(src + ": precision '" + c.precision + "' is not fp32 or fp16; re-export");
+  if (c.precision != "fp32" && c.precision != "fp16" && c.precision != "int8")
+    throw std::runtime_error(src + ": precision '" + c.precision + "' is not fp32, fp16 or int8; re-export");
   return c;
 }
 

@@ -122,7 +122,8 @@ class ModelContract:
     color_order : str
         Channel order the model expects (``"RGB"``).
     precision : str
-        ``"fp32"`` or ``"fp16"`` (inputs and outputs stay float32 either way).
+        ``"fp32"``, ``"fp16"`` or ``"int8"`` (weights of the matrix products quantised to 8 bits,
+        dynamic activations; contract version 2) — inputs and outputs stay float32 either way.
     opset : int
         ONNX opset of the graph.
     exporter_version : str
@@ -240,5 +241,5 @@ class ModelContract:
             )
         if self.color_order not in ("RGB", "BGR"):
             raise ContractError(f"{source}: color_order {self.color_order!r} is not RGB or BGR; re-export")
-        if self.precision not in ("fp32", "fp16"):
-            raise ContractError(f"{source}: precision {self.precision!r} is not fp32 or fp16; re-export")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise ContractError(f"{source}: precision {self.precision!r} is not fp32, fp16 or int8; re-export")

@@ -54,6 +54,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--normalize", default="imagenet", choices=["imagenet", "minus_one_to_one", "zero_to_one"],
                    help="ONNX ViT: the pixel scaling it was trained with (imagenet: (x/255 - mean)/std, "
                    "DINO/DINOv2 and most ViTs; minus_one_to_one: x/127.5 - 1; zero_to_one: x/255)")
+    p.add_argument("--int8", action="store_true",
+                   help="ONNX ViT: quantise the matrix products to 8 bits (onnxruntime dynamic quantisation: "
+                   "about 1.6x faster on a CPU, 3.5x smaller; checked against float32)")
     p.add_argument("--prefix-tokens", type=int, default=None, metavar="K",
                    help="ONNX ViT: leading non-patch tokens (CLS + registers); inferred when omitted")
     p.add_argument("--timestep", type=int, default=None, metavar="T", help="UNet timestep (300; SD only)")
@@ -268,7 +271,7 @@ def _run_onnx_vit(args: argparse.Namespace) -> int:
     try:
         result = export_onnx_vit(args.model, args.out, layers=args.layers, normalize=args.normalize,
                                  image_size=args.image_size, prefix_tokens=args.prefix_tokens,
-                                 progress=not args.no_progress)
+                                 int8=args.int8, progress=not args.no_progress)
     except (OnnxVitError, VerificationError) as exc:
         raise CommandError(str(exc), code=2) from exc
     print(result.summary())
