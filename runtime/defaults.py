@@ -88,6 +88,13 @@ UPSAMPLE_SIGMA_COLOR = 0.1
 #: Spatial weight ``exp(-d^2 / UPSAMPLE_SPATIAL_DENOM)``, d in cells (sigma 0.5 cell).
 UPSAMPLE_SPATIAL_DENOM = 0.5
 
+#: ``upsample="snap"``: the fine segmentation it snaps to, the weight-free source at this grid cut into
+#: this many leaves (every grown split kept). 64 leaves on a 32 x 32 grid scored best among
+#: 64 / 128-on-48 on BSDS500 and CamVid val under ViT attention, at a third of the cost
+#: (bench/ABLATION.md, "Real attention").
+SNAP_GRID = 32
+SNAP_SEGMENTS = 64
+
 # --- Drawing (walkcut.runtime.draw) ----------------------------------------------------------------
 #: Opacity of the segment colours over the image.
 OVERLAY_ALPHA = 0.45
@@ -113,13 +120,16 @@ BACKBONES = ("unet", "vit")
 #: Cut settings an exported model may carry as its own defaults (``cut_defaults``): the ones tuned for
 #: its backbone. Explicit arguments and flags always win.
 CUT_DEFAULT_KEYS = ("mode", "power", "threshold", "min_size", "max_segments", "upsample")
-#: The cut settings a vision-transformer export writes into its contract's ``cut_defaults``
-#: (provisional: the package defaults until they are tuned on real ViT attention, bench/ABLATION.md).
-VIT_CUT_DEFAULTS = {"mode": MODE, "power": POWER, "threshold": THRESHOLD}
+#: The cut settings a vision-transformer export writes into its contract's ``cut_defaults``, chosen on
+#: real ViT attention (DINOv2-S-derived ``vit_s_focus.onnx``, S = 224, 16 x 16 patches) over BSDS500
+#: and CamVid val with one setting for all images (bench/ABLATION.md, "Real attention"): the walk
+#: itself, one step, Otsu on the split costs counted once, boundaries snapped to the pixel walk.
+VIT_CUT_DEFAULTS = {"mode": "walk", "power": 1, "threshold": "auto-ncut-unweighted", "upsample": "snap"}
 #: Layers whose attention a vision-transformer export averages, unless ``walkcut export --layers`` says
-#: otherwise: ``all``, ``lastN`` (the N last layers) or a comma list of 0-based layer indices
-#: (provisional: every layer until it is tuned on real ViT attention, bench/ABLATION.md).
-VIT_LAYERS = "all"
+#: otherwise: ``all``, ``lastN`` (the N last layers) or a comma list of 0-based layer indices. The
+#: later half (6..11 of a 12-layer ViT-S) is more semantic than all 12: on BSDS500 / CamVid val it
+#: raised Covering / PRI and CamVid mIoU under the chosen rule (bench/ABLATION.md, "Real attention").
+VIT_LAYERS = "6,7,8,9,10,11"
 INPUT_NAME = "image"
 OUTPUT_NAME = "attention"
 #: Largest output grid the cuts handle within memory on an edge board (R = 96: 9216 nodes, a dense

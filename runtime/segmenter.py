@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from walkcut.runtime.cuts.hierarchy import CutResult, Hierarchy, cut_transition_matrix
 from walkcut.runtime.sources.pixels import PixelSource, Transition, grid_cell_colors
-from walkcut.runtime.upsample import upsample_labels
+from walkcut.runtime.upsample import snap_to_segments, upsample_labels
 from walkcut.runtime import defaults as _d
 
 
@@ -124,7 +124,7 @@ class Segmenter:
         Where the random walk comes from: the weight-free pixel graph or an attention engine. A
         source may carry its own cut settings (``cut_defaults``: an exported model's contract);
         :meth:`segment` uses them for the settings it is not given.
-    upsample : {"joint-bilateral", "nearest"}, optional
+    upsample : {"joint-bilateral", "nearest", "snap"}, optional
         How grid labels become pixel labels; default: the source's, else joint-bilateral.
     max_source_side : int, default 2048
         The source sees the image shrunk (area averaging) to at most this many pixels on its longest
@@ -158,6 +158,7 @@ class Segmenter:
         self._source_timings: dict = {}
         self.warm_start = bool(warm_start)
         self._previous: Hierarchy | None = None
+        self._fine: np.ndarray | None = None
 
     def set_image(self, image_rgb: np.ndarray) -> Segmenter:
         """Run the source on an (H, W, 3) uint8 RGB image and keep its transition matrix."""
@@ -177,7 +178,17 @@ class Segmenter:
         if self._cell_colors is None:
             self._cell_colors = grid_cell_colors(small, R) if R == C else None
         self._cache = {}
+        self._fine = None
         return self
+
+    def _superpixels(self, guide: np.ndarray) -> np.ndarray:
+        """The fine pixel-walk segmentation ``upsample="snap"`` snaps to (once per image): the
+        weight-free source at ``SNAP_GRID`` cut into ``SNAP_SEGMENTS`` leaves, every grown split kept."""
+        if self._fine is None or self._fine.shape != guide.shape[:2]:
+            fine = Segmenter(PixelSource(grid=_d.SNAP_GRID), max_label_side=self.max_label_side).set_image(guide)
+            self._fine = fine.segment(threshold=_d.EXPAND_LIMIT, max_segments=_d.SNAP_SEGMENTS,
+                                      upsample="joint-bilateral").labels
+        return self._fine
 
     @property
     def transition(self) -> Transition:
@@ -228,6 +239,8 @@ class Segmenter:
         labels = upsample_labels(
             grid_labels, guide.shape[:2], image_rgb=guide, cell_colors=self._cell_colors, method=upsample
         )
+        if upsample == "snap":
+            labels = snap_to_segments(labels, self._superpixels(guide))
         if guide is not self._image:
             labels = cv2.resize(labels.astype(np.int32), (W, H), interpolation=cv2.INTER_NEAREST).astype(np.int64)
         # Upsampling can drop a tiny segment: renumber to 0..K-1 keeping order (a lookup table, not

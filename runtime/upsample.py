@@ -22,7 +22,11 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from walkcut.runtime import defaults as _d
 
-METHODS = ("joint-bilateral", "nearest")
+#: ``snap``: joint-bilateral, then each segment of a fine pixel-walk segmentation of the image takes
+#: the label most of its pixels got (:func:`snap_to_segments`; the Segmenter supplies the fine
+#: segments). For coarse attention grids (a ViT's 14-pixel patches): boundaries then follow the
+#: image's colour and contour edges (bench/ABLATION.md, "Real attention").
+METHODS = ("joint-bilateral", "nearest", "snap")
 _BAND_PIXELS = 1 << 21  # pixels per band (~2 M): bounds temporary memory to a few hundred MB
 
 
@@ -75,6 +79,8 @@ def upsample_labels(
     if grid_labels.ndim != 2 or grid_labels.size == 0:
         raise ValueError(f"grid_labels must be a non-empty 2-D array, got shape {grid_labels.shape}")
     R, C = grid_labels.shape
+    if method == "snap":  # the snapping itself needs the fine segments: Segmenter.segment does it
+        method = "joint-bilateral"
     if method == "nearest" or image_rgb is None:
         if method != "nearest":
             raise ValueError("joint-bilateral upsampling needs image_rgb")
@@ -150,3 +156,19 @@ def upsample_labels(
             best_label = np.where(better, cand_labels[i], best_label)
         out[y0:y1].reshape(-1)[mixed] = best_label
     return out
+
+
+def snap_to_segments(labels: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """Each segment of ``segments`` takes the label that most of its pixels have in ``labels``.
+
+    Both are (H, W) integer maps of the same image. A coarse segmentation (``labels``, from a
+    14-pixel attention grid) keeps its regions but moves its boundaries onto the nearest boundaries
+    of a finer one (``segments``, superpixels of the pixel walk); ties go to the smaller label.
+    """
+    labels, segments = np.asarray(labels), np.asarray(segments)
+    if labels.shape != segments.shape:
+        raise ValueError(f"labels {labels.shape} and segments {segments.shape} differ in shape")
+    k_seg, k_lab = int(segments.max()) + 1, int(labels.max()) + 1
+    votes = np.bincount(segments.ravel().astype(np.int64) * k_lab + labels.ravel(),
+                        minlength=k_seg * k_lab).reshape(k_seg, k_lab)  # (segments, labels)
+    return votes.argmax(axis=1)[segments]

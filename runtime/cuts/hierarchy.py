@@ -29,6 +29,11 @@ float ``tau``
     The same rule applied to the scaled min-cut ``cut(A, B) / vol(A u B)`` — for ``mode="walk"``, the
     probability that one stationary step of the walk inside the node crosses the cut — instead of
     the NCut.
+``"auto-ncut-unweighted"``
+    Otsu's method on the same log NCut costs with every split counted once. On dense attention
+    walks (a ViT's patch-to-patch attention) the size weighting lets the few large splits near the
+    root decide and stops at 4-6 segments; counted once, the many splits of mid-sized regions have
+    their say (BSDS500 and CamVid val under real ViT attention: bench/ABLATION.md, "Real attention").
 """
 
 from __future__ import annotations
@@ -48,9 +53,11 @@ from walkcut.runtime.cuts.nodes import NodeCut, NodeSolver, node_solver
 
 logger = logging.getLogger(__name__)
 
-AUTO_RULES = ("auto-ncut", "auto-mincut")
+AUTO_RULES = ("auto-ncut", "auto-mincut", "auto-ncut-unweighted")
 #: Tree costs each rule reads.
-RULE_COST = {"auto-ncut": "ncut", "auto-mincut": "scaled_mincut"}
+RULE_COST = {"auto-ncut": "ncut", "auto-mincut": "scaled_mincut", "auto-ncut-unweighted": "ncut"}
+#: Rules whose Otsu split weights each tree split by the number of nodes it divides.
+SIZE_WEIGHTED_RULES = ("auto-ncut", "auto-mincut")
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,7 +167,8 @@ def resolve_threshold(hierarchy: Hierarchy, threshold) -> tuple[str, float]:
             fallback = _d.FALLBACK_NCUT if cost == "ncut" else _d.FALLBACK_SCALED_MINCUT
             logger.info("%s: only %d distinct split costs; using %s < %g", threshold, values.size, cost, fallback)
             return cost, fallback
-        return cost, otsu_threshold(values, sizes, floor=_d.COST_FLOOR)
+        weights = sizes if threshold in SIZE_WEIGHTED_RULES else None
+        return cost, otsu_threshold(values, weights, floor=_d.COST_FLOOR)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
         raise TypeError(f"threshold must be a number or one of {AUTO_RULES}, got {threshold!r}")
     if not np.isfinite(threshold) or threshold < 0:

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 #: Stopping rules that choose the threshold themselves (mirrors ``walkcut.runtime.cuts.AUTO_RULES``,
 #: which is not imported here so that ``walkcut --help`` stays fast).
-AUTO_RULES = ("auto-ncut", "auto-mincut")
+AUTO_RULES = ("auto-ncut", "auto-mincut", "auto-ncut-unweighted")
 MODES = ("walk", "dot", "cosine")
 #: Model files each named backend runs.
 ENGINE_SUFFIX = {"trt": ".engine", "ort-cpu": ".onnx", "ort-cuda": ".onnx", "ort-trt": ".onnx"}
