@@ -139,7 +139,9 @@ def output_file(*suffixes: str):
 
 #: Segmenter.segment keyword -> its flag, for the cut settings that have one.
 CUT_FLAGS = {"mode": "--mode", "power": "--power", "threshold": "--threshold", "min_size": "--min-size",
-             "max_segments": "--max-segments"}
+             "max_segments": "--max-segments", "upsample": "--upsample"}
+#: Upsampling methods (mirrors ``walkcut.runtime.upsample.METHODS``, not imported: fast --help).
+UPSAMPLE_METHODS = ("joint-bilateral", "nearest", "snap")
 
 
 def add_cut_arguments(p: argparse.ArgumentParser, *, max_segments: int = defaults.MAX_SEGMENTS) -> None:
@@ -157,11 +159,14 @@ def add_cut_arguments(p: argparse.ArgumentParser, *, max_segments: int = default
                    help=f"walk length t >= 1: cut P^t (default: {defaults.POWER})")
     g.add_argument("--threshold", type=threshold_arg, default=None,
                    help="stopping rule: a number >= 0 (constant NCut threshold; larger = more segments), "
-                        f"auto-ncut or auto-mincut (default: {defaults.THRESHOLD})")
+                        f"auto-ncut, auto-mincut or auto-ncut-unweighted (default: {defaults.THRESHOLD})")
     g.add_argument("--max-segments", type=positive_int, default=None,
                    help=f"most segments, >= 1 (default: {max_segments})")
     g.add_argument("--min-size", type=positive_int, default=None,
                    help=f"smallest segment in grid cells, >= 1 (default: R*R/{defaults.MIN_SIZE_DIVISOR})")
+    g.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=None,
+                   help="grid labels to pixels: joint-bilateral (default), nearest, or snap (joint-bilateral, "
+                        "then snapped to a fine pixel-walk segmentation: for coarse attention grids; ViT default)")
     p.set_defaults(command_cut_defaults={"max_segments": max_segments})
 
 
