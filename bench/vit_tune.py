@@ -190,18 +190,63 @@ def show(rows: list[dict]) -> None:
     print(f"[{rows[0]['dataset']}] {name}  cut {rows[0]['cut_ms']:.1f} ms up {rows[0]['upsample_ms']:.1f} ms | " + " | ".join(parts), flush=True)
 
 
+def table(paths: list[str]) -> str:
+    """Markdown: one row per candidate, BSDS500 and CamVid side by side, three rules each."""
+    by = {}
+    for path in paths:
+        for line in open(path):
+            r = json.loads(line)
+            c = {**DEFAULTS, **r["candidate"]}
+            name = ", ".join(f"{k}={v}" for k, v in c.items() if DEFAULTS.get(k) != v) or "defaults"
+            by.setdefault(name, {}).setdefault(r["dataset"], []).append(r)
+
+    def cell(rows, rule):
+        r = next((x for x in rows if x["rule"] == rule), None)
+        if r is None:
+            return "-"
+        if "miou" in r:
+            return f"{r['miou']:.3f} / {r['pixel_accuracy']:.3f}"
+        return f"{r['covering']:.3f} / {r['pri']:.3f} / {r['voi']:.3f}"
+
+    def best(rows):
+        consts = [x for x in rows if not isinstance(x["rule"], str)]
+        if not consts:
+            return "-"
+        key = "miou" if "miou" in consts[0] else "covering"
+        r = max(consts, key=lambda x: x[key])
+        return f"{cell([r], r['rule'])} ({r['rule']})"
+
+    out = ["| candidate (S=224: 16 x 16 patches unless size=448) | BSDS auto-ncut | BSDS auto-ncut-unweighted | "
+           "BSDS best constant | CamVid auto-ncut | CamVid auto-ncut-unweighted | CamVid best constant | "
+           "cut + upsample ms |", "|" + " --- |" * 8]
+    for name, sets in by.items():
+        b, cv = sets.get("bsds500", []), sets.get("camvid", [])
+        any_row = (b or cv)[0]
+        ms = f"{any_row['cut_ms']:.0f} + {any_row['upsample_ms']:.0f}"
+        out.append(f"| {name} | {cell(b, 'auto-ncut')} | {cell(b, 'otsu:a=0,f=1')} | {best(b)} | "
+                   f"{cell(cv, 'auto-ncut')} | {cell(cv, 'otsu:a=0,f=1')} | {best(cv)} | {ms} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", default="/tmp/vitcache")
-    ap.add_argument("--dataset", required=True, choices=["bsds500", "camvid"])
+    ap.add_argument("--dataset", choices=["bsds500", "camvid"])
     ap.add_argument("--candidate", action="append", default=[], help="key=value,... (repeatable)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default=None, help="append JSON lines here")
     ap.add_argument("--sweep", default=None, help="comma list of constant NCut thresholds (default: SWEEP)")
+    ap.add_argument("--table", nargs="+", default=None, metavar="JSONL",
+                    help="print the markdown table of earlier runs' JSON lines and exit")
     args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     if args.sweep:
         global SWEEP
         SWEEP = tuple(float(v) for v in args.sweep.split(","))
+    if not args.dataset:
+        ap.error("--dataset is required (or --table)")
     dataset = load_dataset(args.dataset).limited(args.limit)
     samples = list(dataset)
     for text in args.candidate or [""]:

@@ -89,11 +89,11 @@ UPSAMPLE_SIGMA_COLOR = 0.1
 UPSAMPLE_SPATIAL_DENOM = 0.5
 
 #: ``upsample="snap"``: the fine segmentation it snaps to, the weight-free source at this grid cut into
-#: this many leaves (every grown split kept). 64 leaves on a 32 x 32 grid scored best among
-#: 64 / 128-on-48 on BSDS500 and CamVid val under ViT attention, at a third of the cost
-#: (bench/ABLATION.md, "Real attention").
+#: this many leaves (every grown split kept). 48 leaves on a 32 x 32 grid scored best among 48 / 64 /
+#: 96 on 32 x 32 and 128 on 48 x 48 on BSDS500 val under ViT attention (VoI 1.743 / 1.750 / 1.779 /
+#: 1.815, Covering and PRI within 0.003), and fewer leaves cost less (bench/ABLATION.md, "Real attention").
 SNAP_GRID = 32
-SNAP_SEGMENTS = 64
+SNAP_SEGMENTS = 48
 
 # --- Drawing (walkcut.runtime.draw) ----------------------------------------------------------------
 #: Opacity of the segment colours over the image.
