@@ -9,7 +9,10 @@ CamVid val (../shared/data). A candidate is a set of options:
 - ``hybrid`` a in [0, 1): P = (1 - a) P_attention + a P_pixels, with the weight-free pixel walk on the
   same grid (colour + contours: boundaries the 14-pixel patches cannot place);
 - ``mode``, ``power``, ``max_segments``, ``min_size``: the cut (``cut_transition_matrix``);
-- ``upsample``: ``joint-bilateral`` (default) or ``nearest``.
+- ``upsample``: ``joint-bilateral`` (default) or ``nearest``; ``snap=K`` (K fine segments of the pixel
+  walk on a ``snap_grid`` grid) uses the runtime's ``upsample="snap"``.
+
+Each image goes through the runtime's own ``Segmenter`` (a ``GivenSource`` hands it the cached walk).
 
 Every image's tree is built once per candidate and pruned by both automatic rules and a sweep of
 constant NCut thresholds (best in hindsight = ODS, for reference only: the defaults must be one
@@ -22,15 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
-from walkcut.runtime.cuts.hierarchy import cut_transition_matrix, otsu_threshold
+from walkcut.runtime.cuts.hierarchy import otsu_threshold
 from walkcut.runtime.defaults import COST_FLOOR, FALLBACK_NCUT
+from walkcut.runtime import defaults as _d
 from walkcut.runtime.segmenter import Segmenter
-from walkcut.runtime.sources.pixels import PixelSource, grid_cell_colors
-from walkcut.runtime.upsample import upsample_labels
+from walkcut.runtime.sources.given import GivenSource
+from walkcut.runtime.sources.pixels import PixelSource, Transition
 
 from walkcut.eval import metrics
 from walkcut.eval.datasets import load_dataset
@@ -49,7 +52,7 @@ def variant_threshold(hierarchy, name: str) -> float:
     return float(d["f"]) * otsu_threshold(values, sizes ** float(d["a"]), floor=COST_FLOOR)
 DEFAULTS = {"size": 224, "layers": "all", "hybrid": 0.0, "mode": "walk", "power": 1, "max_segments": 32,
             "min_size": None, "upsample": "joint-bilateral", "contour_scale": 2.0, "sharpen": 1.0, "exponent": 1.0,
-            "nodiag": 0, "reach": 1, "sigma": 0.1, "snap": 0, "snap_grid": 32}
+            "nodiag": 0, "snap": 0, "snap_grid": 32}
 
 
 def parse_candidate(text: str) -> dict:
@@ -97,58 +100,33 @@ def transition(cache: np.ndarray, cand: dict, image: np.ndarray) -> np.ndarray:
     return P
 
 
-_FINE: dict = {}
-
-
-def _fine_segments(image, grid: int, count: int) -> np.ndarray:
-    key = (image.ctypes.data, grid, count)
-    if key not in _FINE:
-        seg = Segmenter(PixelSource(grid=grid)).set_image(image)
-        _FINE[key] = seg.segment(threshold=1.0, max_segments=count).labels
-    return _FINE[key]
-
-
-def snap_labels(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
-    """Each fine segment takes the coarse label most of its pixels have."""
-    k_f, k_c = int(fine.max()) + 1, int(coarse.max()) + 1
-    votes = np.bincount(fine.ravel() * k_c + coarse.ravel(), minlength=k_f * k_c).reshape(k_f, k_c)
-    return votes.argmax(axis=1)[fine]
-
-
 def run_candidate(samples, cache_dir: Path, dataset, cand: dict) -> list[dict]:
     folder = cache_dir / f"{dataset.name}_{cand['size']}"
     semantic = dataset.protocol == "semantic"
     acc = {r: ([] if not semantic else metrics.SemanticCounts(dataset.num_classes)) for r in RULES + VARIANTS + SWEEP}
     segs = {r: [] for r in RULES + VARIANTS}
     t_cut = t_up = 0.0
+    if cand["snap"]:
+        _d.SNAP_SEGMENTS = int(cand["snap"])  # the runtime's snap, at this many fine segments
+        _d.SNAP_GRID = int(cand["snap_grid"])
     for s in samples:
         cache = np.load(folder / f"{s.id}.npy")
         P = transition(cache, cand, s.image)
         R = int(round(P.shape[0] ** 0.5))
-        t0 = time.perf_counter()
-        base = cut_transition_matrix(P, mode=cand["mode"], power=cand["power"], threshold="auto-ncut",
-                                     max_segments=cand["max_segments"], min_size=cand["min_size"],
-                                     exponent=cand["exponent"])
-        t_cut += time.perf_counter() - t0
-        colors = grid_cell_colors(s.image, R)
-        fine = None
-        if cand["snap"]:  # superpixels from the pixel walk: ViT labels vote inside each
-            t0 = time.perf_counter()
-            fine = _fine_segments(s.image, cand["snap_grid"], cand["snap"])
-            t_up += time.perf_counter() - t0
+        upsample = "snap" if cand["snap"] else cand["upsample"]
+        # The runtime's own path (Segmenter: cut, snap, upsample), on the cached attention.
+        seg = Segmenter(GivenSource(Transition(P=P, grid_shape=(R, R)))).set_image(s.image)
+        base = seg.segment(mode=cand["mode"], power=cand["power"], threshold="auto-ncut",
+                           max_segments=cand["max_segments"], min_size=cand["min_size"],
+                           exponent=cand["exponent"], upsample=upsample)
+        t_cut += base.timings["cuts"]
+        t_up += base.timings["upsample"]
+        tree = base.cut.hierarchy
         for rule in RULES + VARIANTS + SWEEP:
-            if rule in VARIANTS:
-                cut = base.with_threshold(variant_threshold(base.hierarchy, rule))
-            else:
-                cut = base if rule == "auto-ncut" else base.with_threshold(rule)
-            t0 = time.perf_counter()
-            lab = upsample_labels(cut.labels.reshape(R, R), s.image.shape[:2], image_rgb=s.image,
-                                  cell_colors=colors, method=cand["upsample"], reach=cand["reach"],
-                                  sigma_color=cand["sigma"])
-            if fine is not None:
-                lab = snap_labels(lab, fine)
-            if rule == "auto-ncut":
-                t_up += time.perf_counter() - t0
+            threshold = variant_threshold(tree, rule) if rule in VARIANTS else rule
+            lab = base.labels if rule == "auto-ncut" else seg.segment(
+                mode=cand["mode"], power=cand["power"], threshold=threshold, max_segments=cand["max_segments"],
+                min_size=cand["min_size"], exponent=cand["exponent"], upsample=upsample).labels
             if rule in segs:
                 segs[rule].append(int(lab.max()) + 1)
             if semantic:
