@@ -119,6 +119,7 @@ CUT_CASES = {
     "dot": ({"mode": "dot"}, ["--mode", "dot"]),
     "cosine-exp4": ({"mode": "cosine", "exponent": 4.0}, ["--mode", "cosine", "--exponent", 4]),
     "auto-mincut": ({"threshold": "auto-mincut"}, ["--threshold", "auto-mincut"]),
+    "auto-ncut-unweighted": ({"threshold": "auto-ncut-unweighted"}, ["--threshold", "auto-ncut-unweighted"]),
     "fixed-0.3": ({"threshold": 0.3}, ["--threshold", 0.3]),
     "max8-min3": ({"max_segments": 8, "min_size": 3}, ["--max-segments", 8, "--min-size", 3]),
 }
@@ -244,7 +245,7 @@ def test_pixel_labels_do_not_depend_on_the_seed(demo, tmp_path):
         assert np.array_equal(labels, runs[0][0])
 
 
-@pytest.mark.parametrize("case", ["walk", "dot", "max8-min3"])
+@pytest.mark.parametrize("case", ["walk", "dot", "max8-min3", "auto-ncut-unweighted"])
 def test_dense_recycled_lanczos_matches_python_at_R32(demo, tmp_path, case):
     """n = 1024: the root and its larger descendants (> kDenseMaxNodes) run the recycled Lanczos."""
     P = attention_like(32, seed=32).astype(np.float32)
@@ -261,6 +262,35 @@ def test_dense_recycled_lanczos_matches_python_at_R32(demo, tmp_path, case):
     assert stats["si"] == 0
 
 
+THRESHOLD_LINE = re.compile(r"(?P<segments>\d+) segments \(threshold (?P<threshold>[\d.e+-]+) on (?P<cost>\w+)\)")
+
+
+def test_unweighted_rule_matches_python_on_a_known_hierarchy(demo, tmp_path):
+    """auto-ncut-unweighted: Otsu on the same log NCut costs with every split counted once. On this
+    graph (n = 1024) it stops elsewhere than the size-weighted auto-ncut, and C++ picks the threshold
+    and the labels Python picks for both rules (threshold as printed, 4 significant digits)."""
+    from walkcut.runtime.cuts.hierarchy import cut_transition_matrix, resolve_threshold
+
+    P = attention_like(32, seed=32).astype(np.float32)
+    np.save(tmp_path / "P.npy", P)
+    tree = cut_transition_matrix(P, method=tight_python_method())
+    found = {}
+    for rule in ("auto-ncut", "auto-ncut-unweighted"):
+        cost, threshold = resolve_threshold(tree.hierarchy, rule)
+        expected = tree.with_threshold(rule).labels
+        proc = run_demo(demo, "--matrix", tmp_path / "P.npy", "--out", tmp_path, "--eigen-tol", EIGEN_TOL,
+                        "--threshold", rule)
+        m = THRESHOLD_LINE.search(proc.stdout)
+        assert m, proc.stdout
+        assert m.group("cost") == cost == "ncut"
+        assert float(m.group("threshold")) == pytest.approx(threshold, rel=1e-3)
+        got = np.load(tmp_path / "P_labels.npy")
+        assert np.array_equal(got, expected)
+        found[rule] = (threshold, np.unique(got).size)
+    assert found["auto-ncut"][0] != pytest.approx(found["auto-ncut-unweighted"][0], rel=0.1), found
+    assert found["auto-ncut"][1] != found["auto-ncut-unweighted"][1], found
+
+
 def _image_cases():
     cases = [pytest.param(p, 32, id=p.stem) for p in EXAMPLES]
     cases.append(pytest.param(EXAMPLES[0], 64, id=f"{EXAMPLES[0].stem}-R64"))
@@ -272,18 +302,21 @@ CONTOURS_OFF = (None, ["--contour-scale", "off"])
 CONTOURS_DEFAULT = ("default", [])  # neither side is told anything: their defaults must agree
 
 
-def _python_segmentation(image: Path, R: int, contour_scale):
+def _python_segmentation(image: Path, R: int, contour_scale, **settings):
     from walkcut.runtime.imageio import read_image
     from walkcut.runtime.segmenter import Segmenter
     from walkcut.runtime.sources.pixels import PixelSource
 
     source = PixelSource(grid=R) if contour_scale == "default" else PixelSource(grid=R, contour_scale=contour_scale)
-    return Segmenter(source).set_image(read_image(image)).segment(method=tight_python_method())
+    return Segmenter(source).set_image(read_image(image)).segment(method=tight_python_method(), **settings)
 
 
-def _check_image(demo, tmp_path, image: Path, R: int, contours=CONTOURS_OFF, agree: float = AGREE):
-    expected = _python_segmentation(image, R, contours[0])
-    proc = run_demo(demo, "--image", image, "--grid", R, "--out", tmp_path, "--eigen-tol", EIGEN_TOL, *contours[1])
+def _check_image(demo, tmp_path, image: Path, R: int, contours=CONTOURS_OFF, agree: float = AGREE,
+                 settings: tuple[dict, list] = ({}, [])):
+    """``settings``: cut settings as (Python keyword arguments, the C++ flags that ask for the same)."""
+    expected = _python_segmentation(image, R, contours[0], **settings[0])
+    proc = run_demo(demo, "--image", image, "--grid", R, "--out", tmp_path, "--eigen-tol", EIGEN_TOL, *contours[1],
+                    *settings[1])
     assert "timings:" in proc.stdout and "cuts" in proc.stdout
     labels = cv2.imread(str(tmp_path / f"{image.stem}_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.dtype == np.uint16 and labels.shape == expected.labels.shape
@@ -297,6 +330,40 @@ def _check_image(demo, tmp_path, image: Path, R: int, contours=CONTOURS_OFF, agr
 @pytest.mark.parametrize("image,R", _image_cases())
 def test_image_labels_match_python(demo, tmp_path, image, R):
     _check_image(demo, tmp_path, image, R)
+
+
+@pytest.mark.parametrize("image,R", _image_cases())
+def test_image_labels_match_python_with_the_unweighted_rule(demo, tmp_path, image, R):
+    """threshold="auto-ncut-unweighted" on the pixel graph (the rule stops later here than auto-ncut:
+    coffee at R = 32, 16 segments instead of 5)."""
+    _check_image(demo, tmp_path, image, R, settings=CUT_CASES["auto-ncut-unweighted"])
+
+
+#: upsample="snap" against the runtime: the coarse grid (R = 16, the size of a ViT's patch grid) and
+#: the fine segmentation it snaps to (R = 32, contour term on, 64 leaves) both as the runtime's; the
+#: labels are adjusted-Rand compared because the fine graph's contour term agrees only to rounding
+#: between OpenCV builds (identical on this machine: ARI 1.0, measured).
+SNAP_ARI = 0.95
+
+
+@pytest.mark.parametrize("threshold", ["auto-ncut", "auto-ncut-unweighted"])
+def test_snap_upsampling_matches_python(demo, tmp_path, threshold):
+    from walkcut.eval.metrics import adjusted_rand_index, contingency_table
+
+    image = REPO / "examples" / "coffee.jpg"
+    cli = ["--image", image, "--grid", 16, "--threshold", threshold, "--out", tmp_path]
+    expected = _python_segmentation(image, 16, "default", threshold=threshold, upsample="snap").labels
+    plain = _python_segmentation(image, 16, "default", threshold=threshold).labels
+    assert (expected != plain).mean() > 0.005  # snapping moves boundaries here (the test means something)
+    line = _cut_line(run_demo(demo, *cli, "--upsample", "snap").stdout)
+    assert "upsample snap (given)" in line and f"threshold {threshold} (given)" in line
+    got = cv2.imread(str(tmp_path / f"{image.stem}_labels.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    assert got.shape == expected.shape and got.max() + 1 == np.unique(got).size  # numbered 0..K-1
+    assert adjusted_rand_index(contingency_table(got, expected)) >= SNAP_ARI
+    run_demo(demo, *cli)  # joint-bilateral: what snapping starts from, not what it ends with
+    unsnapped = cv2.imread(str(tmp_path / f"{image.stem}_labels.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    assert adjusted_rand_index(contingency_table(unsnapped, plain)) >= SNAP_ARI
+    assert (got != unsnapped).mean() > 0.005
 
 
 #: Label agreement required with the contour term on. The graphs are the same to 1e-15
@@ -528,6 +595,23 @@ def test_contract_v2_cut_defaults_apply_unless_a_flag_is_given(demo, tmp_path):
     assert "(model)" not in line and "max_segments 32," in line and "threshold auto-ncut," in line
 
 
+def test_contract_with_the_vit_cut_defaults(demo, tmp_path):
+    """What `walkcut export` writes for a vision transformer (VIT_CUT_DEFAULTS: the unweighted rule and
+    snap upsampling) is read and applied; flags still win."""
+    from walkcut.runtime import defaults
+
+    vit = {**VIT_V2, "cut_defaults": dict(defaults.VIT_CUT_DEFAULTS)}
+    model = _toy_attention_model(tmp_path / "vit.onnx", S=224, R=16, **vit)
+    line = _cut_line(_run_toy_model(demo, tmp_path, model, EXAMPLES[0]).stdout)
+    for key, value in defaults.VIT_CUT_DEFAULTS.items():
+        assert f"{key} {value} (model)" in line, (key, line)
+    labels = cv2.imread(str(tmp_path / f"{EXAMPLES[0].stem}_labels.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == cv2.imread(str(EXAMPLES[0])).shape[:2] and labels.max() + 1 == np.unique(labels).size
+    line = _cut_line(_run_toy_model(demo, tmp_path, model, EXAMPLES[0], "--threshold", "auto-ncut",
+                                    "--upsample", "nearest").stdout)
+    assert "threshold auto-ncut (given)" in line and "upsample nearest (given)" in line
+
+
 def test_pixels_source_cut_line_and_contour_flag(demo, tmp_path):
     proc = run_demo(demo, "--image", EXAMPLES[0], "--grid", 16, "--out", tmp_path)
     assert _cut_line(proc.stdout).endswith("contour_scale 2")
@@ -562,7 +646,10 @@ BAD_V2_CONTRACTS = [
     ({"cut_defaults": {"mode": "spectral"}}, "cut_defaults: mode must be walk, dot or cosine"),
     ({"cut_defaults": {"threshold": "often"}}, "cut_defaults: threshold must be"),
     ({"cut_defaults": {"max_segments": 0}}, "cut_defaults: max_segments must be an integer >= 1"),
-    ({"cut_defaults": {"upsample": "bicubic"}}, "cut_defaults: upsample must be one of joint-bilateral, nearest"),
+    ({"cut_defaults": {"upsample": "bicubic"}},
+     "cut_defaults: upsample must be one of joint-bilateral, nearest, snap, got 'bicubic'"),
+    ({"cut_defaults": {"threshold": "auto-ncut-weighted"}},
+     "cut_defaults: threshold must be a number >= 0, auto-ncut, auto-mincut or auto-ncut-unweighted"),
     ({"cut_defaults": [1, 2]}, "'cut_defaults' must be a JSON object"),
     ({"contract_version": 1}, "unknown contract field 'backbone'"),
 ]
@@ -612,7 +699,7 @@ def test_bad_input_gives_clear_error(demo, tmp_path):
     fails("--image", EXAMPLES[0], "--exponent", "sharp", expect="--exponent expects a number", rc=2)
     fails("--image", EXAMPLES[0], "--contour-scale", "-1", expect="--contour-scale expects a positive number", rc=2)
     fails("--image", EXAMPLES[0], "--contour-scale", "edgy", expect="--contour-scale expects a number", rc=2)
-    fails("--image", EXAMPLES[0], "--upsample", "bicubic", expect="upsample must be joint-bilateral or nearest")
+    fails("--image", EXAMPLES[0], "--upsample", "bicubic", expect="upsample must be joint-bilateral, nearest or snap")
     fails("--image", EXAMPLES[0], "--save-input", expect="--save-input needs --model", rc=2)
     fails("--image", EXAMPLES[0], "--seed", "-1", expect="--seed expects an integer >= 0", rc=2)
     for fields, expect in BAD_V2_CONTRACTS:

@@ -143,8 +143,33 @@ def test_cpp_mirrors_the_contract_v2_tables():
     # C++ only: the upsampling methods a cut_defaults entry may name are the runtime's.
     from walkcut.runtime import upsample
 
-    methods = re.search(r"kUpsampleMethods\[\]\s*=\s*\{([^}]*)\}", HPP.read_text())
-    assert methods and tuple(x.strip().strip('"') for x in methods.group(1).split(",")) == upsample.METHODS
+    assert _cpp_strings("UpsampleMethods") == upsample.METHODS
+
+
+def _cpp_strings(name: str) -> tuple[str, ...]:
+    """The strings of the array ``k{name}`` in defaults.hpp (C++-only ones included)."""
+    m = re.search(rf"k{name}\[\]\s*=\s*\{{([^}}]*)\}}", HPP.read_text())
+    assert m, f"k{name} not found in defaults.hpp"
+    return tuple(x.strip().strip('"') for x in m.group(1).split(","))
+
+
+def test_cpp_honours_the_vit_cut_defaults():
+    """A vision-transformer export writes VIT_CUT_DEFAULTS into its contract; the C++ demo reads every
+    stopping rule and upsampling method there is (kAutoRules, kUpsampleMethods: C++-only tables, the
+    runtime's AUTO_RULES and upsample.METHODS), so it honours them (tests/test_cpp_demo.py runs them)."""
+    from walkcut.cli.args import AUTO_RULES as CLI_AUTO_RULES
+    from walkcut.runtime.upsample import METHODS
+
+    assert _cpp_strings("AutoRules") == hierarchy.AUTO_RULES == CLI_AUTO_RULES
+    assert set(defaults.VIT_CUT_DEFAULTS) <= set(_cpp_strings("CutDefaultKeys"))
+    vit = defaults.VIT_CUT_DEFAULTS
+    assert vit["threshold"] in _cpp_strings("AutoRules") and vit["upsample"] in METHODS
+    # upsample="snap" snaps to the pixels source at SNAP_GRID cut into SNAP_SEGMENTS leaves with
+    # threshold EXPAND_LIMIT (kSnapGrid, kSnapSegments, kExpandLimit: compared with the other constants).
+    assert {"SNAP_GRID", "SNAP_SEGMENTS", "EXPAND_LIMIT"} <= set(hpp_constants())
+    source = inspect.getsource(Segmenter._superpixels)
+    assert "PixelSource(grid=_d.SNAP_GRID)" in source
+    assert "threshold=_d.EXPAND_LIMIT, max_segments=_d.SNAP_SEGMENTS" in source
 
 
 def test_cpp_contour_term_mirrors_the_pixel_source():

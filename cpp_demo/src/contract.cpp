@@ -245,7 +245,7 @@ CutSettings parse_cut_defaults(const Json& v, const std::string& src) {
           t.value = value.num;
           out.threshold = t;
         } else {
-          throw std::invalid_argument("threshold must be a number >= 0, auto-ncut or auto-mincut");
+          throw std::invalid_argument("threshold must be a number >= 0, auto-ncut, auto-mincut or auto-ncut-unweighted");
         }
       } catch (const std::invalid_argument& e) {
         throw std::runtime_error(src + ": contract cut_defaults: " + e.what() + "; re-export the model");

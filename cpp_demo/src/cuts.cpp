@@ -15,7 +15,9 @@
 #include <numeric>
 #include <queue>
 #include <tuple>
+#include <iterator>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 
 #include "node_solvers.hpp"
@@ -436,8 +438,10 @@ Hierarchy build_hierarchy(const Matrix& W, int min_size, const CutOptions& opt) 
 
 Threshold Threshold::parse(const std::string& text) {
   Threshold t;
-  if (text == "auto-ncut") return t;
-  if (text == "auto-mincut") return t.kind = Kind::kAutoMincut, t;
+  constexpr Kind kRuleKinds[] = {Kind::kAutoNcut, Kind::kAutoMincut, Kind::kAutoNcutUnweighted};
+  static_assert(std::size(kRuleKinds) == std::size(defaults::kAutoRules), "one Kind per rule name");
+  for (size_t k = 0; k < std::size(defaults::kAutoRules); ++k)
+    if (text == defaults::kAutoRules[k]) return t.kind = kRuleKinds[k], t;
   size_t used = 0;
   double v = 0.0;
   try {
@@ -446,10 +450,23 @@ Threshold Threshold::parse(const std::string& text) {
     used = 0;
   }
   if (used != text.size() || !std::isfinite(v) || v < 0)
-    throw std::invalid_argument("threshold must be a number >= 0, auto-ncut or auto-mincut, got '" + text + "'");
+    throw std::invalid_argument("threshold must be a number >= 0, auto-ncut, auto-mincut or auto-ncut-unweighted, "
+                                "got '" + text + "'");
   t.kind = Kind::kValue;
   t.value = v;
   return t;
+}
+
+std::string Threshold::text() const {
+  switch (kind) {
+    case Kind::kAutoNcut: return defaults::kAutoRules[0];
+    case Kind::kAutoMincut: return defaults::kAutoRules[1];
+    case Kind::kAutoNcutUnweighted: return defaults::kAutoRules[2];
+    case Kind::kValue: break;
+  }
+  std::ostringstream out;
+  out << value;
+  return out.str();
 }
 
 void CutOptions::validate() const {
@@ -534,7 +551,7 @@ CutResult cut_affinity(const Affinity& W, const CutOptions& opt) {
   if (opt.threshold.kind == Threshold::Kind::kValue) {
     res.threshold = opt.threshold.value;
   } else {
-    res.scaled = opt.threshold.kind == Threshold::Kind::kAutoMincut;
+    res.scaled = opt.threshold.scaled();
     std::vector<double> values, sizes;
     res.hierarchy.costs(res.scaled, &values, &sizes);
     // Costs below the floor count as equal: their exact size is often rounding noise.
@@ -545,8 +562,9 @@ CutResult cut_affinity(const Affinity& W, const CutOptions& opt) {
     }
     if (values.size() < 2 || hi - lo == 0)  // no evidence to separate: the fixed fallback
       res.threshold = res.scaled ? defaults::kFallbackScaledMincut : defaults::kFallbackNcut;
-    else
-      res.threshold = otsu_threshold(values, sizes, defaults::kCostFloor);  // each split weighted by the nodes it divides
+    else  // auto-ncut / auto-mincut: each split weighted by the nodes it divides; auto-ncut-unweighted: once
+      res.threshold = otsu_threshold(values, opt.threshold.size_weighted() ? sizes : std::vector<double>{},
+                                     defaults::kCostFloor);
   }
   res.labels = res.hierarchy.labels(res.threshold, res.scaled);
   return res;

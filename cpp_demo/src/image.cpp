@@ -26,8 +26,8 @@ void renumber(cv::Mat& labels) {
 
 cv::Mat upsample_labels(const std::vector<int>& grid_labels, int grid, const cv::Mat& image_rgb,
                         const cv::Mat& cell_colors, const std::string& method) {
-  if (method != "joint-bilateral" && method != "nearest")
-    throw std::invalid_argument("upsample method must be joint-bilateral or nearest, got '" + method + "'");
+  if (method != "joint-bilateral" && method != "nearest" && method != "snap")
+    throw std::invalid_argument("upsample method must be joint-bilateral, nearest or snap, got '" + method + "'");
   if (static_cast<long>(grid_labels.size()) != static_cast<long>(grid) * grid)
     throw std::invalid_argument("grid_labels must hold grid * grid labels");
   const int H = image_rgb.rows, Wd = image_rgb.cols, R = grid;
@@ -88,6 +88,35 @@ cv::Mat upsample_labels(const std::vector<int>& grid_labels, int grid, const cv:
       }
       dst[x] = lab[best];
     }
+  }
+  renumber(out);
+  return out;
+}
+
+cv::Mat snap_to_segments(const cv::Mat& labels, const cv::Mat& segments) {
+  if (labels.type() != CV_32S || segments.type() != CV_32S || labels.size() != segments.size() || labels.empty())
+    throw std::invalid_argument("snap_to_segments expects two non-empty (H, W) CV_32S maps of the same size");
+  double lab_max = 0, seg_max = 0, lab_min = 0, seg_min = 0;
+  cv::minMaxLoc(labels, &lab_min, &lab_max);
+  cv::minMaxLoc(segments, &seg_min, &seg_max);
+  if (lab_min < 0 || seg_min < 0) throw std::invalid_argument("snap_to_segments expects labels >= 0");
+  const size_t k_lab = static_cast<size_t>(lab_max) + 1, k_seg = static_cast<size_t>(seg_max) + 1;
+  std::vector<long> votes(k_seg * k_lab, 0);  // (segments, labels)
+  for (int y = 0; y < labels.rows; ++y) {
+    const int* lab = labels.ptr<int>(y);
+    const int* seg = segments.ptr<int>(y);
+    for (int x = 0; x < labels.cols; ++x) ++votes[static_cast<size_t>(seg[x]) * k_lab + lab[x]];
+  }
+  std::vector<int> winner(k_seg, 0);  // argmax over the labels: the first (smallest) of the best wins
+  for (size_t s = 0; s < k_seg; ++s) {
+    const long* row = votes.data() + s * k_lab;
+    winner[s] = static_cast<int>(std::max_element(row, row + k_lab) - row);
+  }
+  cv::Mat out(labels.size(), CV_32S);
+  for (int y = 0; y < out.rows; ++y) {
+    const int* seg = segments.ptr<int>(y);
+    int* dst = out.ptr<int>(y);
+    for (int x = 0; x < out.cols; ++x) dst[x] = winner[seg[x]];
   }
   renumber(out);
   return out;

@@ -39,9 +39,10 @@ source
   --save-graph        with --image: also write STEM_P.npy (the (n, n) transition matrix, float64) and
                       STEM_pi.npy (its stationary distribution, when known)
 cuts (defaults as the Python runtime; a model's own cut_defaults replace them, flags given here win)
-  --mode walk|dot|cosine   --power T   --threshold auto-ncut|auto-mincut|NUMBER
+  --mode walk|dot|cosine   --power T   --threshold auto-ncut|auto-mincut|auto-ncut-unweighted|NUMBER
   --max-segments K (32)    --min-size M (n/256)   --exponent E (1)   --eigen-tol TOL (1e-5)
-  --upsample joint-bilateral|nearest (joint-bilateral)
+  --upsample joint-bilateral|nearest|snap (joint-bilateral; snap: boundaries snapped to a fine pixel-walk
+                      segmentation, 64 segments at grid 32)
   --seed S (0)        seeds the eigensolvers' random start vectors
 other
   --max-frames N      stop video/camera after N frames

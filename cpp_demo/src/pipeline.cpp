@@ -27,12 +27,28 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string threshold_text(const Threshold& t) {
-  if (t.kind == Threshold::Kind::kAutoNcut) return "auto-ncut";
-  if (t.kind == Threshold::Kind::kAutoMincut) return "auto-mincut";
-  std::ostringstream out;
-  out << t.value;
-  return out.str();
+// The fine segmentation upsample = "snap" snaps to (runtime/segmenter.py Segmenter._superpixels): the
+// pixels source at kSnapGrid (contour term at its default, whatever the pipeline's own source is) on
+// the label guide, cut with threshold kExpandLimit into kSnapSegments leaves (every grown split kept),
+// upsampled joint-bilaterally onto the guide. Only the start vectors' seed is the pipeline's.
+cv::Mat snap_segments(const cv::Mat& guide, std::uint64_t seed) {
+  PixelSource source;
+  source.grid = defaults::kSnapGrid;
+  const Transition tr = source.transition(shrink(guide, defaults::kMaxSourceSide));
+  CutOptions cuts;
+  cuts.threshold.kind = Threshold::Kind::kValue;
+  cuts.threshold.value = defaults::kExpandLimit;
+  cuts.max_segments = defaults::kSnapSegments;
+  cuts.seed = seed;
+  const CutResult cut = tr.sparse ? cut_transition_matrix(tr.P, cuts, tr.stationary)
+                                  : cut_transition_matrix(tr.P_dense, cuts, tr.stationary);
+  return upsample_labels(cut.labels, tr.grid, guide, tr.cell_colors, "joint-bilateral");
+}
+
+bool known_upsample(const std::string& method) {
+  for (const char* m : defaults::kUpsampleMethods)
+    if (method == m) return true;
+  return false;
 }
 }  // namespace
 
@@ -43,8 +59,8 @@ Pipeline::Pipeline(PipelineOptions options) : opt_(std::move(options)) {
   if (contract_ && opt_.model_cut_defaults) contract_->cut_defaults.apply(cuts_, upsample_);
   opt_.given.apply(cuts_, upsample_);
   cuts_.validate();
-  if (upsample_ != "joint-bilateral" && upsample_ != "nearest")
-    throw std::invalid_argument("upsample must be joint-bilateral or nearest, got '" + upsample_ + "'");
+  if (!known_upsample(upsample_))
+    throw std::invalid_argument("upsample must be joint-bilateral, nearest or snap, got '" + upsample_ + "'");
   if (!contract_) {
     PixelSource source;
     source.grid = opt_.grid;
@@ -63,7 +79,7 @@ std::string Pipeline::describe_cuts() const {
   std::ostringstream out;
   out << "mode " << cuts_.mode << from(bool(opt_.given.mode), model && model->mode)
       << ", power " << cuts_.power << from(bool(opt_.given.power), model && model->power)
-      << ", threshold " << threshold_text(cuts_.threshold) << from(bool(opt_.given.threshold), model && model->threshold)
+      << ", threshold " << cuts_.threshold.text() << from(bool(opt_.given.threshold), model && model->threshold)
       << ", max_segments " << cuts_.max_segments << from(bool(opt_.given.max_segments), model && model->max_segments)
       << ", min_size " << (cuts_.min_size < 0 ? std::string("n/") + std::to_string(defaults::kMinSizeDivisor)
                                               : std::to_string(cuts_.min_size))
@@ -125,6 +141,7 @@ Segmentation Pipeline::segment(const cv::Mat& image_rgb) {
   // Boundary-aware upsampling at most at kMaxLabelSide, then nearest neighbour: bounded time/memory.
   const cv::Mat guide = shrink(image_rgb, defaults::kMaxLabelSide);
   out.labels = upsample_labels(cut.labels, tr.grid, guide, tr.cell_colors, upsample_);
+  if (upsample_ == "snap") out.labels = snap_to_segments(out.labels, snap_segments(guide, cuts_.seed));
   if (guide.size() != image_rgb.size())
     cv::resize(out.labels, out.labels, image_rgb.size(), 0, 0, cv::INTER_NEAREST);
   double maxv = 0;

@@ -19,7 +19,7 @@ struct CutSettings {
   std::optional<Threshold> threshold;
   std::optional<int> min_size;  // set to -1: the package default, max(1, n / 256)
   std::optional<int> max_segments;
-  std::optional<std::string> upsample;  // joint-bilateral | nearest
+  std::optional<std::string> upsample;  // joint-bilateral | nearest | snap
   bool empty() const { return !mode && !power && !threshold && !min_size && !max_segments && !upsample; }
   void apply(CutOptions& cuts, std::string& upsample_method) const;
 };

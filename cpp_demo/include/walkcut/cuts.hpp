@@ -29,11 +29,19 @@ struct Affinity {
   int size() const { return sparse ? static_cast<int>(csr.rows()) : static_cast<int>(dense.rows()); }
 };
 
-// How the stopping rule is given: a number (NCut threshold) or an automatic rule.
+// How the stopping rule is given: a number (NCut threshold) or an automatic rule (Otsu's threshold
+// on the tree's log split costs, runtime/cuts/hierarchy.py resolve_threshold): auto-ncut and
+// auto-mincut weight each split by the number of nodes it divides, auto-ncut-unweighted counts every
+// split once (the rule tuned for ViT attention).
 struct Threshold {
-  enum class Kind { kValue, kAutoNcut, kAutoMincut } kind = Kind::kAutoNcut;
+  enum class Kind { kValue, kAutoNcut, kAutoMincut, kAutoNcutUnweighted } kind = Kind::kAutoNcut;
   double value = 0.0;
-  static Threshold parse(const std::string& text);  // "auto-ncut", "auto-mincut" or a number >= 0
+  // "auto-ncut", "auto-mincut", "auto-ncut-unweighted" (defaults::kAutoRules) or a number >= 0
+  static Threshold parse(const std::string& text);
+  std::string text() const;  // the inverse of parse: a rule name or the number
+  bool auto_rule() const { return kind != Kind::kValue; }
+  bool scaled() const { return kind == Kind::kAutoMincut; }             // reads scaled_mincut, not ncut
+  bool size_weighted() const { return kind == Kind::kAutoNcut || kind == Kind::kAutoMincut; }
 };
 
 struct CutOptions {

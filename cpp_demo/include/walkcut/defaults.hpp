@@ -14,6 +14,10 @@ inline constexpr int kMaxSegments = 32;                // cut_transition_matrix(
 inline constexpr int kMinSizeDivisor = 256;            // default_min_size: max(1, n // 256)
 inline constexpr double kCostFloor = 1e-3;             // COST_FLOOR: auto rules see max(cost, 1e-3)
 inline constexpr int kDenseSubgraphMaxNodes = 1024;    // DENSE_SUBGRAPH_MAX_NODES
+// Stopping rules (Threshold::parse): auto-ncut and auto-mincut weight each split by the nodes it
+// divides (SIZE_WEIGHTED_RULES), auto-ncut-unweighted counts every split once.
+inline constexpr const char* kAutoRules[] = {"auto-ncut", "auto-mincut",
+                                             "auto-ncut-unweighted"};  // C++ only: hierarchy.AUTO_RULES
 
 // spectral split (runtime/cuts/spectral.py)
 inline constexpr int kDenseMaxNodes = 160;             // DENSE_MAX_NODES
@@ -68,6 +72,10 @@ inline constexpr double kContourFloor = 1e-6;          // C++ only: and >= 1e-6 
 // runtime/upsample.py
 inline constexpr double kUpsampleSigmaColor = 0.1;     // upsample_labels(sigma_color)
 inline constexpr double kUpsampleSpatialDenom = 0.5;   // exp(-dist^2 / 0.5)
+// upsample = "snap": the fine segmentation it snaps to, the pixels source (contour term at its default)
+// at this grid cut into this many leaves with threshold kExpandLimit (every grown split kept).
+inline constexpr int kSnapGrid = 32;                   // SNAP_GRID
+inline constexpr int kSnapSegments = 64;               // SNAP_SEGMENTS
 
 // runtime/draw.py
 inline constexpr double kOverlayAlpha = 0.45;
@@ -83,7 +91,8 @@ inline constexpr double kImagenetMean[] = {0.485, 0.456, 0.406};                
 inline constexpr double kImagenetStd[] = {0.229, 0.224, 0.225};                  // IMAGENET_STD
 inline constexpr const char* kCutDefaultKeys[] = {"mode", "power", "threshold", "min_size", "max_segments",
                                                   "upsample"};                   // CUT_DEFAULT_KEYS
-inline constexpr const char* kUpsampleMethods[] = {"joint-bilateral", "nearest"};  // C++ only: upsample.METHODS
+inline constexpr const char* kUpsampleMethods[] = {"joint-bilateral", "nearest",
+                                                   "snap"};  // C++ only: upsample.METHODS
 inline constexpr int kUnetSizeMultiple = 64;           // C++ only: ModelContract: a UNet's S is a multiple of 64
 inline constexpr int kMaxAttnRes = 96;
 inline constexpr const char* kInputName = "image";

@@ -48,9 +48,18 @@ struct PixelSource {
 
 // Grid labels (R x R, row-major) -> (H, W) CV_32S pixel labels, renumbered 0..K-1 in order (a segment
 // may vanish when upsampled). method: joint-bilateral (votes over the 2 x 2 nearest cells, weighted by
-// distance and colour similarity to each cell's mean colour) or nearest (plain blocks).
+// distance and colour similarity to each cell's mean colour) or nearest (plain blocks); snap is
+// joint-bilateral here, as in runtime/upsample.py: the snapping itself needs a fine segmentation of
+// the image (Pipeline::segment makes it and calls snap_to_segments).
 cv::Mat upsample_labels(const std::vector<int>& grid_labels, int grid, const cv::Mat& image_rgb,
                         const cv::Mat& cell_colors, const std::string& method = "joint-bilateral");
+
+// upsample = "snap" (runtime/upsample.py snap_to_segments): each segment of `segments` takes the label
+// that most of its pixels have in `labels` (ties to the smaller label), so a coarse segmentation keeps
+// its regions but moves its boundaries onto those of the finer one. Both (H, W) CV_32S maps of the
+// same image with labels >= 0; the result is renumbered 0..K-1 keeping order (a label may vanish),
+// as the Python Segmenter does after snapping.
+cv::Mat snap_to_segments(const cv::Mat& labels, const cv::Mat& segments);
 
 cv::Mat palette(int n);                                            // (n, 1) CV_8UC3 RGB
 cv::Mat overlay(const cv::Mat& image_rgb, const cv::Mat& labels);  // RGB uint8

@@ -37,7 +37,7 @@ struct PipelineOptions {
   // unless changed), the model contract's cut_defaults (overwrites those it names), then `given`
   // (what the user chose explicitly: command-line flags, node parameters), which always wins.
   CutOptions cuts;
-  std::string upsample = "joint-bilateral";  // joint-bilateral | nearest
+  std::string upsample = "joint-bilateral";  // joint-bilateral | nearest | snap (defaults::kUpsampleMethods)
   CutSettings given;
   bool model_cut_defaults = true;  // false: ignore the contract's cut_defaults
 };
