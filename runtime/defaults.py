@@ -82,6 +82,18 @@ MIN_SIGMA_COLOR = 1.0
 #: Weight of a cell to itself (W + identity).
 PIXEL_SELF_LOOP = 1.0
 
+#: Edge raster of the contour term: ``s = max(EDGE_MIN_SCALE, ceil(EDGE_RASTER_SIDE / R))`` raster pixels
+#: per cell, Lab smoothed by a Gaussian of EDGE_BLUR_SIGMA pixels before the Scharr derivatives.
+EDGE_MIN_SCALE = 4
+EDGE_RASTER_SIDE = 256
+EDGE_BLUR_SIGMA = 1.0
+#: The intervening-contour line between two cell centres leaves out this fraction of a cell around each
+#: centre (a cell's own interior edges do not separate it from its neighbour).
+CONTOUR_MARGIN = 0.25
+#: ``sigma_e`` >= CONTOUR_FLOOR_OF_MAX x the strongest edge and >= CONTOUR_FLOOR (flat images).
+CONTOUR_FLOOR_OF_MAX = 1e-3
+CONTOUR_FLOOR = 1e-6
+
 # --- Upsampling (walkcut.runtime.upsample) ---------------------------------------------------------
 #: Colour similarity scale of the joint bilateral upsampler (RGB in [0, 1]).
 UPSAMPLE_SIGMA_COLOR = 0.1
@@ -89,9 +101,11 @@ UPSAMPLE_SIGMA_COLOR = 0.1
 UPSAMPLE_SPATIAL_DENOM = 0.5
 
 #: ``upsample="snap"``: the fine segmentation it snaps to, the weight-free source at this grid cut into
-#: this many leaves (every grown split kept). 48 leaves on a 32 x 32 grid scored best among 48 / 64 /
-#: 96 on 32 x 32 and 128 on 48 x 48 on BSDS500 val under ViT attention (VoI 1.743 / 1.750 / 1.779 /
-#: 1.815, Covering and PRI within 0.003), and fewer leaves cost less (bench/ABLATION.md, "Real attention").
+#: this many leaves (every grown split kept), upsampled joint-bilaterally; each of its segments takes
+#: the label most of its pixels got. On BSDS500 / CamVid val under ViT attention (bench/ABLATION.md,
+#: "Real attention"), 48 leaves: 0.593 / 0.816 / 1.743 (Covering / PRI / VoI) and 0.410 mIoU; 64:
+#: VoI 1.750; 96: 1.779. Voting on the 32 x 32 grid instead of on pixels was cheaper but cost CamVid
+#: mIoU (0.376 at 32 leaves) or VoI (1.754 at 48).
 SNAP_GRID = 32
 SNAP_SEGMENTS = 48
 

@@ -181,16 +181,13 @@ class Segmenter:
         self._fine = None
         return self
 
-    def _fine_grid(self, side: int) -> tuple[np.ndarray, np.ndarray]:
-        """``upsample="snap"``'s fine segmentation, once per image: the weight-free pixel walk on a
-        ``side x side`` grid cut into ``SNAP_SEGMENTS`` leaves (every grown split kept); returns its
-        (side, side) labels and cell colours."""
-        if self._fine is None or self._fine[0].shape != (side, side):
-            small = shrink_image(self._image, self.max_source_side)
-            tr = PixelSource(grid=side).transition(small)
-            cut = cut_transition_matrix(tr.P, stationary=tr.stationary, threshold=_d.EXPAND_LIMIT,
-                                        max_segments=_d.SNAP_SEGMENTS)
-            self._fine = (cut.labels.reshape(side, side), tr.cell_colors)
+    def _superpixels(self, guide: np.ndarray) -> np.ndarray:
+        """The fine pixel-walk segmentation ``upsample="snap"`` snaps to (once per image): the
+        weight-free source at ``SNAP_GRID`` cut into ``SNAP_SEGMENTS`` leaves, every grown split kept."""
+        if self._fine is None or self._fine.shape != guide.shape[:2]:
+            fine = Segmenter(PixelSource(grid=_d.SNAP_GRID), max_label_side=self.max_label_side).set_image(guide)
+            self._fine = fine.segment(threshold=_d.EXPAND_LIMIT, max_segments=_d.SNAP_SEGMENTS,
+                                      upsample="joint-bilateral").labels
         return self._fine
 
     @property
@@ -239,22 +236,16 @@ class Segmenter:
         grid_labels = cut.labels.reshape(R, C)
         H, W = self._image.shape[:2]
         guide = shrink_image(self._image, self.max_label_side)
-        pixel_grid, colors = grid_labels, self._cell_colors
-        if upsample == "snap":
-            # Each cell of the fine pixel walk's segmentation takes the majority label of the coarse
-            # (attention) grid, on the finer of the two grids; boundaries then follow image edges.
-            side = max(_d.SNAP_GRID, R, C)
-            fine, colors = self._fine_grid(side)
-            coarse = cv2.resize(grid_labels.astype(np.int32), (side, side), interpolation=cv2.INTER_NEAREST)
-            pixel_grid = snap_to_segments(coarse.astype(np.int64), fine)
         labels = upsample_labels(
-            pixel_grid, guide.shape[:2], image_rgb=guide, cell_colors=colors, method=upsample
+            grid_labels, guide.shape[:2], image_rgb=guide, cell_colors=self._cell_colors, method=upsample
         )
+        if upsample == "snap":
+            labels = snap_to_segments(labels, self._superpixels(guide))
         if guide is not self._image:
             labels = cv2.resize(labels.astype(np.int32), (W, H), interpolation=cv2.INTER_NEAREST).astype(np.int64)
         # Upsampling can drop a tiny segment: renumber to 0..K-1 keeping order (a lookup table, not
         # np.unique, whose sort needs several copies of a huge label map); usually none is dropped.
-        present = np.bincount(labels.ravel(), minlength=int(pixel_grid.max()) + 1) > 0
+        present = np.bincount(labels.ravel(), minlength=int(grid_labels.max()) + 1) > 0
         if not present.all():
             labels = (np.cumsum(present) - 1)[labels]
         t2 = time.perf_counter()

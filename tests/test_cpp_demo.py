@@ -340,7 +340,7 @@ def test_image_labels_match_python_with_the_unweighted_rule(demo, tmp_path, imag
 
 
 #: upsample="snap" against the runtime: the coarse grid (R = 16, the size of a ViT's patch grid) and
-#: the fine segmentation it snaps to (R = 32, contour term on, 64 leaves) both as the runtime's; the
+#: the fine segmentation it snaps to (R = 32, contour term on, SNAP_SEGMENTS leaves) both as the runtime's; the
 #: labels are adjusted-Rand compared because the fine graph's contour term agrees only to rounding
 #: between OpenCV builds (identical on this machine: ARI 1.0, measured).
 SNAP_ARI = 0.95

@@ -72,10 +72,10 @@ def edge_map(image_rgb: np.ndarray, grid: int) -> np.ndarray:
     smoothed (Gaussian, sigma 1 px) and differentiated with Scharr kernels; the strength is the
     Euclidean norm of the six Lab derivatives.
     """
-    s = max(4, -(-256 // grid))
+    s = max(_d.EDGE_MIN_SCALE, -(-_d.EDGE_RASTER_SIDE // grid))
     side = grid * s
     img = cv2.resize(image_rgb.astype(np.float32) / 255.0, (side, side), interpolation=cv2.INTER_AREA)
-    lab = cv2.GaussianBlur(cv2.cvtColor(img, cv2.COLOR_RGB2LAB), (0, 0), 1.0)
+    lab = cv2.GaussianBlur(cv2.cvtColor(img, cv2.COLOR_RGB2LAB), (0, 0), _d.EDGE_BLUR_SIGMA)
     gx = cv2.Scharr(lab, cv2.CV_32F, 1, 0)
     gy = cv2.Scharr(lab, cv2.CV_32F, 0, 1)
     sq = gx * gx
@@ -93,7 +93,7 @@ def intervening_contours(edges: np.ndarray, grid: int, i: np.ndarray, dy: int, d
     # The quarter cell around each centre is left out: an edge there runs through the cell itself
     # (its mean colour already mixes both sides), and counting it would cut the cell off from all
     # its neighbours at once.
-    margin = 0.25 / span
+    margin = _d.CONTOUR_MARGIN / span
     t = np.linspace(margin, 1.0 - margin, max(2, span * s // 2 + 1))
     y0, x0 = np.divmod(i, grid)
     c = (s - 1) / 2.0
@@ -204,7 +204,8 @@ class PixelSource:
         if edges is not None:
             ic = np.concatenate(contour)
             # Self-tuned like sigma_c; the floor keeps flat images (no edges anywhere) finite.
-            sigma_e = self.contour_scale * max(float(np.median(ic[near])), 1e-3 * float(edges.max()), 1e-6)
+            sigma_e = self.contour_scale * max(float(np.median(ic[near])), _d.CONTOUR_FLOOR_OF_MAX * float(edges.max()),
+                                                 _d.CONTOUR_FLOOR)
             logw -= ic**2 / (2 * sigma_e**2)
         n = R * R
         W = sp.csr_matrix((np.exp(logw), (rows, cols)), shape=(n, n))

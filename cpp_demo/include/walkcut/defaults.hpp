@@ -59,15 +59,15 @@ inline constexpr double kColorScale = 1.0;             // PixelSource.color_scal
 inline constexpr double kMinSigmaColor = 1.0;          // max(median, 1.0)
 inline constexpr double kPixelSelfLoop = 1.0;          // W + identity: a cell is fully similar to itself
 // Intervening-contour term (PixelSource.contour_scale; the C++ PixelSource holds it as an optional,
-// std::nullopt = off). The C++-only constants below are literals in pixels.py (edge_map,
-// intervening_contours, PixelSource.transition); tests/test_defaults.py checks they are still there.
+// std::nullopt = off). The raster and floor constants below are runtime/defaults.py's EDGE_* and
+// CONTOUR_* (used by pixels.py edge_map, intervening_contours, PixelSource.transition).
 inline constexpr double kContourScale = 2.0;           // CONTOUR_SCALE
-inline constexpr int kEdgeMinScale = 4;                // C++ only: s = max(4, ceil(256 / grid)) raster pixels per cell
-inline constexpr int kEdgeRasterSide = 256;            // C++ only
-inline constexpr double kEdgeBlurSigma = 1.0;          // C++ only: Gaussian blur of the Lab raster, pixels
-inline constexpr double kContourMargin = 0.25;         // C++ only: quarter cell left out around each centre
-inline constexpr double kContourFloorOfMax = 1e-3;     // C++ only: sigma_e >= 1e-3 x the strongest edge
-inline constexpr double kContourFloor = 1e-6;          // C++ only: and >= 1e-6 (flat images)
+inline constexpr int kEdgeMinScale = 4;                // s = max(4, ceil(256 / grid)) raster pixels per cell
+inline constexpr int kEdgeRasterSide = 256;            // EDGE_RASTER_SIDE
+inline constexpr double kEdgeBlurSigma = 1.0;          // Gaussian blur of the Lab raster, pixels
+inline constexpr double kContourMargin = 0.25;         // quarter cell left out around each centre
+inline constexpr double kContourFloorOfMax = 1e-3;     // sigma_e >= 1e-3 x the strongest edge
+inline constexpr double kContourFloor = 1e-6;          // and >= 1e-6 (flat images)
 
 // runtime/upsample.py
 inline constexpr double kUpsampleSigmaColor = 0.1;     // upsample_labels(sigma_color)
@@ -75,7 +75,7 @@ inline constexpr double kUpsampleSpatialDenom = 0.5;   // exp(-dist^2 / 0.5)
 // upsample = "snap": the fine segmentation it snaps to, the pixels source (contour term at its default)
 // at this grid cut into this many leaves with threshold kExpandLimit (every grown split kept).
 inline constexpr int kSnapGrid = 32;                   // SNAP_GRID
-inline constexpr int kSnapSegments = 64;               // SNAP_SEGMENTS
+inline constexpr int kSnapSegments = 48;               // SNAP_SEGMENTS
 
 // runtime/draw.py
 inline constexpr double kOverlayAlpha = 0.45;
