@@ -159,6 +159,7 @@ class Segmenter:
         self.warm_start = bool(warm_start)
         self._previous: Hierarchy | None = None
         self._fine: np.ndarray | None = None
+        self._snapper: Segmenter | None = None
 
     def set_image(self, image_rgb: np.ndarray) -> Segmenter:
         """Run the source on an (H, W, 3) uint8 RGB image and keep its transition matrix."""
@@ -183,11 +184,14 @@ class Segmenter:
 
     def _superpixels(self, guide: np.ndarray) -> np.ndarray:
         """The fine pixel-walk segmentation ``upsample="snap"`` snaps to (once per image): the
-        weight-free source at ``SNAP_GRID`` cut into ``SNAP_SEGMENTS`` leaves, every grown split kept."""
+        weight-free source at ``SNAP_GRID`` cut into ``SNAP_SEGMENTS`` leaves, every grown split kept.
+        With ``warm_start`` (video) that cut starts from the previous frame's, as the main cut does."""
         if self._fine is None or self._fine.shape != guide.shape[:2]:
-            fine = Segmenter(PixelSource(grid=_d.SNAP_GRID), max_label_side=self.max_label_side).set_image(guide)
-            self._fine = fine.segment(threshold=_d.EXPAND_LIMIT, max_segments=_d.SNAP_SEGMENTS,
-                                      upsample="joint-bilateral").labels
+            if self._snapper is None:
+                self._snapper = Segmenter(PixelSource(grid=_d.SNAP_GRID), max_label_side=self.max_label_side,
+                                          warm_start=self.warm_start)
+            self._fine = self._snapper.set_image(guide).segment(
+                threshold=_d.EXPAND_LIMIT, max_segments=_d.SNAP_SEGMENTS, upsample="joint-bilateral").labels
         return self._fine
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import signal
 import sys
@@ -83,6 +85,8 @@ def run(args) -> int:
         plan_workers,
         worker_factory,
     )
+    from walkcut.runtime.sources.backends import default_threads
+    from walkcut.runtime.video.workers import available_cores
 
     if args.out is None and args.labels_dir is None and not args.show:
         raise UsageError("nothing to write: give --out, --labels-dir or --show")
@@ -97,15 +101,20 @@ def run(args) -> int:
         check_is_video(spec, reader)
         # The source opens in the parent: model problems are reported before any work, and an
         # engine runs here, in the pipeline's model stage, one call in flight ahead of the cut workers.
+        engine = bool(args.engine)
+        plan = plan_workers(engine=engine, workers=args.workers, processes=args.processes)
         walk_spec = source_spec(args)
+        if engine and plan.processes and walk_spec.threads is None and default_threads() is None:
+            # The model stage gets the cores the worker processes leave: its inference threads spin
+            # while they wait, and on a core a worker needs they halve the frame rate (ViT int8 on
+            # 2 cores: 4.7 FPS with onnxruntime's choice of 2 threads, 8.2 with 1; bench/RESULTS.md).
+            walk_spec = dataclasses.replace(walk_spec, threads=max(1, available_cores() - plan.workers))
         source = walk_spec.open()
         options = cut_options(args, walk_spec)
     except BaseException:
         reader.close()
         raise
     limit_blas_threads(1)  # parallel across frames, not inside tiny matrix products
-    engine = bool(args.engine)
-    plan = plan_workers(engine=engine, workers=args.workers, processes=args.processes)
     segmenter_spec = SegmenterSpec(source=walk_spec, label_side=args.label_side, handed=engine)
     make_segmenter = worker_factory(segmenter_spec, processes=plan.processes, source=source)
     show = args.show and display_available()
