@@ -345,7 +345,7 @@ def export_onnx_vit(source: str | Path, out: str | Path, *, layers: str | None =
     out : path
         The ``.onnx`` file to write (atomically; removed again if verification fails).
     layers : str, optional
-        ``all``, ``lastK`` or a comma list of 0-based attention-layer indices (default
+        ``all``, ``lasthalf``, ``lastK`` or a comma list of 0-based attention-layer indices (default
         ``walkcut.runtime.defaults.VIT_LAYERS``, tuned on real ViT attention).
     normalize : {"imagenet", "minus_one_to_one", "zero_to_one"}
         The pixel scaling the ViT was trained with (DINO, DINOv2 and most ViTs: ``imagenet``).

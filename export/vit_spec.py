@@ -109,7 +109,8 @@ def parse_layers(spec: str, n_layers: int) -> tuple[int, ...]:
     Parameters
     ----------
     spec : str
-        ``all`` (every layer), ``lastN`` (the N last layers, 1 <= N <= ``n_layers``), or a comma
+        ``all`` (every layer), ``lasthalf`` (layers ``n_layers // 2`` onwards), ``lastN`` (the N
+        last layers, 1 <= N <= ``n_layers``), or a comma
         list of distinct 0-based layer indices (``0,5,11``).
     n_layers : int
         Number of layers of the model.
@@ -121,13 +122,15 @@ def parse_layers(spec: str, n_layers: int) -> tuple[int, ...]:
     """
     if not isinstance(n_layers, int) or n_layers < 1:
         raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
-    usage = (f"layers must be 'all', 'lastN' (1 <= N <= {n_layers}) or a comma list of distinct layer "
+    usage = (f"layers must be 'all', 'lasthalf', 'lastN' (1 <= N <= {n_layers}) or a comma list of distinct layer "
              f"indices in 0..{n_layers - 1}")
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"{usage}, got {spec!r}")
     text = spec.strip().lower()
     if text == "all":
         return tuple(range(n_layers))
+    if text == "lasthalf":  # the later half: 6..11 of 12 layers, 12..23 of 24
+        return tuple(range(n_layers // 2, n_layers))
     last = _LAST_RE.match(text)
     if last:
         n = int(last.group(1))

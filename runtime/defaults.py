@@ -140,10 +140,11 @@ CUT_DEFAULT_KEYS = ("mode", "power", "threshold", "min_size", "max_segments", "u
 #: itself, one step, Otsu on the split costs counted once, boundaries snapped to the pixel walk.
 VIT_CUT_DEFAULTS = {"mode": "walk", "power": 1, "threshold": "auto-ncut-unweighted", "upsample": "snap"}
 #: Layers whose attention a vision-transformer export averages, unless ``walkcut export --layers`` says
-#: otherwise: ``all``, ``lastN`` (the N last layers) or a comma list of 0-based layer indices. The
-#: later half (6..11 of a 12-layer ViT-S) is more semantic than all 12: on BSDS500 / CamVid val it
-#: raised Covering / PRI and CamVid mIoU under the chosen rule (bench/ABLATION.md, "Real attention").
-VIT_LAYERS = "6,7,8,9,10,11"
+#: otherwise: ``all``, ``lasthalf``, ``lastN`` (the N last layers) or a comma list of 0-based layer
+#: indices. The later half (6..11 of a 12-layer ViT-S) is more semantic than all 12: on BSDS500 /
+#: CamVid val it raised Covering / PRI and CamVid mIoU under the chosen rule (bench/ABLATION.md, "Real
+#: attention"); ``lasthalf`` says it for any depth.
+VIT_LAYERS = "lasthalf"
 INPUT_NAME = "image"
 OUTPUT_NAME = "attention"
 #: Largest output grid the cuts handle within memory on an edge board (R = 96: 9216 nodes, a dense

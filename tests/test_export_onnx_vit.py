@@ -76,7 +76,8 @@ def _run(path, x):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layers, indices", [(None, range(LAYERS)), ("0,1", (0, 1)), ("last1", (3,))])
+@pytest.mark.parametrize("layers, indices", [(None, (2, 3)), ("all", range(LAYERS)), ("0,1", (0, 1)),
+                                             ("last1", (3,))])
 def test_export_matches_transformers_attentions(third_party, tmp_path, capsys, layers, indices):
     vit, source = third_party
     out = tmp_path / "wc.onnx"
@@ -121,7 +122,7 @@ def test_contract_and_segment(third_party, tmp_path):
     c = read_contract(out)
     assert (c.backbone, c.image_size, c.attn_res, c.normalization) == ("vit", S, S // PATCH, "imagenet")
     assert c.extra["prefix_tokens"] == 1 + REGISTERS and c.extra["patch_size"] == PATCH
-    assert c.extra["layer_indices"] == list(range(LAYERS)) and c.layers == defaults.VIT_LAYERS
+    assert c.extra["layer_indices"] == [2, 3] and c.layers == defaults.VIT_LAYERS == "lasthalf"
     assert dict(c.cut_defaults) == defaults.VIT_CUT_DEFAULTS
     seg_out = tmp_path / "seg"
     assert main(["segment", str(REPO / "examples" / "coffee.jpg"), "--engine", str(out), "--out", str(seg_out)]) == 0
@@ -208,6 +209,7 @@ def test_real_vit_s_focus_as_downloaded(tmp_path):
     result = export_onnx_vit(REAL, tmp_path / "vit.onnx", progress=False)
     c = result.contract
     assert (c.image_size, c.attn_res, c.extra["prefix_tokens"], c.extra["attention_layers"]) == (224, 16, 1, 12)
+    assert c.extra["layer_indices"] == list(range(6, 12))  # the default: the later half
     assert result.rel_error < 1e-4
     big = export_onnx_vit(REAL, tmp_path / "vit448.onnx", image_size=448, layers="last4", progress=False)
     assert (big.contract.attn_res, big.contract.extra["layer_indices"]) == (32, [8, 9, 10, 11])

@@ -25,6 +25,7 @@ from walkcut.runtime import defaults
 from walkcut.runtime.sources.contract import ModelContract
 
 from walkcut.cli import main
+from walkcut.export.vit_spec import parse_layers
 
 REPO = Path(__file__).resolve().parents[1]
 PATCH = 8  # the tiny architectures' patch size
@@ -123,7 +124,8 @@ def test_random_export_matches_transformers_attentions(random_export):
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
     config = load_vit_architecture(arch).config
     model = build_dinov2(config, seed=0)  # the exporter's seed: the same weights
-    ref = reference_attention(model, image, range(4), 1 + config.get("num_register_tokens", 0))
+    default_layers = parse_layers(defaults.VIT_LAYERS, 4)  # the export's default layer set
+    ref = reference_attention(model, image, default_layers, 1 + config.get("num_register_tokens", 0))
     assert _rel(got, ref) < 1e-4
 
 
@@ -143,7 +145,7 @@ def test_random_export_contract(random_export):
     extra = dict(c.extra)
     assert extra["family"] == "dinov2" and extra["arch"] == arch and extra["random_weights"] is True
     assert (extra["patch_size"], extra["prefix_tokens"], extra["register_tokens"]) == (PATCH, 1 + registers, registers)
-    assert extra["layer_indices"] == [0, 1, 2, 3] and extra["torch"] == torch.__version__
+    assert extra["layer_indices"] == list(parse_layers(defaults.VIT_LAYERS, 4)) and extra["torch"] == torch.__version__
     c.check_runtime_support()
 
 
@@ -274,6 +276,7 @@ def test_parse_layers_known_answers():
     from walkcut.export.vit_spec import parse_layers
 
     assert parse_layers("all", 12) == tuple(range(12))
+    assert parse_layers("lasthalf", 12) == tuple(range(6, 12)) and parse_layers("lasthalf", 5) == (2, 3, 4)
     assert parse_layers("last4", 12) == (8, 9, 10, 11)
     assert parse_layers(" LAST1 ", 3) == (2,)
     assert parse_layers("11,0,5", 12) == (0, 5, 11)

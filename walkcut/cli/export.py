@@ -50,7 +50,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="output grid side (SD default 32: 1024 nodes); for DINOv2 it is S / patch size")
     p.add_argument("--layers", default=None, metavar="SPEC",
                    help="SD: encoder (down+mid, default), all (16 layers), or resolutions like 64,32; ViT: "
-                   "all, lastN or 0-based layer indices like 8,9,10,11 (default: walkcut.runtime.defaults.VIT_LAYERS)")
+                   "all, lasthalf, lastN or 0-based layer indices like 8,9,10,11 (default: lasthalf, the tuned set)")
     p.add_argument("--normalize", default="imagenet", choices=["imagenet", "minus_one_to_one", "zero_to_one"],
                    help="ONNX ViT: the pixel scaling it was trained with (imagenet: (x/255 - mean)/std, "
                    "DINO/DINOv2 and most ViTs; minus_one_to_one: x/127.5 - 1; zero_to_one: x/255)")
