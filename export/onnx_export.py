@@ -19,12 +19,12 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from walkcut.runtime.defaults import INPUT_NAME, OUTPUT_NAME
+from walkcut.export.verify import ExportResult, VerificationError, compare
 from walkcut.runtime.sources.contract import ModelContract
 
 logger = logging.getLogger(__name__)
@@ -37,32 +37,6 @@ FP16_TOLERANCE = 3e-2
 VERIFY_ROW_SUM_TOLERANCE = 1e-3
 #: Protobuf's limit: larger models keep their weights in ``<name>.onnx.data``.
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3
-
-
-class VerificationError(RuntimeError):
-    """The exported model failed its check against the torch wrapper."""
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What one export produced and how it verified."""
-
-    path: Path
-    contract: ModelContract
-    size_bytes: int
-    seconds: float
-    n_nodes: int
-    rel_error: float
-    max_abs_error: float
-    row_sum_error: float
-    tolerance: float
-
-    def summary(self) -> str:
-        """The one line the CLI prints."""
-        return (f"{self.path}  {self.size_bytes / 1e6:.1f} MB  {self.seconds:.1f} s  "
-                f"{self.n_nodes} nodes  {self.contract.precision}  max rel error {self.rel_error:.2e} "
-                f"(abs {self.max_abs_error:.2e}, tolerance {self.tolerance:.0e})  "
-                f"row sums within {self.row_sum_error:.1e}")
 
 
 def sample_image(image_size: int, seed: int = 0) -> torch.Tensor:
@@ -146,15 +120,6 @@ def run_onnxruntime(path: str | Path, image: np.ndarray, **session_options) -> n
         setattr(opts, key, value)
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return session.run([OUTPUT_NAME], {INPUT_NAME: image})[0]
-
-
-def compare(candidate: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
-    """``(relative error, max abs error, max |row sum - 1|)`` of ``candidate`` against ``reference``."""
-    diff = np.abs(candidate.astype(np.float64) - reference.astype(np.float64))
-    max_abs = float(diff.max())
-    rel = max_abs / float(np.abs(reference).max())
-    row = float(np.abs(candidate.astype(np.float64).sum(-1) - 1.0).max())
-    return rel, max_abs, row
 
 
 def export_onnx(wrapper, out_path: str | Path, contract: ModelContract, *, fp16: bool = False,

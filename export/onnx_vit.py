@@ -20,7 +20,7 @@ The result is verified at once against the original model run with its ``Softmax
 (the same comparison and tolerance as the Stable Diffusion export), on a real photograph
 (``examples/coffee.jpg`` when present) and a synthetic image; a file that fails is removed.
 
-This module needs ``onnx`` and ``onnxruntime`` only (no torch): the source graph is rewritten, not
+This module needs ``onnx`` and ``onnxruntime`` only (no torch; a test checks it): the source graph is rewritten, not
 re-traced.
 """
 
@@ -40,6 +40,7 @@ from walkcut.runtime import defaults as _d
 from walkcut.runtime.sources.contract import ModelContract
 
 from walkcut import __version__
+from walkcut.export.verify import ExportResult, VerificationError, compare
 from walkcut.export.vit_spec import parse_layers
 
 logger = logging.getLogger(__name__)
@@ -72,28 +73,18 @@ class AttentionSoftmax:
 
 
 @dataclass(frozen=True)
-class VitExport:
-    """What :func:`export_onnx_vit` wrote and how it verified."""
+class VitExport(ExportResult):
+    """An :class:`~walkcut.export.verify.ExportResult` plus the int8 check (None for float32)."""
 
-    path: Path
-    contract: ModelContract
-    size_bytes: int
-    seconds: float
-    n_nodes: int
-    rel_error: float
-    max_abs_error: float
-    row_sum_error: float
     tolerance: float = TOLERANCE
     int8_tv: float | None = None  # int8 exports: mean row total variation against float32
 
     def summary(self) -> str:
-        """The one line the CLI prints."""
+        """The one line the CLI prints: the shared summary, the ViT's grid and layers, the int8 check."""
+        c = self.contract
         int8 = "" if self.int8_tv is None else (f"  int8: mean row total variation vs fp32 {self.int8_tv:.3f} "
                                                 f"(tolerance {INT8_TV_TOLERANCE})")
-        return (f"{self.path}  {self.size_bytes / 1e6:.1f} MB  {self.seconds:.1f} s  {self.n_nodes} nodes  "
-                f"vit S={self.contract.image_size} R={self.contract.attn_res} layers {self.contract.layers}  "
-                f"max rel error {self.rel_error:.2e} (abs {self.max_abs_error:.2e}, tolerance "
-                f"{self.tolerance:.0e})  row sums within {self.row_sum_error:.1e}{int8}")
+        return f"{super().summary()}  vit S={c.image_size} R={c.attn_res} layers {c.layers}{int8}"
 
 
 # --- reading the source graph ----------------------------------------------------------------------
@@ -367,8 +358,6 @@ def export_onnx_vit(source: str | Path, out: str | Path, *, layers: str | None =
     VerificationError
         The exported attention differs from the original model's own Softmax outputs.
     """
-    from walkcut.export.onnx_export import VerificationError, compare
-
     t0 = time.perf_counter()
     source, out = Path(source), Path(out)
     if normalize not in _d.NORMALIZATIONS:

@@ -236,3 +236,16 @@ def test_int8_export_is_checked_and_runs(third_party, tmp_path):
     image = np.random.default_rng(4).integers(0, 256, (48, 80, 3), dtype=np.uint8)
     labels = Segmenter(EngineSource.from_path(q.path)).set_image(image).segment().labels
     assert labels.shape == (48, 80)
+
+
+def test_the_onnx_vit_exporter_needs_no_torch():
+    """export/onnx_vit.py rewrites a graph: onnx and onnxruntime only (torch blocked in a fresh process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from walkcut.export.onnx_vit import export_onnx_vit\n"
+            "from walkcut.cli import main\n"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -190,12 +190,15 @@ def run(args: argparse.Namespace) -> int:
     dinov2 = is_dinov2_source(args.model, args.arch)
     if dinov2:
         check_dinov2_arguments(args)
+    if args.model and Path(args.model).suffix.lower() == ".onnx":
+        if importlib.util.find_spec("onnx") is None:
+            raise CommandError(f"walkcut export --model FILE.onnx needs the onnx package: {INSTALL_EXPORT} "
+                               f"(or pip install onnx)", code=2)
+        return _run_onnx_vit(args)  # onnx + onnxruntime only: no torch, no hub
     missing = missing_export_package()
     if missing:
         raise CommandError(f"walkcut export needs the export extra ({missing} is not installed): "
                            f"{INSTALL_EXPORT}", code=2)
-    if args.model and Path(args.model).suffix.lower() == ".onnx":
-        return _run_onnx_vit(args)  # onnx + onnxruntime only: no torch, no hub
     # Before the imports: huggingface_hub reads HF_HUB_OFFLINE once, when it is imported.
     local_only = offline_mode(args.model, args.offline)
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
@@ -258,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_onnx_vit(args: argparse.Namespace) -> int:
     """``walkcut export --model FILE.onnx``: an existing ONNX vision transformer as the backbone."""
     from walkcut.export.onnx_vit import OnnxVitError, export_onnx_vit
-    from walkcut.export.onnx_export import VerificationError
+    from walkcut.export.verify import VerificationError
 
     if not Path(args.model).is_file():
         raise UsageError(f"--model {args.model}: no such ONNX file")
