@@ -239,7 +239,7 @@ def build_graph(model, *, input_name: str, image_size: int, selected: list[Atten
     ends = const("wc_slice_ends", [T, T])
     axes = const("wc_slice_axes", [1, 2])
     last_axis = const("wc_last_axis", [-1])
-    heads_axis = const("wc_heads_axis", [1])
+    heads_axis = const("wc_heads_axis", [1]) if opset >= 18 else None
     blocks = []
     for s in selected:
         mean = f"wc_headmean_{s.index}"
