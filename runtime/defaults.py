@@ -95,6 +95,9 @@ CONTOUR_FLOOR_OF_MAX = 1e-3
 CONTOUR_FLOOR = 1e-6
 
 # --- Upsampling (walkcut.runtime.upsample) ---------------------------------------------------------
+#: How grid labels become pixel labels unless the caller or the model says otherwise: joint-bilateral
+#: votes of the nearest cells follow the image's edges (a model may carry ``snap``, see below).
+UPSAMPLE = "joint-bilateral"
 #: Colour similarity scale of the joint bilateral upsampler (RGB in [0, 1]).
 UPSAMPLE_SIGMA_COLOR = 0.1
 #: Spatial weight ``exp(-d^2 / UPSAMPLE_SPATIAL_DENOM)``, d in cells (sigma 0.5 cell).

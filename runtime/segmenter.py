@@ -33,7 +33,7 @@ from walkcut.runtime import defaults as _d
 #: (runtime/upsample.py).
 PACKAGE_CUT_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "mode": _d.MODE, "power": _d.POWER, "threshold": _d.THRESHOLD, "min_size": None,
-    "max_segments": _d.MAX_SEGMENTS, "upsample": "joint-bilateral",
+    "max_segments": _d.MAX_SEGMENTS, "upsample": _d.UPSAMPLE,
 })
 
 
@@ -191,7 +191,7 @@ class Segmenter:
                 self._snapper = Segmenter(PixelSource(grid=_d.SNAP_GRID), max_label_side=self.max_label_side,
                                           warm_start=self.warm_start)
             self._fine = self._snapper.set_image(guide).segment(
-                threshold=_d.EXPAND_LIMIT, max_segments=_d.SNAP_SEGMENTS, upsample="joint-bilateral").labels
+                threshold=_d.EXPAND_LIMIT, max_segments=_d.SNAP_SEGMENTS, upsample=_d.UPSAMPLE).labels
         return self._fine
 
     @property

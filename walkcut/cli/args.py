@@ -165,7 +165,7 @@ def add_cut_arguments(p: argparse.ArgumentParser, *, max_segments: int = default
     g.add_argument("--min-size", type=positive_int, default=None,
                    help=f"smallest segment in grid cells, >= 1 (default: R*R/{defaults.MIN_SIZE_DIVISOR})")
     g.add_argument("--upsample", choices=UPSAMPLE_METHODS, default=None,
-                   help="grid labels to pixels: joint-bilateral (default), nearest, or snap (joint-bilateral, "
+                   help=f"grid labels to pixels (default: {defaults.UPSAMPLE}): joint-bilateral, nearest, or snap (joint-bilateral, "
                         "then snapped to a fine pixel-walk segmentation: for coarse attention grids; ViT default)")
     p.set_defaults(command_cut_defaults={"max_segments": max_segments})
 
