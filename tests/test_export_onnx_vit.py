@@ -249,3 +249,11 @@ def test_the_onnx_vit_exporter_needs_no_torch():
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("flag", [["--int8"], ["--prefix-tokens", "1"], ["--normalize", "zero_to_one"]])
+def test_onnx_vit_options_are_refused_for_other_models(tmp_path, capsys, flag):
+    code = main(["export", "--random-weights", "--arch", "tiny", "--out", str(tmp_path / "o.onnx"), *flag])
+    assert code == 2
+    assert "options of an ONNX vision transformer" in capsys.readouterr().err
+    assert not (tmp_path / "o.onnx").exists()

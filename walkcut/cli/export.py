@@ -195,6 +195,11 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"walkcut export --model FILE.onnx needs the onnx package: {INSTALL_EXPORT} "
                                f"(or pip install onnx)", code=2)
         return _run_onnx_vit(args)  # onnx + onnxruntime only: no torch, no hub
+    onnx_only = [flag for flag, given in (("--int8", args.int8), ("--prefix-tokens", args.prefix_tokens is not None),
+                                          ("--normalize", args.normalize != "imagenet")) if given]
+    if onnx_only:  # silently exporting fp32 (or another scaling) would not be what was asked for
+        raise UsageError(f"{' and '.join(onnx_only)}: options of an ONNX vision transformer (--model FILE.onnx); "
+                         f"this export's model sets its own precision (--fp16) and pixel scaling")
     missing = missing_export_package()
     if missing:
         raise CommandError(f"walkcut export needs the export extra ({missing} is not installed): "
