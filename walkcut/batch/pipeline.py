@@ -1,11 +1,15 @@
-"""The Ray Data pipeline of ``walkcut batch``.
+"""The Ray pipeline of ``walkcut batch``.
 
 Pixel source (no model)::
 
-    from_items(jobs) -> map(segment_image)                    CPU tasks, one BLAS thread each
+    blocks of jobs -> segment_block (Ray tasks)               CPU tasks, one BLAS thread each
 
-Engine source on CPU (``ort-cpu``, no ``--actors``): the same single stage, the model loaded once
-per worker process. Engine source on GPU (or with ``--actors``)::
+Plain Ray tasks, not Ray Data: the driver keeps at most ``2 x CPUs + 2`` blocks in flight and hands
+each finished block's rows to the manifest. Ray Data's streaming executor cost the driver ~40 ms of
+CPU per image on this single stage (a third of a core of a 2-core machine that the cuts needed;
+bench/RESULTS_batch.md, "Speed v3"). Engine source on CPU (``ort-cpu``, no ``--actors``): the same
+single stage, the model loaded once per worker process. Engine source on GPU (or with ``--actors``),
+a Ray Data pipeline::
 
     from_items(jobs) -> map(read + shrink + preprocess)       CPU tasks
                      -> map_batches(AttentionActor)           actor pool, model loaded once per actor,
@@ -26,7 +30,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,16 +206,20 @@ def _job(row: dict) -> Job:
     return Job(input=row["input"], labels=row["labels"], overlay=row["overlay"] or None)
 
 
-def segment_row(row: dict, *, source: SourceSpec, options: dict, fault: str | None) -> dict:
-    """Stage for the pixel source and the in-task engine: the whole job of one image."""
-    job = _job(row)
-    maybe_fault(job, fault)
-    with one_thread():
-        try:
-            opened = _open(source)
-        except Exception as exc:  # noqa: BLE001 (a backend that cannot start: every row says why)
-            return empty_row(job, status="error", error=error_message(job.input, exc))
-        return segment_image(job, opened, options)
+def segment_block(rows: list[dict], *, source: SourceSpec, options: dict, fault: str | None) -> list[dict]:
+    """Ray task of the pixel source and the in-task engine: the whole job of each image of a block."""
+    out = []
+    with one_thread():  # once per block: each entry re-scans the loaded libraries (~2 ms)
+        for row in rows:
+            job = _job(row)
+            maybe_fault(job, fault)
+            try:
+                opened = _open(source)
+            except Exception as exc:  # noqa: BLE001 (a backend that cannot start: every row says why)
+                out.append(empty_row(job, status="error", error=error_message(job.input, exc)))
+                continue
+            out.append(segment_image(job, opened, options))
+    return out
 
 
 def prepare_row(row: dict, *, engine: EngineSpec, max_source_side: int) -> dict:
@@ -278,8 +286,61 @@ def _use_actors(cfg: BatchConfig, resources: dict) -> bool:
     return cfg.engine.backend == "auto" and resources.get("GPU", 0) > 0
 
 
+def _images_per_block(cfg: BatchConfig, n_jobs: int, cpus: int) -> int:
+    # Small blocks keep every core busy to the end (a block is one task); large runs get larger
+    # blocks so that the driver does not schedule millions of tasks.
+    return cfg.images_per_block or max(1, min(32, n_jobs // (16 * cpus)))
+
+
+def _row(job: Job) -> dict:
+    return {"input": job.input, "labels": job.labels, "overlay": job.overlay or ""}
+
+
+def stream_rows(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None) -> Iterator[dict]:
+    """Segment ``jobs`` on the Ray this process is connected to; yields one manifest row per job, in
+    the order they finish: plain Ray tasks for the single-stage pipelines, else the Ray Dataset of
+    :func:`build_dataset`."""
+    if _use_actors(cfg, resources):
+        yield from build_dataset(jobs, cfg, resources=resources, fault=fault).iter_rows()
+    else:
+        yield from _task_rows(jobs, cfg, resources=resources, fault=fault)
+
+
+def _task_rows(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None) -> Iterator[dict]:
+    import ray
+
+    cpus = max(1, int(resources.get("CPU", 1)))
+    per_block = _images_per_block(cfg, len(jobs), cpus)
+    blocks = iter([_row(j) for j in jobs[i:i + per_block]] for i in range(0, len(jobs), per_block))
+    # In a CPU task the engine gets one inference thread: Ray runs one task per core.
+    source = cfg.source if cfg.engine is None else dataclasses.replace(cfg.engine, threads=1)
+    task = ray.remote(segment_block).options(num_cpus=cfg.cpus_per_task, max_retries=cfg.max_retries)
+    source_ref = ray.put(source)  # pickled once, not once per block
+    in_flight = 2 * cpus + 2  # enough queued blocks that no core waits for the driver
+    pending: list = []
+    try:
+        while True:
+            while len(pending) < in_flight:
+                block = next(blocks, None)
+                if block is None:
+                    break
+                pending.append(task.remote(block, source=source_ref, options=cfg.options, fault=fault))
+            if not pending:
+                return
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                yield from ray.get(ref)
+    finally:
+        for ref in pending:  # interrupted: a joined cluster would otherwise finish the queued blocks
+            ray.cancel(ref)
+
+
 def build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None):
-    """The lazy Ray Dataset that segments ``jobs`` and yields one manifest row per job."""
+    """The lazy Ray Dataset of the engine pipeline with an actor pool (:func:`stream_rows` uses it
+    when a GPU backend or ``--actors`` asks for the pool); yields one manifest row per job."""
+    if not _use_actors(cfg, resources):
+        raise ValueError("build_dataset builds the actor-pool pipeline; the single-stage pipelines run as "
+                         "plain Ray tasks (stream_rows)")
     with warnings.catch_warnings():
         # Ray 2.60 deprecates retry counts passed as remote args but has no named parameter for them.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
@@ -290,18 +351,11 @@ def _build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault:
     import ray
 
     cpus = max(1, int(resources.get("CPU", 1)))
-    # Small blocks keep every core busy to the end (a block is one task); large runs get larger
-    # blocks so that the driver does not schedule millions of tasks.
-    per_block = cfg.images_per_block or max(1, min(32, len(jobs) // (16 * cpus)))
-    items = [{"input": j.input, "labels": j.labels, "overlay": j.overlay or ""} for j in jobs]
+    per_block = _images_per_block(cfg, len(jobs), cpus)
+    items = [_row(j) for j in jobs]
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / per_block)))
     task_args = {"num_cpus": cfg.cpus_per_task, "max_retries": cfg.max_retries}
     engine = cfg.engine
-    if not _use_actors(cfg, resources):
-        # In a CPU task the engine gets one inference thread: Ray runs one task per core.
-        source = cfg.source if engine is None else dataclasses.replace(engine, threads=1)
-        kwargs = {"source": source, "options": cfg.options, "fault": fault}
-        return ds.map(segment_row, fn_kwargs=kwargs, **task_args)
     gpu = engine.backend in GPU_BACKENDS or (engine.backend == "auto" and resources.get("GPU", 0) > 0)
     gpus_per_actor = cfg.gpus_per_actor if cfg.gpus_per_actor is not None else (1.0 if gpu else 0.0)
     if cfg.actors is not None:
@@ -368,8 +422,7 @@ def run_batch(images: list[InputImage], cfg: BatchConfig, *,
             if on_start is not None:
                 on_start(ray_text, len(to_do), len(carried))
             if to_do:
-                ds = build_dataset(to_do, cfg, resources=ray.cluster_resources(), fault=fault)
-                for row in ds.iter_rows():
+                for row in stream_rows(to_do, cfg, resources=ray.cluster_resources(), fault=fault):
                     row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
                     writer.add(row)
                     if on_row is not None:
