@@ -7,6 +7,12 @@ the random tiny architecture, as the export tests do; needs the export extra).
 
     python bench/bench_batch.py                      # 201 images: BSDS500 val + CamVid val
     python bench/bench_batch.py --limit 20 --cases pixels
+    python bench/bench_batch.py --limit 100 --cases pixels cluster --grid 64
+
+``cluster``: the same batch joined to a multi-node local cluster (``ray.cluster_utils.Cluster``, one
+CPU per node) of 1 and then 2 nodes, against the same ``walkcut segment`` run. Every run also reports
+the CPU seconds of its whole process tree (the command, Ray's daemons and workers; /proc polled every
+0.25 s), which a loaded machine inflates far less than wall time.
 
 Prints machine, load averages, wall seconds, images/s, the ratio, and the per-stage medians read
 from the manifest (the per-core costs the sizing in docs/batch.md starts from).
@@ -50,18 +56,83 @@ def tiny_model(folder: Path) -> Path:
     return out
 
 
-def timed(cmd: list[str]) -> float:
+def _cpu_seconds_by_pid() -> dict[int, tuple[int, float]]:
+    """{pid: (parent pid, user + system CPU seconds)} of every process (Linux /proc; empty elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2:].split()
+            out[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _tree(procs: dict, root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in procs.items():
+        children.setdefault(parent, []).append(pid)
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def timed(cmd: list[str], *, tree_of: int | None = None) -> tuple[float, float]:
+    """Run ``cmd``; returns (wall seconds, CPU seconds of its process tree). ``tree_of``: count the
+    descendants of this pid instead (a local cluster started by this process), less this process."""
     load = os.getloadavg()
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    root = proc.pid if tree_of is None else tree_of
+    base = {pid: cpu for pid, (_, cpu) in _cpu_seconds_by_pid().items()}  # earlier CPU of a cluster's daemons
+    seen: dict[int, float] = {}
+    while True:
+        try:
+            out, err = proc.communicate(timeout=0.25)
+            break
+        except subprocess.TimeoutExpired:
+            procs = _cpu_seconds_by_pid()
+            for pid in _tree(procs, root):
+                if pid != os.getpid():
+                    seen[pid] = procs[pid][1] - base.get(pid, 0.0)
     wall = time.perf_counter() - t0
-    tail = done.stdout.strip().splitlines()[-1:] or [""]
-    print(f"  {' '.join(cmd[2:4])}: {wall:.1f} s (rc {done.returncode}; load before {load[0]:.2f}) | {tail[0][:160]}",
-          flush=True)
-    if done.returncode not in (0, 1):
-        print(done.stderr[-3000:], file=sys.stderr)
+    cpu = sum(seen.values())
+    tail = out.strip().splitlines()[-1:] or [""]
+    print(f"  {' '.join(cmd[2:4])}: {wall:.1f} s, {cpu:.1f} CPU s of its processes (rc {proc.returncode}; "
+          f"load before {load[0]:.2f}) | {tail[0][:160]}", flush=True)
+    if proc.returncode not in (0, 1):
+        print(err[-3000:], file=sys.stderr)
         raise SystemExit(f"{cmd[3]} failed")
-    return wall
+    return wall, cpu
+
+
+def cluster_scaling(files: list[Path], root: Path, walkcut: list[str], extra: list[str], seg_wall: float) -> None:
+    """The batch joined to a local multi-node cluster of 1 and 2 one-CPU nodes (Ray start-up included:
+    the cluster is started inside the timed interval's process tree but before the command)."""
+    import ray.cluster_utils
+
+    for nodes in (1, 2):
+        t0 = time.perf_counter()
+        cluster = ray.cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        start = time.perf_counter() - t0
+        try:
+            out = root / "cluster" / f"{nodes}nodes"
+            wall, _ = timed([*walkcut, "batch", *map(str, files), "--out", str(out), "--ray-address", cluster.address,
+                             *extra], tree_of=os.getpid())
+        finally:
+            cluster.shutdown()
+        print(f"  {nodes} node(s) x 1 CPU: cluster start {start:.1f} s + batch {wall:.1f} s = {start + wall:.1f} s; "
+              f"{len(files) / wall:.2f} img/s; ratio to segment {seg_wall / (start + wall):.2f}x with the start, "
+              f"{seg_wall / wall:.2f}x without", flush=True)
 
 
 def by_name(folder: Path) -> dict[str, bytes]:
@@ -131,10 +202,27 @@ def stage_costs(n: int = 12) -> None:
           + ", ".join(f"{k} {v:.1f}" for k, v in med.items()) + f"; total {sum(med.values()):.1f}")
 
 
+#: Options of both commands (the source and cut groups) that take a value; the rest of the extra
+#: arguments are batch's own.
+SHARED_OPTIONS = {"--grid", "-R", "--contour-scale", "--preset", "--mode", "--power", "--threshold",
+                  "--max-segments", "--min-size", "--upsample", "--backend"}
+
+
+def segment_options(extra: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(extra):
+        key = extra[i].split("=", 1)[0]
+        takes_value = "=" not in extra[i] and i + 1 < len(extra)
+        if key in SHARED_OPTIONS:
+            out.extend(extra[i:i + 1 + takes_value])
+        i += 1 + (takes_value and key.startswith("-") and not extra[i + 1].startswith("--"))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
-    parser.add_argument("--cases", nargs="+", choices=("pixels", "engine", "stages"),
+    parser.add_argument("--cases", nargs="+", choices=("pixels", "engine", "stages", "cluster"),
                         default=["pixels", "engine", "stages"])
     parser.add_argument("--keep", type=Path, default=None, help="keep outputs in this folder")
     parser.add_argument("--model", type=Path, default=None, help="engine case: this model instead of a fresh tiny export")
@@ -148,10 +236,18 @@ def main() -> int:
     print(f"images: {len(files)} from {DATA}; load average at start {os.getloadavg()}")
     root = Path(tempfile.mkdtemp(prefix="walkcut-bench-batch-")) if args.keep is None else args.keep
     walkcut = [sys.executable, "-m", "walkcut"]
+    seg_wall = None
     try:
         for case in args.cases:
             if case == "stages":
                 stage_costs()
+                continue
+            if case == "cluster":
+                if seg_wall is None:
+                    seg_wall, _ = timed([*walkcut, "segment", *map(str, files), "--out", str(root / "cluster" / "segment"),
+                                         *batch_extra])
+                print("case cluster (ray.cluster_utils.Cluster, one CPU per node):")
+                cluster_scaling(files, root, walkcut, batch_extra, seg_wall)
                 continue
             extra = []
             if case == "engine":
@@ -160,13 +256,21 @@ def main() -> int:
                 print(f"tiny model exported in {time.perf_counter() - t0:.1f} s")
             seg_out, batch_out = root / case / "segment", root / case / "batch"
             print(f"case {case}:")
-            seg = timed([*walkcut, "segment", *map(str, files), "--out", str(seg_out), *extra])
-            bat = timed([*walkcut, "batch", *map(str, files), "--out", str(batch_out), *extra, *batch_extra])
+            # Options after the known ones (e.g. --grid 64) go to both commands when they are source or
+            # cut options; batch-only options (--num-cpus, ...) would make segment fail.
+            seg, seg_cpu = timed([*walkcut, "segment", *map(str, files), "--out", str(seg_out), *extra,
+                                  *segment_options(batch_extra)])
+            bat, bat_cpu = timed([*walkcut, "batch", *map(str, files), "--out", str(batch_out), *extra, *batch_extra])
+            if case == "pixels":
+                seg_wall = seg
             a, b = by_name(seg_out), by_name(batch_out)
             same = sum(a[k] == b.get(k) for k in a)
             print(f"  identical outputs: {same} of {len(a)} (batch wrote {len(b)})")
             print(f"  throughput: segment {len(files) / seg:.2f} img/s, batch {len(files) / bat:.2f} img/s, "
                   f"ratio {seg / bat:.2f}x (target >= 1.7x); load average now {os.getloadavg()}")
+            print(f"  CPU seconds: segment {seg_cpu:.1f}, batch {bat_cpu:.1f} (Ray and its workers included): "
+                  f"batch spends {bat_cpu - seg_cpu:+.1f} s more; on {cpus} idle cores it would take at least "
+                  f"{bat_cpu / cpus:.1f} s, a ratio of at most {seg_cpu / (bat_cpu / cpus):.2f}x")
             medians = stage_medians(batch_out / "manifest.parquet")
             print("  batch per-stage medians (ms, one thread): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in medians.items() if k != "pixels")
