@@ -132,6 +132,23 @@ def test_engine_outputs_equal_segment_in_tasks_and_in_an_actor_pool(local_ray, i
         assert all(1 <= r["segments"] <= 3 for r in rows)  # the model's max_segments
 
 
+@pytest.mark.slow
+def test_driver_segments_while_its_local_ray_starts(image_dir, tmp_path):
+    """Without a running Ray the command starts one, and the driver cuts images from the head of the
+    queue meanwhile: the outputs must still be segment's, each written once, each in the manifest."""
+    images = [image_dir / f"img{i:02d}.png" for i in range(6)]
+    ref, out = tmp_path / "segment", tmp_path / "batch"
+    assert _segment(images, ref, *GRID).returncode == 0
+    done = subprocess.run([sys.executable, "-m", "walkcut", "-v", "batch", *map(str, images), "--out", str(out),
+                           *GRID, "--num-cpus", "1"], check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _pngs(out) == _pngs(ref)
+    assert [r["status"] for r in _manifest(out)] == ["ok"] * 6
+    import re
+    found = re.search(r"the driver segmented (\d+) of 6 images while Ray started", done.stderr)
+    assert found and int(found.group(1)) >= 1, done.stderr[-2000:]  # ray.init takes seconds, an image ~0.1 s
+
+
 def test_killed_worker_is_retried(local_ray, image_dir, tmp_path, monkeypatch):
     images = [image_dir / f"img{i:02d}.png" for i in range(3)]
     ref = tmp_path / "segment"

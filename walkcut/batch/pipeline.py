@@ -7,9 +7,11 @@ Pixel source (no model)::
 Plain Ray tasks, not Ray Data: the driver keeps at most ``2 x CPUs + 2`` blocks in flight and hands
 each finished block's rows to the manifest. Ray Data's streaming executor cost the driver ~40 ms of
 CPU per image on this single stage (a third of a core of a 2-core machine that the cuts needed;
-bench/RESULTS_batch.md, "Speed v3"). Engine source on CPU (``ort-cpu``, no ``--actors``): the same
-single stage, the model loaded once per worker process. Engine source on GPU (or with ``--actors``),
-a Ray Data pipeline::
+bench/RESULTS_batch.md, "Speed v3"). While a local Ray starts (its daemons and workers take seconds
+and leave a core idle), the driver segments images from the head of the queue itself, with the same
+code, until the first Ray block comes back. Engine source on CPU (``ort-cpu``, no ``--actors``): the
+same single stage, the model loaded once per worker process. Engine source on GPU (or with
+``--actors``), a Ray Data pipeline::
 
     from_items(jobs) -> map(read + shrink + preprocess)       CPU tasks
                      -> map_batches(AttentionActor)           actor pool, model loaded once per actor,
@@ -28,8 +30,10 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,22 +300,34 @@ def _row(job: Job) -> dict:
     return {"input": job.input, "labels": job.labels, "overlay": job.overlay or ""}
 
 
-def stream_rows(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None) -> Iterator[dict]:
-    """Segment ``jobs`` on the Ray this process is connected to; yields one manifest row per job, in
-    the order they finish: plain Ray tasks for the single-stage pipelines, else the Ray Dataset of
-    :func:`build_dataset`."""
+def stream_rows(jobs: deque, cfg: BatchConfig, *, resources: dict, fault: str | None,
+                on_running: Callable[[], None] | None = None) -> Iterator[dict]:
+    """Segment the jobs taken from ``jobs`` on the Ray this process is connected to; yields one manifest
+    row per job, in the order they finish: plain Ray tasks for the single-stage pipelines (which take
+    jobs from the queue as they go, so a :class:`DriverHead` can share it; ``on_running`` is called when
+    the first block comes back), else the Ray Dataset of :func:`build_dataset`."""
     if _use_actors(cfg, resources):
-        yield from build_dataset(jobs, cfg, resources=resources, fault=fault).iter_rows()
+        yield from build_dataset(list(jobs), cfg, resources=resources, fault=fault).iter_rows()
     else:
-        yield from _task_rows(jobs, cfg, resources=resources, fault=fault)
+        yield from _task_rows(jobs, cfg, resources=resources, fault=fault, on_running=on_running)
 
 
-def _task_rows(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None) -> Iterator[dict]:
+def _take(jobs: deque, count: int) -> list[dict]:
+    block = []
+    while len(block) < count:
+        try:
+            block.append(_row(jobs.popleft()))  # atomic: a DriverHead may take from the other end's head too
+        except IndexError:
+            break
+    return block
+
+
+def _task_rows(jobs: deque, cfg: BatchConfig, *, resources: dict, fault: str | None,
+               on_running: Callable[[], None] | None) -> Iterator[dict]:
     import ray
 
     cpus = max(1, int(resources.get("CPU", 1)))
     per_block = _images_per_block(cfg, len(jobs), cpus)
-    blocks = iter([_row(j) for j in jobs[i:i + per_block]] for i in range(0, len(jobs), per_block))
     # In a CPU task the engine gets one inference thread: Ray runs one task per core.
     source = cfg.source if cfg.engine is None else dataclasses.replace(cfg.engine, threads=1)
     task = ray.remote(segment_block).options(num_cpus=cfg.cpus_per_task, max_retries=cfg.max_retries)
@@ -321,18 +337,56 @@ def _task_rows(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str
     try:
         while True:
             while len(pending) < in_flight:
-                block = next(blocks, None)
-                if block is None:
+                block = _take(jobs, per_block)
+                if not block:
                     break
                 pending.append(task.remote(block, source=source_ref, options=cfg.options, fault=fault))
             if not pending:
                 return
             done, pending = ray.wait(pending, num_returns=1)
+            if on_running is not None:
+                on_running()
+                on_running = None
             for ref in done:
                 yield from ray.get(ref)
     finally:
         for ref in pending:  # interrupted: a joined cluster would otherwise finish the queued blocks
             ray.cancel(ref)
+
+
+class DriverHead(threading.Thread):
+    """Segments jobs in the driver process, one at a time from the head of the shared queue, until
+    :meth:`stop`: a local Ray's daemons and workers take seconds to start (``ray.init`` 3-15 s on
+    this 2-core VM, then each worker imports walkcut), during which a core would sit idle. Uses
+    :func:`segment_block`, so the outputs are the tasks' to the byte; ``rows`` holds what it did."""
+
+    def __init__(self, jobs: deque, source: SourceSpec, options: dict) -> None:
+        super().__init__(name="walkcut-batch-driver-head", daemon=True)
+        self.jobs, self.source, self.options = jobs, source, options
+        self.rows: list[dict] = []
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                block = _take(self.jobs, 1)
+                if not block:
+                    return
+                self.rows.extend(segment_block(block, source=self.source, options=self.options, fault=None))
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the driver after join)
+            self.error = exc
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def finish(self) -> list[dict]:
+        """Stop, wait for the image in hand, and return the rows (raises what the thread raised)."""
+        self.stop()
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.rows
 
 
 def build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None):
@@ -414,20 +468,40 @@ def run_batch(images: list[InputImage], cfg: BatchConfig, *,
     fault = os.environ.get(FAULT_ENV) or None
     t0 = time.perf_counter()
     owned = False
-    try:
-        with ray_session(cfg.ray_address, cfg.num_cpus) as (ray_text, owned):
-            import ray
+    queue = deque(to_do)
+    head = None
 
+    def add(row: dict) -> None:
+        row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+        writer.add(row)
+        if on_row is not None:
+            on_row(row)
+
+    try:
+        import ray
+
+        # Only for a Ray this call starts: the fault hook kills the process that runs the image.
+        if queue and cfg.ray_address is None and cfg.engine is None and not fault and not ray.is_initialized():
+            head = DriverHead(queue, cfg.source, cfg.options)
+            head.start()
+        with ray_session(cfg.ray_address, cfg.num_cpus) as (ray_text, owned):
             summary.ray = ray_text
             if on_start is not None:
                 on_start(ray_text, len(to_do), len(carried))
-            if to_do:
-                for row in stream_rows(to_do, cfg, resources=ray.cluster_resources(), fault=fault):
-                    row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
-                    writer.add(row)
-                    if on_row is not None:
-                        on_row(row)
+            stop = head.stop if head is not None else None
+            for row in stream_rows(queue, cfg, resources=ray.cluster_resources(), fault=fault, on_running=stop):
+                add(row)
+            if head is not None:
+                rows, head = head.finish(), None
+                logger.info("the driver segmented %d of %d images while Ray started", len(rows), len(to_do))
+                for row in rows:
+                    add(row)
     except BaseException:
+        if head is not None:
+            head.stop()
+            head.join()
+            for row in head.rows:
+                add(row)
         writer.flush()  # what was done stays known to the next run
         raise
     finally:
