@@ -77,6 +77,27 @@ def dense_fiedler(W) -> np.ndarray:
 
 
 @pytest.mark.parametrize("factor", ["banded", "superlu"])
+def test_shift_invert_operator_equals_the_dense_inverse(factor):
+    """The band is built from W's lower triangle and its diagonal (self-loops included): the operator
+    must be the projected ``(L + sigma I)^-1`` of the whole symmetric matrix, whichever factor runs."""
+    rng = np.random.default_rng(3)
+    n, sigma = 120, 1e-3
+    rows, cols = np.nonzero(np.triu(rng.uniform(size=(n, n)) < 0.2) & (np.subtract.outer(np.arange(n), np.arange(n)) > -9))
+    W = sp.coo_matrix((rng.uniform(0.1, 1.0, rows.size), (rows, cols)), shape=(n, n)) + sp.eye(n, k=1) * 0.05
+    W = sp.csr_matrix(W + sp.triu(W, k=1).T)  # symmetric, connected, band 8, random self-loops on the diagonal
+    assert W.diagonal().any() and (W != W.T).nnz == 0
+    d = np.asarray(W.sum(axis=1)).ravel()
+    s = 1 / np.sqrt(d)
+    u = np.sqrt(d) / np.linalg.norm(np.sqrt(d))
+    op = sparse._ShiftInvert(W, s, u, sigma, banded_max_entries=1 << 20 if factor == "banded" else 0)
+    assert (op.banded is not None) == (factor == "banded")
+    L = np.eye(n) - s[:, None] * W.toarray() * s[None, :]
+    Q = np.eye(n) - np.outer(u, u)
+    X = rng.standard_normal((n, 3))
+    np.testing.assert_allclose(op(X), Q @ np.linalg.solve(L + sigma * np.eye(n), Q @ X), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("factor", ["banded", "superlu"])
 def test_shift_invert_finds_the_fiedler_vector_of_a_nearly_disconnected_graph(factor):
     W, _ = weakly_joined_chains()
     ref, vals = dense_fiedler(W)
