@@ -90,8 +90,9 @@ class _ShiftInvert:
             # and band.T is the column-major array pbtrf reads (no copy). Same values, products in the
             # same order, so the same factor bit for bit as the row-major-built upper storage.
             band = np.zeros((m, bandwidth + 1))
-            band[r, bandwidth + c - r] = -W.data[lower] * s[c] * s[r]  # off-diagonal of L = I - D^-1/2 W D^-1/2
-            band[:, bandwidth] = -W.diagonal() * s * s
+            flat = band.reshape(-1)  # a view; flat indices scatter ~2.5x faster than 2-D fancy indexing
+            flat[r * bandwidth + (c + bandwidth)] = -W.data[lower] * s[c] * s[r]  # band[r, bw + c - r]: off-diagonal of L
+            flat[bandwidth::bandwidth + 1] = -W.diagonal() * s * s  # band[:, bw]: the diagonal
             band[:, bandwidth] += 1.0 + sigma
             try:
                 self.banded = sla.cholesky_banded(band.T, overwrite_ab=True, check_finite=False)
