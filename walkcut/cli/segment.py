@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from walkcut.cli.args import add_cut_arguments, add_source_arguments, cut_options, output_dir, source_spec
 from walkcut.cli.errors import UsageError, error, file_error, plural
+from walkcut.cli.rerun_option import add_rerun_argument, check_rerun, rerun_log
 from walkcut.inputs import IMAGE_EXTENSIONS, InputImage, collect_images
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import encode_png, read_image, write_all_or_none
@@ -48,6 +49,7 @@ def register(sub) -> None:
     existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     existing.add_argument("--skip-existing", action="store_true",
                           help="skip images whose outputs already exist (resume a batch)")
+    add_rerun_argument(p)
     add_source_arguments(p)
     add_cut_arguments(p)
     p.set_defaults(func=run)
@@ -71,6 +73,12 @@ def plan(images: list[InputImage], out: Path, *, overwrite: bool, skip_existing:
 
 
 def run(args) -> int:
+    check_rerun(args)
+    with rerun_log(args, timeline="image", wrap=None, jpeg_quality=None) as log:
+        return _segment(args, log)
+
+
+def _segment(args, log) -> int:
     problems: list[str] = []
     images = collect_images(args.inputs, errors=problems)
     todo = plan(images, args.out, overwrite=args.overwrite, skip_existing=args.skip_existing)
@@ -98,6 +106,8 @@ def run(args) -> int:
             pictures = [(labels_path, encode_png(labels16, rgb=False)),
                         (overlay_path, encode_png(overlay(image, labels16)))]
             write_all_or_none(pictures)
+            if log is not None:
+                log.log(done, image, labels16, t, name=str(path))
         except Exception as exc:
             failed += 1
             tqdm.write(f"walkcut: error: {file_error(path, exc)}", file=sys.stderr)

@@ -22,6 +22,7 @@ from walkcut.cli.args import (
     source_spec,
 )
 from walkcut.cli.errors import CommandError, UsageError, plural
+from walkcut.cli.rerun_option import add_rerun_argument, check_rerun, rerun_log
 from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def register(sub) -> None:
                    help="replace an existing --out video and existing frames in --labels-dir")
     p.add_argument("--labels-dir", type=output_dir, default=None, help="also write each frame's ids as uint16 PNG")
     p.add_argument("--show", action="store_true", help="show the overlay with FPS (when a display exists)")
+    add_rerun_argument(p)
     p.add_argument("--live", action="store_true",
                    help="treat INPUT as live: drop frames when segmenting is slower than the input "
                         "(default for cameras and URLs; files never drop frames otherwise)")
@@ -88,9 +90,10 @@ def run(args) -> int:
     from walkcut.runtime.sources.backends import default_threads
     from walkcut.runtime.video.workers import available_cores
 
-    if args.out is None and args.labels_dir is None and not args.show:
-        raise UsageError("nothing to write: give --out, --labels-dir or --show")
+    if args.out is None and args.labels_dir is None and not args.show and args.rerun is None:
+        raise UsageError("nothing to write: give --out, --labels-dir, --rerun or --show")
     check_outputs(args)
+    check_rerun(args)
     try:
         live = True if args.live or args.max_latency is not None else None
         spec = VideoInput.parse(args.input, live=live)
@@ -205,6 +208,14 @@ def codec_available(suffix: str) -> bool:
 
 
 def _run(pipeline, reader, writer, args, show):
+    from walkcut.runtime.video.pipeline import ID_COLORS
+    from walkcut.runtime.video.stamps import StampedReader
+
     live = True if args.live or args.max_latency is not None else None
-    return pipeline.run(reader, writer, live=live, labels_dir=args.labels_dir, show=show,
-                        max_frames=args.max_frames)
+    stamped = StampedReader(reader) if args.rerun is not None else None  # frame times for its timeline
+    with rerun_log(args, timeline="frame", wrap=len(ID_COLORS), clock=stamped and stamped.pop) as log:
+        summary = pipeline.run(stamped or reader, writer, live=live, labels_dir=args.labels_dir, show=show,
+                               max_frames=args.max_frames, sinks=(log,) if log is not None else ())
+    if log is not None:
+        print(f"rerun: {plural(log.frames, 'frame')} -> {log.target}", file=sys.stderr)
+    return summary
