@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,10 @@ DEFAULT_ADDRESS = "rerun+http://127.0.0.1:9876/proxy"
 INSTALL_HINT = 'pip install "walkcut[rerun]"'
 #: Seconds to wait for a viewer's port to accept a connection before refusing the address.
 CONNECT_TIMEOUT = 2.0
+#: Seconds ``close`` waits for a viewer to take the data still buffered (a file is always written
+#: to the end): a peer that accepts connections but does not answer gRPC would otherwise hold the
+#: command forever.
+FLUSH_TIMEOUT = 10.0
 #: JPEG quality of video frames in a recording: 480 x 360 frames take ~30 kB instead of 518 kB raw.
 JPEG_QUALITY = 90
 #: Numbers at least this large are seconds since the Unix epoch (2001-09-09 on), smaller ones durations.
@@ -123,14 +128,40 @@ class RerunTarget:
             return
         host, port = self.host_port
         try:
-            socket.create_connection((host, port), timeout=timeout).close()
+            conn = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise ConnectionError(f"no Rerun viewer answers at {self.url} ({reason}): start one with `rerun` "
                                   f"(it listens on port 9876) or record to a file: --rerun NAME.rrd") from None
+        with conn:
+            try:
+                speaks = self.url.startswith("rerun+https") or _answers_http2(conn)
+            except OSError:  # silence (timeout) or a reset: not a gRPC server
+                speaks = False
+        if not speaks:
+            raise ConnectionError(f"{host}:{port} accepts connections but is not a Rerun viewer's gRPC port "
+                                  f"(a web viewer's page? `rerun` takes data on 9876 by default)")
 
     def __str__(self) -> str:
         return str(self.path) if self.path is not None else self.url
+
+
+#: An HTTP/2 client's first bytes: the connection preface and an empty SETTINGS frame (RFC 9113,
+#: sections 3.4 and 6.5). A gRPC server answers with its own SETTINGS frame (type 4).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _answers_http2(conn: socket.socket) -> bool:
+    """Whether the peer on ``conn`` speaks HTTP/2 (gRPC's transport): rerun-sdk itself waits for ever
+    on a peer that accepts a connection but never answers, so this is asked before connecting it."""
+    conn.sendall(_H2_PREFACE)
+    header = b""
+    while len(header) < 9:  # a frame header: length (3 bytes), type (1), flags (1), stream id (4)
+        chunk = conn.recv(9 - len(header))
+        if not chunk:
+            return False
+        header += chunk
+    return header[3] == 4
 
 
 def _time_arguments(seconds) -> dict:
@@ -223,8 +254,11 @@ class RerunLog:
         if rec is None:
             return
         try:
-            rec.flush()
-            rec.disconnect()  # a file sink writes its footer here
+            if self.target.url is None:
+                rec.flush()
+                rec.disconnect()  # the file sink writes its footer here
+            else:
+                self._close_connection(rec)
         finally:
             if self._tmp is not None:
                 if self.frames:
@@ -233,6 +267,24 @@ class RerunLog:
                     self._tmp.unlink(missing_ok=True)
                     logger.debug("no frames were logged; %s not created", self.target.path)
                 self._tmp = None
+
+    def _close_connection(self, rec) -> None:
+        """Send what is buffered to the viewer, waiting at most FLUSH_TIMEOUT seconds: rerun-sdk's own
+        flush waits for ever when the viewer stopped reading (its timeout does not always apply)."""
+        def finish():
+            try:
+                rec.flush(timeout_sec=FLUSH_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 (reported below)
+                logger.debug("flush to %s: %s", self.target.url, exc)
+            rec.disconnect()
+
+        done = threading.Thread(target=finish, name="walkcut-rerun-close", daemon=True)
+        done.start()
+        done.join(FLUSH_TIMEOUT + 1.0)
+        if done.is_alive():
+            logger.warning("the Rerun viewer at %s did not take all the data within %.0f s; it may miss the "
+                           "last frames", self.target.url, FLUSH_TIMEOUT)
+            self._rr.unregister_shutdown()  # its exit handler would wait for ever on the same data
 
     # --- logging --------------------------------------------------------------------------------
     def _colors(self, n: int) -> np.ndarray:
