@@ -43,7 +43,7 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", type=output_file(*CODECS), default=None,
                    help="output video: .mp4 (mp4v codec) or .avi (MJPG); optional")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out video and existing frames in --labels-dir")
+                   help="replace an existing --out video, --rerun recording and existing frames in --labels-dir")
     p.add_argument("--labels-dir", type=output_dir, default=None, help="also write each frame's ids as uint16 PNG")
     p.add_argument("--show", action="store_true", help="show the overlay with FPS (when a display exists)")
     add_rerun_argument(p)
