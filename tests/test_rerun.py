@@ -266,3 +266,28 @@ def test_frames_stream_to_a_running_viewer(tmp_path, capsys):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+@needs_rerun
+@pytest.mark.slow
+def test_sigterm_midway_leaves_the_frames_written(tmp_path):
+    clip = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (200, 120))
+    for t in range(200):
+        writer.write(moving_scene(t % 8))
+    writer.release()
+    rrd, labels = tmp_path / "run.rrd", tmp_path / "ids"
+    proc = subprocess.Popen([sys.executable, "-m", "walkcut", "video", str(clip), "--rerun", str(rrd),
+                             "--labels-dir", str(labels), "--grid", "8"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not labels.exists() or len(os.listdir(labels)) < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    written = len(os.listdir(labels))
+    assert 3 <= written < 200 and f"rerun: {written} frames -> {rrd}" in err
+    frames = sorted(column(read_recording(rrd)[("/image/segmentation", False)], "frame"))
+    assert frames == list(range(written))  # every frame written, once, and nothing else
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -217,5 +217,7 @@ def _run(pipeline, reader, writer, args, show):
         summary = pipeline.run(stamped or reader, writer, live=live, labels_dir=args.labels_dir, show=show,
                                max_frames=args.max_frames, sinks=(log,) if log is not None else ())
     if log is not None:
-        print(f"rerun: {plural(log.frames, 'frame')} -> {log.target}", file=sys.stderr)
+        made = log.frames or log.target.path is None  # a file with no frame is not created
+        print(f"rerun: {plural(log.frames, 'frame')}" + (f" -> {log.target}" if made else f"; {log.target} not created"),
+              file=sys.stderr)
     return summary
