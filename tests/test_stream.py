@@ -91,6 +91,31 @@ def test_labels_equal_walkcut_video_on_the_same_frames(tmp_path):
     assert results[0].overlay.shape == rgb[0].shape
 
 
+def test_an_engine_spec_runs_in_the_model_stage_like_walkcut_video(tmp_path):
+    from test_backends import build_fake_model
+
+    from walkcut import source_spec
+
+    model = tmp_path / "fake.onnx"
+    build_fake_model(model)
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (200, 120))
+    for t in range(4):
+        writer.write(moving_scene(t))
+    writer.release()
+    assert main(["video", str(clip), "--engine", str(model), "--labels-dir", str(tmp_path / "ids"),
+                 "--workers", "1", "--threads"]) == 0
+    cap = cv2.VideoCapture(str(clip))
+    frames = [cap.read()[1] for _ in range(4)]
+    cap.release()
+    with StreamSegmenter(source_spec(engine=model), color="bgr") as stream:
+        results = segment_all(stream, frames, range(4))
+    assert stream.pipeline.engine is not None and stream.summary.engine is not None  # the model stage ran
+    for r in results:
+        np.testing.assert_array_equal(r.labels, cv2.imread(str(tmp_path / "ids" / f"{r.index:06d}.png"),
+                                                           cv2.IMREAD_UNCHANGED))
+
+
 def test_segment_waits_for_its_frame_and_keeps_earlier_results():
     with StreamSegmenter(color="bgr") as stream:
         stream.push("a", moving_scene(0))
