@@ -76,7 +76,9 @@ def context_colors(recording) -> dict[int, tuple]:
 # --- addresses and the missing SDK (no rerun-sdk needed) --------------------------------------------
 
 def test_targets_parse_files_and_addresses():
-    assert RerunTarget.parse(None).url == DEFAULT_ADDRESS == RerunTarget.parse("").url
+    from walkcut.cli.rerun_option import LOCAL_VIEWER  # the --help text's copy
+
+    assert RerunTarget.parse(None).url == DEFAULT_ADDRESS == RerunTarget.parse("").url == LOCAL_VIEWER
     assert RerunTarget.parse("out/run.RRD").path.name == "run.RRD"
     assert RerunTarget.parse("robot:9876").url == "rerun+http://robot:9876/proxy"
     assert RerunTarget.parse("[::1]:9876").host_port == ("::1", 9876)
