@@ -21,7 +21,7 @@ from walkcut.cli.args import (
     positive_int,
     source_spec,
 )
-from walkcut.cli.errors import CommandError, UsageError, plural
+from walkcut.cli.errors import CommandError, UsageError
 from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,11 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", type=output_file(*CODECS), default=None,
                    help="output video: .mp4 (mp4v codec) or .avi (MJPG); optional")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out video and existing frames in --labels-dir")
-    p.add_argument("--labels-dir", type=output_dir, default=None, help="also write each frame's ids as uint16 PNG")
+                   help="replace an existing --out video (never the input) and clear the frames an earlier run "
+                        "wrote in --labels-dir")
+    p.add_argument("--labels-dir", type=output_dir, default=None,
+                   help="also write each frame's ids as uint16 PNG (NNNNNN.png; the folder is marked with "
+                        ".walkcut-frames.json, and frames of another run are cleared only with --overwrite)")
     p.add_argument("--show", action="store_true", help="show the overlay with FPS (when a display exists)")
     p.add_argument("--live", action="store_true",
                    help="treat INPUT as live: drop frames when segmenting is slower than the input "
@@ -124,6 +127,10 @@ def run(args) -> int:
                              queue_size=args.queue, track=not args.no_track, engine=source if engine else None,
                              max_latency=None if args.max_latency is None else args.max_latency / 1000.0)
     pipeline.describe_workers = plan.reason
+    if args.labels_dir is not None:  # every check passed: clear our earlier frames, mark the folder
+        from walkcut.outputs import prepare_frames_dir
+
+        prepare_frames_dir(args.labels_dir, overwrite=args.overwrite, source=str(args.input))
     previous = None
     if threading.current_thread() is threading.main_thread():
         def on_term(signum, frame):
@@ -154,15 +161,17 @@ def run(args) -> int:
 
 
 def check_outputs(args) -> None:
-    """Refuse to replace existing results (usage error) unless --overwrite; refuse a codec that
-    OpenCV cannot write here, before any frame is decoded."""
-    if not args.overwrite:
-        if args.out is not None and args.out.exists():
-            raise UsageError(f"{args.out} already exists; add --overwrite to replace it or choose another --out")
-        if args.labels_dir is not None and args.labels_dir.is_dir() and any(args.labels_dir.glob("*.png")):
-            n = sum(1 for _ in args.labels_dir.glob("*.png"))
-            raise UsageError(f"{args.labels_dir} already holds {plural(n, 'PNG file')}; add --overwrite to "
-                             f"replace them or choose another --labels-dir")
+    """The output policy (:mod:`walkcut.outputs`), before any frame is decoded: an existing --out
+    only with --overwrite, never the input itself; --labels-dir frames of an earlier run only with
+    --overwrite (and only walkcut's own, see :func:`walkcut.outputs.check_frames_dir`). Also refuses
+    a codec that OpenCV cannot write here."""
+    from walkcut.outputs import check_frames_dir, check_output
+
+    inputs = [args.input] if Path(args.input).exists() else []
+    if args.out is not None:
+        check_output(args.out, overwrite=args.overwrite, flag="--out", inputs=inputs)
+    if args.labels_dir is not None:
+        check_frames_dir(args.labels_dir, overwrite=args.overwrite)
     if args.out is not None and not codec_available(args.out.suffix.lower()):
         other = ".avi" if args.out.suffix.lower() == ".mp4" else ".mp4"
         raise UsageError(f"this OpenCV build cannot write {args.out.suffix} ({CODECS[args.out.suffix.lower()]}); "
