@@ -47,6 +47,12 @@ class OutputError(ValueError):
 
 # -- single files ---------------------------------------------------------------------------------
 
+def shown(path) -> str:
+    """A path for a message: bytes of a name that are not UTF-8 appear as ``\\xNN`` (a message
+    must print on any terminal)."""
+    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether ``a`` and ``b`` name one file (same resolved path, or the same inode: hard links)."""
     a, b = Path(a), Path(b)
@@ -64,12 +70,12 @@ def check_output(path: str | os.PathLike, *, overwrite: bool, flag: str, inputs=
     path = Path(path)
     for item in inputs:
         if item is not None and same_file(path, item):
-            raise OutputError(f"{flag} {path} is an input of this command ({item}); walkcut never replaces "
+            raise OutputError(f"{flag} {shown(path)} is an input of this command ({shown(item)}); walkcut never replaces "
                               f"an input, --overwrite or not: choose another {flag}")
     if path.is_dir():
-        raise OutputError(f"{flag} {path} is a folder; give a file name")
+        raise OutputError(f"{flag} {shown(path)} is a folder; give a file name")
     if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; add --overwrite to replace it, or choose another {flag}")
+        raise OutputError(f"{shown(path)} already exists; add --overwrite to replace it, or choose another {flag}")
     return path
 
 
@@ -80,7 +86,7 @@ def check_outputs(items, *, overwrite: bool, inputs=()) -> list[Path]:
     for i, (path, flag) in enumerate(items):
         for other, other_flag in items[:i]:
             if same_file(path, other):
-                raise OutputError(f"{other_flag} and {flag} name the same file {path}; give two different files")
+                raise OutputError(f"{other_flag} and {flag} name the same file {shown(path)}; give two different files")
         check_output(path, overwrite=overwrite, flag=flag, inputs=inputs)
     return [p for p, _ in items]
 
@@ -104,7 +110,7 @@ def refuse_inputs_as_outputs(inputs, outputs) -> None:
             st = o.stat()
             hit = inodes.get((st.st_dev, st.st_ino))
         if hit is not None:
-            raise OutputError(f"{o} would replace the input {hit}; walkcut never replaces an input, --overwrite "
+            raise OutputError(f"{shown(o)} would replace the input {shown(hit)}; walkcut never replaces an input, --overwrite "
                               f"or not: choose another --out")
 
 
@@ -250,15 +256,16 @@ def resume_refusal(state: str, where: Path, record: dict, *, resume_flag: str) -
     """The one-line refusal for an output that resume may not count as done nor replace."""
     if state == OTHER_OPTIONS:
         found = read_record(where) or {}
-        return OutputError(f"{where} was made with other settings ({settings_difference(found.get('settings'), record['settings'])}); "
+        return OutputError(f"{shown(where)} was made with other settings ({settings_difference(found.get('settings'), record['settings'])}); "
                            f"{resume_flag} does not mix results: add --overwrite to redo it, or choose another --out")
     if state == OTHER_INPUT:
-        return OutputError(f"{where} was made from another file or an earlier version of {record['input']['path'] if record['input'] else 'its input'}; "
+        return OutputError(f"{shown(where)} was made from another file or an earlier version of "
+                           f"{shown(record['input']['path']) if record['input'] else 'its input'}; "
                            f"add --overwrite to replace it, or choose another --out")
     if where.exists():
-        return OutputError(f"{where} exists but walkcut did not write it for this input (or its pair is "
+        return OutputError(f"{shown(where)} exists but walkcut did not write it for this input (or its pair is "
                            f"incomplete); add --overwrite to replace it, or choose another --out")
-    return OutputError(f"{where} is missing beside the rest of its outputs; add --overwrite to redo them, "
+    return OutputError(f"{shown(where)} is missing beside the rest of its outputs; add --overwrite to redo them, "
                        f"or choose another --out")
 
 
@@ -293,9 +300,9 @@ def check_frames_dir(folder: str | os.PathLike, *, overwrite: bool) -> None:
         return
     frames = [p for p in folder.iterdir() if FRAME_NAME.match(p.name)]
     if frames and not (folder / FRAMES_MARKER).is_file():
-        raise OutputError(f"{folder} holds {len(frames)} frame file{'s' if len(frames) != 1 else ''} "
+        raise OutputError(f"{shown(folder)} holds {len(frames)} frame file{'s' if len(frames) != 1 else ''} "
                           f"({sorted(frames)[0].name}, ...) that walkcut did not write (no {FRAMES_MARKER}); "
                           f"choose another --labels-dir")
     if frames and not overwrite:
-        raise OutputError(f"{folder} holds {len(frames)} label frame{'s' if len(frames) != 1 else ''} of an "
+        raise OutputError(f"{shown(folder)} holds {len(frames)} label frame{'s' if len(frames) != 1 else ''} of an "
                           f"earlier run; add --overwrite to clear them, or choose another --labels-dir")

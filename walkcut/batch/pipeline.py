@@ -51,7 +51,7 @@ from walkcut.batch.work import (
     segment_image,
 )
 from walkcut.inputs import InputImage
-from walkcut.outputs import DONE, NEW, OutputError, make_record, options_record, refuse_inputs_as_outputs, resume_refusal, resume_state
+from walkcut.outputs import DONE, NEW, OutputError, make_record, options_record, refuse_inputs_as_outputs, resume_refusal, resume_state, shown
 from walkcut.runtime.defaults import MAX_SOURCE_SIDE
 from walkcut.runtime.sources.engine import EngineSpec
 from walkcut.runtime.sources.pixels import PixelSource
@@ -153,7 +153,7 @@ def make_jobs(images: list[InputImage], out: Path, *, overlay: bool = True, sett
         for o in job_outputs(job):
             key = os.path.normcase(os.path.abspath(o))
             if key in seen:
-                raise OutputError(f"{seen[key]} and {job.input} would both write {o}; rename one of them")
+                raise OutputError(f"{shown(seen[key])} and {shown(job.input)} would both write {shown(o)}; rename one of them")
             seen[key] = job.input
     refuse_inputs_as_outputs([im.path for im in images], [o for job in jobs for o in job_outputs(job)])
     return jobs
@@ -348,7 +348,7 @@ def check_manifest(path: Path, *, overwrite: bool, inputs) -> None:
     if path.is_dir():
         raise OutputError(f"--manifest {path} is a folder; give a file name")
     if path.exists() and not overwrite and not is_manifest(path):
-        raise OutputError(f"{path} already exists and is not a walkcut manifest; add --overwrite to replace it, "
+        raise OutputError(f"{shown(path)} already exists and is not a walkcut manifest; add --overwrite to replace it, "
                           f"or choose another --manifest")
 
 

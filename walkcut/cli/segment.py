@@ -24,6 +24,7 @@ from walkcut.outputs import (
     refuse_inputs_as_outputs,
     resume_refusal,
     resume_state,
+    shown,
 )
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import encode_png, read_image, write_all_or_none
@@ -101,7 +102,7 @@ def plan(images: list[InputImage], out: Path, *, overwrite: bool, skip_existing:
         todo.append((im, record))
     if clash:
         more = f" and {plural(len(clash) - 1, 'more file')}" if len(clash) > 1 else ""
-        raise OutputError(f"{clash[0]}{more} already exist{'s' if len(clash) == 1 else ''}; add --overwrite to "
+        raise OutputError(f"{shown(clash[0])}{more} already exist{'s' if len(clash) == 1 else ''}; add --overwrite to "
                           f"replace, --skip-existing to resume, or choose another --out")
     if done:
         print(f"skipping {plural(done, 'image')} whose outputs exist in {out} (made from the same input "
