@@ -1,8 +1,8 @@
 """The Parquet manifest of a batch run: one row per input, written whole or not at all.
 
 Columns: ``input``, ``labels``, ``overlay`` (paths; ``overlay`` empty with ``--no-overlay``),
-``status`` (``ok``, ``error``, or ``skipped``: complete outputs found from an earlier run that left
-no row), ``error`` (one line naming the file and the problem), ``segments``, ``height``, ``width``
+``status`` (``ok`` or ``error``; outputs done by an earlier run that left no row are ``ok`` with the
+counts read back from the label map and NaN seconds), ``error`` (one line naming the file and the problem), ``segments``, ``height``, ``width``
 (0 when failed), ``seconds_<stage>`` for decode, source, preprocess, engine, cuts, upsample, write
 (NaN where the stage did not run), ``node`` (host that cut the image), and what resume checks:
 ``input_size`` and ``input_mtime_ns`` (the input when it was planned) and ``settings`` (the source
@@ -112,8 +112,8 @@ class ManifestWriter:
         Where part files go while the run lasts.
     flush_seconds, flush_rows : float, int
         A part file is written when rows have waited this long, or when this many are waiting: a
-        million-image run writes a few hundred parts, and a killed driver loses at most 30 s of rows
-        (their outputs are on disk and are skipped by the next run all the same).
+        million-image run writes a few hundred parts. Every row is also appended to a journal at
+        once, so a killed driver loses no finished row.
     """
 
     def __init__(self, path: Path, parts_dir: Path, *, flush_seconds: float = 30.0, flush_rows: int = 10000) -> None:
