@@ -65,9 +65,11 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", type=output_dir, required=True,
                    help="output folder (created if missing; see the naming rule below)")
     existing = p.add_mutually_exclusive_group()
-    existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace outputs that already exist (never an input)")
     existing.add_argument("--skip-existing", action="store_true",
-                          help="skip images whose outputs already exist (resume a batch)")
+                          help="resume: skip images whose outputs record this input and these settings; "
+                               "other existing outputs are refused")
     add_source_arguments(p)
     add_cut_arguments(p)
     p.set_defaults(func=run)
@@ -132,7 +134,7 @@ def run(args) -> int:
             result = segmenter.set_image(image).segment(**options)
             if result.labels.max() > 65535:
                 raise ValueError(f"{result.labels.max() + 1} segments do not fit a uint16 label map")
-            # Encode both pictures before writing either: a failure leaves no partial output.
+            # Encode both pictures, then swap both in together: a failure leaves the old pair or none.
             labels16 = result.labels.astype(np.uint16)  # also a 4x smaller map for the overlay
             t, n_segments = result.timings, result.n_segments
             del result  # huge images: free the int64 labels before drawing
