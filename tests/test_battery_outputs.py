@@ -457,3 +457,21 @@ def test_batch_rebuilds_rows_whose_journal_was_lost(local_ray, tmp_path, capsys)
     assert code == 0, err
     (row,) = _manifest(out / "manifest.parquet")
     assert row["status"] == "ok" and row["segments"] > 0 and row["height"] == 48 and row["width"] == 64
+
+
+def test_batch_refuses_a_users_file_with_an_outputs_name_before_ray_starts(tmp_path, capsys):
+    pytest.importorskip("ray")
+    pytest.importorskip("pyarrow")
+    src = tmp_path / "in"
+    write_image(src / "a.png")
+    write_image(src / "b.png", seed=1)
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "b_labels.png").write_bytes(b"my own label map")
+    before = snapshot(tmp_path)
+    code, _, err = run(capsys, "batch", src, "--out", out, *GRID)
+    line = one_error(err)
+    assert code == 2 and "b_labels.png" in line and "did not write" in line and "--overwrite" in line
+    assert "ray:" not in err  # refused before Ray was started
+    assert_unchanged(before, tmp_path)
+    assert outputs_of(out) == ["b_labels.png"]
