@@ -475,3 +475,20 @@ def test_batch_refuses_a_users_file_with_an_outputs_name_before_ray_starts(tmp_p
     assert "ray:" not in err  # refused before Ray was started
     assert_unchanged(before, tmp_path)
     assert outputs_of(out) == ["b_labels.png"]
+
+
+def test_relative_to_mirrors_one_root_and_refuses_inputs_outside_it(tmp_path, capsys):
+    root = tmp_path / "shoot"
+    a = write_image(root / "day1" / "x.png")
+    b = write_image(root / "day2" / "x.png", seed=1)
+    code, _, err = run(capsys, "segment", a, b, "--relative-to", root, "--out", tmp_path / "o", *GRID)
+    assert code == 0, err
+    assert [p for p in outputs_of(tmp_path / "o") if p.endswith("_labels.png")] == ["day1/x_labels.png",
+                                                                                     "day2/x_labels.png"]
+    stray = write_image(tmp_path / "stray.png", seed=2)
+    before = snapshot(tmp_path)
+    code, _, err = run(capsys, "segment", a, stray, "--relative-to", root, "--out", tmp_path / "o2", *GRID)
+    line = one_error(err)
+    assert code == 2 and "stray.png" in line and "--relative-to" in line
+    assert_unchanged(before, tmp_path)
+    assert not (tmp_path / "o2").exists()

@@ -12,8 +12,9 @@ depends on which other inputs were given: a folder's images by their path below 
 are ``OUT/<name><suffix>``. When names collide in one run, every colliding image keeps more of its
 path, step by step until the names differ: first the extension (``x.jpg``, ``x.png``; ``x.jpg.png``
 then stays ``x.jpg.png``), then the path as the argument spelled it (``a/x.jpg``, ``b/x.jpg``),
-then, for what still collides, ``~1``, ``~2``... in input order. Nothing is ever overwritten
-silently: see :mod:`walkcut.outputs`.
+then, for what still collides, ``~1``, ``~2``... in input order. ``--relative-to ROOT`` names every
+image by its path below ROOT instead (mirrors ROOT's folders; an input outside it is refused).
+Nothing is ever overwritten silently: see :mod:`walkcut.outputs`.
 
 Output folders are never read back as input: when ``--out`` lies inside a folder (or below a
 pattern's fixed folders) that is searched, it is skipped; when it is that folder itself, the files
@@ -210,19 +211,40 @@ def name_outputs(items: list[Found | Path]) -> list[InputImage]:
     return [InputImage(path=f.path, name=Path(n)) for f, n in zip(found, names)]
 
 
+def relative_to(found: list[Found], root: str | os.PathLike | None) -> list[Found]:
+    """``found`` named by each file's path below ``root`` (``--relative-to``) instead of below its
+    argument; None leaves them as they are. Raises :class:`InputError` for a file outside ``root``."""
+    if root is None:
+        return found
+    out = []
+    for f in found:
+        # as spelled first (keeps a linked folder's own names), then with links resolved
+        for path, base in ((f.path.absolute(), Path(root).absolute()), (f.path.resolve(), Path(root).resolve())):
+            try:
+                out.append(Found(f.path, PurePath(path.relative_to(base)), f.given))
+                break
+            except ValueError:
+                continue
+        else:
+            raise InputError(f"{f.path} is not inside --relative-to {root}; give a folder that holds every "
+                             f"input, or leave --relative-to out")
+    return out
+
+
 def collect_images(arguments: list[str | os.PathLike], *, errors: list[str] | None = None,
-                   exclude=()) -> list[InputImage]:
-    """:func:`find_inputs` then :func:`name_outputs`; ``exclude``: output folders (never read).
+                   exclude=(), root: str | os.PathLike | None = None) -> list[InputImage]:
+    """:func:`find_inputs` then :func:`name_outputs`; ``exclude``: output folders (never read);
+    ``root``: name outputs below this folder (:func:`relative_to`) instead of below each argument.
 
     With ``errors`` (a list), an argument that matches nothing adds its message there and the others
     are still collected (a batch goes on past a bad argument); without it the first one raises.
     """
     if errors is None:
-        return name_outputs(find_inputs(arguments, exclude=exclude))
+        return name_outputs(relative_to(find_inputs(arguments, exclude=exclude), root))
     found: list[Found] = []
     for arg in arguments:
         try:
             found.extend(expand_argument(arg, exclude=exclude))
         except InputError as exc:
             errors.append(str(exc))
-    return name_outputs(unique_found(found))
+    return name_outputs(relative_to(unique_found(found), root))

@@ -14,7 +14,16 @@ import glob
 import os
 from pathlib import Path, PurePath
 
-from walkcut.inputs import Found, InputError, InputImage, safe_relative, expand_argument, name_outputs, unique_found
+from walkcut.inputs import (
+    Found,
+    InputError,
+    InputImage,
+    expand_argument,
+    name_outputs,
+    relative_to,
+    safe_relative,
+    unique_found,
+)
 
 
 def read_list_file(path: str | os.PathLike) -> list[str]:
@@ -40,11 +49,12 @@ def _expand_listed(entry: str, exclude=()) -> list[Found]:
     return [Found(path, PurePath(path.name), safe_relative(path))]  # a file, or a missing one its row reports
 
 
-def collect_batch_inputs(arguments: list[str], list_files: list[str] = (), *, exclude=()) -> list[InputImage]:
+def collect_batch_inputs(arguments: list[str], list_files: list[str] = (), *, exclude=(),
+                         root: str | os.PathLike | None = None) -> list[InputImage]:
     """Expand arguments (``@FILE`` reads a list file) and ``list_files``; name the outputs.
 
     Order is kept, a file named twice is processed once. ``exclude``: output folders, never read as
-    input. Raises :class:`InputError` for an argument that matches nothing or an unreadable list file.
+    input; ``root``: ``--relative-to`` (:func:`walkcut.inputs.relative_to`). Raises :class:`InputError` for an argument that matches nothing or an unreadable list file.
     """
     paths: list[Found] = []
     for arg in arguments:
@@ -57,4 +67,4 @@ def collect_batch_inputs(arguments: list[str], list_files: list[str] = (), *, ex
     for list_file in list_files:
         for entry in read_list_file(list_file):
             paths.extend(_expand_listed(entry, exclude))
-    return name_outputs(unique_found(paths))
+    return name_outputs(relative_to(unique_found(paths), root))

@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--from-file", action="append", default=[], metavar="LIST",
                    help="text file of inputs, one a line (repeatable; same as @LIST)")
     p.add_argument("--out", "-o", type=output_dir, required=True, help="output folder (created if missing)")
+    p.add_argument("--relative-to", type=Path, default=None, metavar="ROOT",
+                   help="name every output by its input's path below ROOT instead of below its argument or list "
+                        "entry (see `walkcut segment --help`)")
     p.add_argument("--no-overlay", dest="overlay", action="store_false", help="write label maps only")
     p.add_argument("--overwrite", action="store_true",
                    help="redo every input, replacing existing outputs (and a --manifest file that is not a "
@@ -109,7 +112,7 @@ def run(args) -> int:
     from walkcut.runtime.sources.contract import ContractError
 
     try:
-        images = collect_batch_inputs(args.images, args.from_file, exclude=[args.out])
+        images = collect_batch_inputs(args.images, args.from_file, exclude=[args.out], root=args.relative_to)
         spec = source_spec(args)
         options = cut_options(args, spec)  # reads an engine's contract: a ContractError stops here
         config = BatchConfig(

@@ -12,8 +12,8 @@ import numpy as np
 from tqdm import tqdm
 
 from walkcut.cli.args import add_cut_arguments, add_source_arguments, cut_options, output_dir, source_spec
-from walkcut.cli.errors import error, file_error, plural
-from walkcut.inputs import IMAGE_EXTENSIONS, InputImage, collect_images
+from walkcut.cli.errors import UsageError, error, file_error, plural
+from walkcut.inputs import IMAGE_EXTENSIONS, InputError, InputImage, collect_images
 from walkcut.outputs import (
     DONE,
     NEW,
@@ -45,7 +45,8 @@ not depend on the other inputs: photos/a/x.jpg found by `photos` (or "photos/**/
 OUT/a/x_labels.png; a file given by itself gives OUT/x_labels.png. Names that collide in one run
 keep more of their path until they differ, checked before any work: the extension first (x.jpg,
 x.png and x.jpg.png in one folder give x.jpg_labels.png, x.png_labels.png, x.jpg.png_labels.png),
-then the path as typed (a/x.jpg_labels.png), then ~1, ~2 in input order.
+then the path as typed (a/x.jpg_labels.png), then ~1, ~2 in input order. --relative-to ROOT
+names every image by its path below ROOT instead.
 
 existing files: never replaced unless --overwrite, and an input never (refused with one line, exit
 2, before any work). A label map and its overlay are swapped in together: a failed write leaves the
@@ -64,6 +65,9 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern")
     p.add_argument("--out", "-o", type=output_dir, required=True,
                    help="output folder (created if missing; see the naming rule below)")
+    p.add_argument("--relative-to", type=Path, default=None, metavar="ROOT",
+                   help="name every output by its input's path below ROOT (mirrors ROOT's folders) instead of "
+                        "below the argument that found it")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true",
                           help="replace outputs that already exist (never an input)")
@@ -114,7 +118,10 @@ def plan(images: list[InputImage], out: Path, *, overwrite: bool, skip_existing:
 
 def run(args) -> int:
     problems: list[str] = []
-    images = collect_images(args.inputs, errors=problems, exclude=[args.out])
+    try:
+        images = collect_images(args.inputs, errors=problems, exclude=[args.out], root=args.relative_to)
+    except InputError as exc:  # an input outside --relative-to: a usage error
+        raise UsageError(str(exc)) from exc
     spec = source_spec(args)
     options = cut_options(args, spec)
     todo = plan(images, args.out, overwrite=args.overwrite, skip_existing=args.skip_existing,
