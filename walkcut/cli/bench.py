@@ -36,6 +36,7 @@ from walkcut.cli.args import (
     positive_int,
     source_spec,
 )
+from walkcut.runtime.defaults import VIDEO_MAX_SEGMENTS
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import atomic_write_bytes, read_image
 from walkcut.runtime.segmenter import Segmenter
@@ -307,9 +308,11 @@ def run(args) -> int:
     elif args.frame_budget:
         image = read_image(args.image) if args.image else synthetic_scene()
         spec = source_spec(args)
-        res = bench_frame_budget(image, spec, cut_options(args, spec), sizes=((480, 360), (1280, 720)),
+        args.command_cut_defaults = {"max_segments": VIDEO_MAX_SEGMENTS}  # the video command's tree
+        options = cut_options(args, spec)
+        res = bench_frame_budget(image, spec, options, sizes=((480, 360), (1280, 720)),
                                  runs=args.runs, warmup=args.warmup)
-        report = {**info, "image": str(args.image or "synthetic 480x360"), "frame_budget": res}
+        report = {**info, "image": str(args.image or "synthetic 480x360"), "cut_options": options, "frame_budget": res}
         print(f"video frame budget on one core (walkcut video's defaults unless flags say otherwise); "
               f"image={report['image']}; cpu={info['cpu']}")
         print("| stage | " + " | ".join(f"{size} median / p90 ms (CPU ms)" for size in res) + " |")
