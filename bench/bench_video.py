@@ -10,6 +10,9 @@ frame or clip ever goes into the repository), then:
 2. ``ratio``: scikit-image's ``felzenszwalb(scale=300, min_size=200)`` on the same frames, then
    ``walkcut video`` with no options and with ``--grid 64``, then Felzenszwalb again; the ratio of
    walkcut's FPS to Felzenszwalb's (the mean of its two runs), so both see the same machine load.
+2b. ``agree [CLIP]``: ``walkcut video CLIP --labels-dir D`` (no cut flags) against ``walkcut segment``
+   at its defaults on the same decoded frames: per-frame adjusted Rand index and how many frames keep
+   under 60% of segment's segment count (issue 21: median ARI >= 0.97, at most 2% of frames).
 3. ``memory``: the same pipeline in-process over the clip looped 10x (1010 frames), sampling the
    resident set size every 50 frames; reports RSS after 50 frames, at the end, and the maximum.
 4. ``consistency``: the mean fraction of pixels whose id changes between consecutive frames, for the
@@ -20,6 +23,7 @@ frame or clip ever goes into the repository), then:
 
     python bench/bench_video.py all
     python bench/bench_video.py fps --options="--workers 1 --threads"
+    python bench/bench_video.py agree [CLIP]                             # video vs segment, per frame
     python bench/bench_video.py ratio --engine models/vit_s_focus.onnx   # an exported ViT
 """
 
