@@ -157,9 +157,12 @@ MAX_ATTN_RES = 96
 LAYER_PRESETS = ("encoder", "all")
 
 # --- Video (walkcut video) -------------------------------------------------------------------------
-#: Fewer leaves grown per frame keeps the cuts within a frame budget (the automatic rules rarely
-#: keep more than ~12 segments on street scenes).
-VIDEO_MAX_SEGMENTS = 16
+#: Leaves grown per frame: the same tree as ``walkcut segment`` (MAX_SEGMENTS), so a video frame gets
+#: the partition an image gets. The automatic rules read the split costs of the whole grown tree:
+#: a 16-leaf tree (the video default before 0.4) moved the Otsu threshold and collapsed some frames
+#: (101-frame CamVid clip: 14% of frames kept under 60% of segment's segments; at 32, with each frame
+#: cut alone, every frame is segment's partition; bench/RESULTS.md, "Speed v3: the frame").
+VIDEO_MAX_SEGMENTS = MAX_SEGMENTS
 #: Boundary-aware upsampling at most at this side, then nearest-neighbour enlargement (boundaries
 #: within 2 px at 1280 x 720). Since the colour vote runs only along segment borders
 #: (runtime/upsample.py), a 480 x 360 frame is upsampled whole in about 4.5 ms on one core.

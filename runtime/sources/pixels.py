@@ -105,11 +105,35 @@ def intervening_contours(edges: np.ndarray, grid: int, i: np.ndarray, dy: int, d
     return samples.max(axis=0).astype(np.float64)
 
 
+def contour_strengths(image_rgb: np.ndarray, grid: int, pairs) -> tuple[np.ndarray, float]:
+    """The contour term's inputs: the strongest edge between each ``(i, dy, dx)`` of ``pairs`` (cells
+    ``i`` and their neighbours ``(dy, dx)`` further on; concatenated in that order) and the strongest
+    edge of the image; one :func:`edge_map` per call (``walkcut bench --frame-budget`` times it)."""
+    edges = edge_map(image_rgb, grid)
+    ic = [intervening_contours(edges, grid, i, int(dy), int(dx)) for i, dy, dx in pairs]
+    return np.concatenate(ic), float(edges.max())
+
+
 def _neighbour_offsets(radius: float) -> np.ndarray:
     r = int(np.floor(radius))
     dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
     keep = (dy**2 + dx**2 <= radius**2) & ~((dy == 0) & (dx == 0))
     return np.stack([dy[keep], dx[keep]], axis=1)
+
+
+def neighbour_pairs(grid: int, radius: float) -> list[tuple[np.ndarray, int, int]]:
+    """``[(i, dy, dx), ...]``: for each offset within ``radius`` cells, the cells ``i`` whose neighbour
+    ``(dy, dx)`` further on lies inside the ``grid x grid`` grid. Each unordered pair once (the first
+    nonzero coordinate of its offset positive): every term of the weight is symmetric, so the other
+    half is the transpose."""
+    offsets = _neighbour_offsets(radius)
+    offsets = offsets[(offsets[:, 0] > 0) | ((offsets[:, 0] == 0) & (offsets[:, 1] > 0))]
+    yy, xx = np.divmod(np.arange(grid * grid), grid)
+    pairs = []
+    for dy, dx in offsets:
+        ny, nx = yy + dy, xx + dx
+        pairs.append((np.flatnonzero((ny >= 0) & (ny < grid) & (nx >= 0) & (nx < grid)), int(dy), int(dx)))
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -175,24 +199,14 @@ class PixelSource:
         colors = grid_cell_colors(image_rgb, R)  # (R, R, 3) RGB [0, 1]
         lab = cv2.cvtColor(colors, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
         radius = self.effective_radius
-        offsets = _neighbour_offsets(radius)
-        # Each unordered pair once (the first nonzero coordinate of its offset positive): every term of
-        # the weight is symmetric, so the other half is the transpose.
-        offsets = offsets[(offsets[:, 0] > 0) | ((offsets[:, 0] == 0) & (offsets[:, 1] > 0))]
-        yy, xx = np.divmod(np.arange(R * R), R)
-        rows, cols, dist2, cdist2, contour = [], [], [], [], []
-        edges = edge_map(image_rgb, R) if self.contour_scale is not None else None
-        for dy, dx in offsets:
-            ny, nx = yy + dy, xx + dx
-            ok = (ny >= 0) & (ny < R) & (nx >= 0) & (nx < R)
-            i = np.flatnonzero(ok)
-            j = ny[ok] * R + nx[ok]
+        pairs = neighbour_pairs(R, radius)
+        rows, cols, dist2, cdist2 = [], [], [], []
+        for i, dy, dx in pairs:
+            j = i + (dy * R + dx)  # row-major: the neighbour (dy, dx) further on
             rows.append(i)
             cols.append(j)
             dist2.append(np.full(i.size, float(dy * dy + dx * dx)))
             cdist2.append(((lab[i] - lab[j]) ** 2).sum(axis=1))
-            if edges is not None:
-                contour.append(intervening_contours(edges, R, i, int(dy), int(dx)))
         rows = np.concatenate(rows)
         cols = np.concatenate(cols)
         dist2 = np.concatenate(dist2)
@@ -201,10 +215,10 @@ class PixelSource:
         sigma_c = self.color_scale * max(float(np.median(np.sqrt(cdist2[near]))), _d.MIN_SIGMA_COLOR)
         sigma_x = radius / 2.0
         logw = -cdist2 / (2 * sigma_c**2) - dist2 / (2 * sigma_x**2)
-        if edges is not None:
-            ic = np.concatenate(contour)
+        if self.contour_scale is not None:
+            ic, strongest = contour_strengths(image_rgb, R, pairs)
             # Self-tuned like sigma_c; the floor keeps flat images (no edges anywhere) finite.
-            sigma_e = self.contour_scale * max(float(np.median(ic[near])), _d.CONTOUR_FLOOR_OF_MAX * float(edges.max()),
+            sigma_e = self.contour_scale * max(float(np.median(ic[near])), _d.CONTOUR_FLOOR_OF_MAX * strongest,
                                                  _d.CONTOUR_FLOOR)
             logw -= ic**2 / (2 * sigma_e**2)
         n = R * R
