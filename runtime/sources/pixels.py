@@ -49,13 +49,16 @@ class Transition:
     """A random walk over an ``grid_shape`` patch grid (nodes in row-major order).
 
     ``stationary`` is set when known in closed form; ``cell_colors`` (R, R, 3) float32 RGB in [0, 1]
-    are the mean colours of the cells, used by boundary-aware upsampling.
+    are the mean colours of the cells, used by boundary-aware upsampling. ``contrast`` is the largest
+    colour difference between neighbouring cells (CIE Lab Delta E) where the source measures it: below
+    ``defaults.FLAT_CONTRAST`` the image has no visible boundary and is one segment.
     """
 
     P: object  # (n, n) ndarray or CSR
     grid_shape: tuple[int, int]
     stationary: np.ndarray | None = None
     cell_colors: np.ndarray | None = None
+    contrast: float | None = None
 
 
 def grid_cell_colors(image_rgb: np.ndarray, grid: int) -> np.ndarray:
@@ -214,4 +217,6 @@ class PixelSource:
         W = W + W.T + _d.PIXEL_SELF_LOOP * sp.identity(n, format="csr")
         d = np.asarray(W.sum(axis=1)).ravel()
         P = sp.diags(1.0 / d) @ W
-        return Transition(P=sp.csr_matrix(P), grid_shape=(R, R), stationary=d / d.sum(), cell_colors=colors)
+        contrast = float(np.sqrt(cdist2[near].max())) if near.any() else 0.0
+        return Transition(P=sp.csr_matrix(P), grid_shape=(R, R), stationary=d / d.sum(), cell_colors=colors,
+                          contrast=contrast)

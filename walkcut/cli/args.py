@@ -212,8 +212,33 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
                    help="what runs the engine (default: auto = best available, logged)")
 
 
+def add_pixel_limit_argument(p: argparse.ArgumentParser) -> None:
+    """``--max-pixels N``: the largest image read (width x height), checked from its header."""
+    p.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
+                   help=f"refuse images with more than N pixels, checked before decoding (default: "
+                        f"${defaults.MAX_PIXELS_ENV}, else {defaults.MAX_IMAGE_PIXELS}, about "
+                        f"{defaults.MAX_IMAGE_PIXELS / 1e6:.1f} Mpx)")
+
+
+def apply_process_settings(args: argparse.Namespace) -> None:
+    """Settings the parsed options make for the whole process and the workers it starts.
+
+    ``--max-pixels`` becomes ``$WALKCUT_MAX_PIXELS``, which every reader of images honours,
+    in worker processes and Ray tasks too (they inherit the environment).
+    """
+    import os
+
+    if getattr(args, "max_pixels", None) is not None:
+        os.environ[defaults.MAX_PIXELS_ENV] = str(args.max_pixels)
+
+
 def check_arguments(args: argparse.Namespace) -> str | None:
     """Checks across options, run right after parsing; the usage error's message, or None."""
+    import os
+
+    env = os.environ.get(defaults.MAX_PIXELS_ENV, "").strip()
+    if getattr(args, "max_pixels", None) is None and env and not (env.isdigit() and int(env) >= 1):
+        return f"{defaults.MAX_PIXELS_ENV}={env!r} is not a number of pixels >= 1; unset it or use --max-pixels N"
     engine, backend = getattr(args, "engine", None), getattr(args, "backend", "auto")
     if engine is not None:
         if not Path(engine).exists():
