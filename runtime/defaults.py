@@ -76,9 +76,17 @@ MAX_LABEL_SIDE = 4096
 # --- Pixel source (walkcut.runtime.sources.pixels) -------------------------------------------------
 #: Graph resolution R (R * R nodes).
 GRID = 32
-#: Accepted range of R.
+#: Accepted range of R. Memory and time grow as R**4 (n = R * R cells, each with about
+#: pi * (3R/32)**2 neighbours): one 481 x 321 image took 1.1 s / 154 MB at R = 64, 3.7 s / 401 MB at 96,
+#: 37 s / 1.07 GB at 128 and minutes and gigabytes beyond (2-core VM under load, load average 6-9);
+#: R = 256 would need about 16 GB. 128 is the most this runtime honours in seconds and 1 GB.
 MIN_GRID = 4
-MAX_GRID = 256
+MAX_GRID = 128
+#: Peak memory of one image through the pixel source and the cuts: about this many bytes per stored
+#: affinity (n * (neighbours + 1)), measured 125-137 B at R = 64-128, plus the interpreter and its
+#: libraries (PIXEL_BASE_BYTES). Commands refuse a --grid whose estimate exceeds the memory available.
+PIXEL_BYTES_PER_EDGE = 140
+PIXEL_BASE_BYTES = 100 * 1024 * 1024
 #: Neighbourhood radius in cells: ``max(MIN_RADIUS, RADIUS_PER32 * R / 32)``.
 MIN_RADIUS = 1.5
 RADIUS_PER32 = 3.0

@@ -79,7 +79,7 @@ def max_image_pixels() -> int:
 
 
 def _megapixels(n: int) -> str:
-    return f"{n / 1e6:.1f} Mpx"
+    return f"{n / 1e6:.1f} Mpx" if n >= 100_000 else f"{n} pixels"
 
 
 def header_size(path) -> tuple[int, int] | None:

@@ -115,6 +115,14 @@ def _neighbour_offsets(radius: float) -> np.ndarray:
     return np.stack([dy[keep], dx[keep]], axis=1)
 
 
+def graph_memory_bytes(grid: int, radius: float | None = None) -> int:
+    """Estimated peak memory (bytes) of one image at graph resolution ``grid`` through the pixel
+    source and the cuts (see ``defaults.PIXEL_BYTES_PER_EDGE``); ``radius`` as :class:`PixelSource`'s."""
+    r = float(radius) if radius is not None else max(_d.MIN_RADIUS, _d.RADIUS_PER32 * grid / 32)
+    stored = grid * grid * (len(_neighbour_offsets(r)) + 1)
+    return _d.PIXEL_BASE_BYTES + _d.PIXEL_BYTES_PER_EDGE * stored
+
+
 @dataclass(frozen=True)
 class PixelSource:
     """Builds :class:`Transition` from an RGB image with colour + position affinities.
@@ -149,7 +157,7 @@ class PixelSource:
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not _d.MIN_GRID <= self.grid <= _d.MAX_GRID:
-            raise ValueError(f"grid must be an integer in [4, 256], got {self.grid!r}")
+            raise ValueError(f"grid must be an integer in [{_d.MIN_GRID}, {_d.MAX_GRID}], got {self.grid!r}")
         if self.radius is not None and not (np.isfinite(self.radius) and self.radius >= 1):
             raise ValueError(f"radius must be a number >= 1 (cells), got {self.radius!r}")
         if not (np.isfinite(self.color_scale) and self.color_scale > 0):

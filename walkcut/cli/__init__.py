@@ -14,7 +14,7 @@ import logging
 import sys
 
 from walkcut import __version__
-from walkcut.cli.args import apply_process_settings, check_arguments
+from walkcut.cli.args import check_arguments, process_settings
 from walkcut.cli.errors import EXIT_USAGE, Parser, error, quiet_native_libraries, run_command
 
 #: Subcommand modules, in the order ``walkcut --help`` lists them.
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         error(f"{problem} (see `walkcut {args.command} --help`)")
         return EXIT_USAGE
-    apply_process_settings(args)
     quiet_native_libraries(verbose=args.verbose + 2 * args.debug)
-    return run_command(args.func, args, debug=debug)
+    with process_settings(args):
+        return run_command(args.func, args, debug=debug)
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ def run(args) -> int:
               f"complete); free space, then rerun the same command to finish", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        what = "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
         print(f"walkcut: {what} after {counts['ok']} of {counts['to_do']} images; outputs written so far are "
               f"complete; rerun the same command to finish (rows so far saved under {args.out})", file=sys.stderr)
         return 130

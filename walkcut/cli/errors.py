@@ -169,7 +169,7 @@ def run_command(func, args, *, debug: bool = False) -> int:
         with sigterm_as_interrupt():
             return int(func(args) or 0)
     except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        what = "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
         note(f"{getattr(args, 'command', None) or 'command'} {what}")
         return EXIT_INTERRUPTED
     except CommandError as exc:

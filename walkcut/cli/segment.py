@@ -182,7 +182,7 @@ def run(args) -> int:
                 print(f"{path}: {plural(n_segments, 'segment')} -> {outputs[SUFFIXES[0]]}", flush=True)
     except KeyboardInterrupt as exc:
         bar.close()
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        what = "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
         print(summary(f"{what}: the outputs written are complete; rerun with --skip-existing to finish"),
               file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
