@@ -143,7 +143,8 @@ def wait_for(cond, proc: subprocess.Popen, timeout=120.0) -> None:
 
 
 def finish(proc: subprocess.Popen, timeout=120.0) -> tuple[int, str, str]:
-    out, _ = proc.communicate(timeout=timeout)
+    proc.wait(timeout=timeout)
+    out = proc.stdout.read()
     proc.pump.join(timeout=10)
     return proc.returncode, out.decode("utf-8", "replace"), "".join(proc.err_text)
 
