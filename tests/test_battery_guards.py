@@ -371,8 +371,8 @@ def test_disk_full_stops_video_with_the_count(tmp_path, capsys, monkeypatch):
 @pytest.mark.slow  # starts a local Ray
 def test_disk_full_on_a_real_tiny_tmpfs_stops_batch(tmp_path):
     pytest.importorskip("ray")
-    images = [write_image(tmp_path / "in" / f"x{i}.png", img=(np.random.default_rng(i).integers(
-        0, 255, (120, 160, 3), dtype=np.uint8))) for i in range(8)]
+    for i in range(8):
+        write_image(tmp_path / "in" / f"x{i}.png", np.random.default_rng(i).integers(0, 255, (120, 160, 3), np.uint8))
     before = snapshot(tmp_path)
     disk = _tmpfs(tmp_path / "disk", "160k")
     try:
@@ -673,4 +673,27 @@ def test_video_progress_only_on_a_terminal(tmp_path, capsys, monkeypatch):
     assert main(["video", str(clip), "--labels-dir", str(tmp_path / "l2"), "--grid", "8", "--threads"]) == 0
     err = capsys.readouterr().err
     assert "video: 0/4 frames" in err and "/4 frames, " in err and "frame/s" in err  # frames, rate, elapsed
+    assert_untouched(before, tmp_path)
+
+
+def test_numeric_extremes_are_usage_errors_and_warnings_one_line(tmp_path, capsys, caplog):
+    import argparse
+    import warnings
+
+    from walkcut.cli.errors import run_command
+
+    img = write_image(tmp_path / "x.png")
+    before = snapshot(tmp_path)
+    for value in ("1e300", "1e-300"):  # once an OverflowError "(34, 'Numerical result out of range')"
+        assert main(["segment", str(img), "--out", str(tmp_path / "out"), "--contour-scale", value]) == 2
+        one_line(capsys.readouterr().err, "--contour-scale", "from 0.001 to 1000")
+    assert not (tmp_path / "out").exists()
+
+    def warns(args):
+        warnings.warn("overflow encountered\nin divide", RuntimeWarning, stacklevel=1)
+        return 0
+
+    with caplog.at_level("WARNING"):
+        assert run_command(warns, argparse.Namespace(command="segment")) == 0
+    assert [r.getMessage() for r in caplog.records] == ["RuntimeWarning: overflow encountered in divide"]
     assert_untouched(before, tmp_path)

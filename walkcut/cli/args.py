@@ -182,7 +182,15 @@ def contour_scale_arg(text: str):
     """``type=`` for ``--contour-scale``: a positive number, or ``off`` (no contour term)."""
     if text in ("off", "none"):
         return CONTOUR_OFF
-    return finite_number(text, positive=True, expected="a positive number or 'off'")
+    value = finite_number(text, positive=True, expected="a positive number or 'off'")
+    low, high = CONTOUR_SCALE_RANGE
+    if not low <= value <= high:  # beyond these the weights underflow to 0 or overflow: no graph left
+        raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g} or 'off', got {text!r}")
+    return value
+
+
+#: ``--contour-scale`` values that keep the contour term finite and meaningful.
+CONTOUR_SCALE_RANGE = (1e-3, 1e3)
 
 
 #: ``--contour-scale off`` (None means "not given" while parsing).

@@ -130,6 +130,26 @@ def quiet_native_libraries(*, verbose: int = 0) -> None:
 
 
 @contextlib.contextmanager
+def one_line_warnings():
+    """Python warnings (numpy's overflow notes, library deprecations) as one logged line each,
+    ``walkcut: WARNING: RuntimeWarning: ...``, instead of the file, line and source text."""
+    import logging
+    import warnings
+
+    log = logging.getLogger("walkcut.warnings")
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        log.warning("%s: %s", category.__name__, " ".join(str(message).split()))
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+@contextlib.contextmanager
 def sigterm_as_interrupt():
     """While the block runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main
     thread: commands stop as on Ctrl-C, with their summary and exit code 130, not killed with 143."""
@@ -166,7 +186,7 @@ class Parser(argparse.ArgumentParser):
 def run_command(func, args, *, debug: bool = False) -> int:
     """Call a subcommand's ``func(args)`` under the error policy; return its exit code."""
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), one_line_warnings():
             return int(func(args) or 0)
     except KeyboardInterrupt as exc:
         what = "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
