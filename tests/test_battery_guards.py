@@ -377,8 +377,8 @@ def test_disk_full_on_a_real_tiny_tmpfs_stops_batch(tmp_path):
     disk = _tmpfs(tmp_path / "disk", "160k")
     try:
         done = subprocess.run([sys.executable, "-m", "walkcut", "batch", str(tmp_path / "in"), "--out",
-                               str(disk / "out"), "--grid", "8", "--num-cpus", "1", "--manifest",
-                               str(tmp_path / "manifest.parquet")], capture_output=True, text=True, timeout=300)
+                               str(disk / "out"), "--grid", "8", "--num-cpus", "1"],  # the manifest too
+                              capture_output=True, text=True, timeout=300)
         assert done.returncode == 1, done.stderr
         errors = [line for line in done.stderr.splitlines() if line.startswith("walkcut: error")]
         assert len(errors) == 1 and "disk full" in errors[0] and "stopped after" in errors[0], done.stderr

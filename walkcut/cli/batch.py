@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from walkcut.cli.errors import Terminated, note, plural
+from walkcut.cli.errors import Terminated, is_disk_full, note, plural
 from walkcut.cli.args import (
     add_cut_arguments,
     add_pixel_limit_argument,
@@ -179,8 +179,12 @@ def run(args) -> int:
     except ContractError as exc:
         print(f"walkcut: error: {exc}", file=sys.stderr)
         return 2
-    except _DiskFull as exc:
-        print(f"walkcut: error: {exc}: stopped after {counts['ok']} of {counts['to_do']} images (those are "
+    except (_DiskFull, OSError) as exc:
+        if not isinstance(exc, _DiskFull) and not is_disk_full(exc):
+            raise
+        # The manifest on the same full disk may fail to save as well: the count is still right.
+        what = str(exc) if isinstance(exc, _DiskFull) else f"{DISK_FULL} writing {exc.filename or args.out}"
+        print(f"walkcut: error: {what}: stopped after {counts['ok']} of {counts['to_do']} images (those are "
               f"complete); free space, then rerun the same command to finish", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:

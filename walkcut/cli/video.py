@@ -61,7 +61,7 @@ def register(sub) -> None:
                         "milliseconds when work on it would start (implies --live); drops are reported")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="segmenting workers (default: one per available core; with --engine, one per "
-                        "core besides the engine stage)")
+                        "core besides the engine stage; more than the cores are capped, with a note)")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--processes", dest="processes", action="store_const", const=True, default=None,
                       help="run each worker in its own process (default when 2 or more cores are available: "
