@@ -697,3 +697,23 @@ def test_numeric_extremes_are_usage_errors_and_warnings_one_line(tmp_path, capsy
         assert run_command(warns, argparse.Namespace(command="segment")) == 0
     assert [r.getMessage() for r in caplog.records] == ["RuntimeWarning: overflow encountered in divide"]
     assert_untouched(before, tmp_path)
+
+
+def test_disk_full_under_the_video_writer_is_reported_on_a_real_tiny_tmpfs(tmp_path, capsys):
+    # OpenCV's writer says nothing when the disk fills: the finished file is checked instead.
+    clip = tmp_path / "noise.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        w.write(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))  # about 15 KB a frame
+    w.release()
+    before = snapshot(tmp_path)
+    disk = _tmpfs(tmp_path / "disk")
+    try:
+        rc = main(["video", str(clip), "--out", str(disk / "o.avi"), "--grid", "8", "--threads"])
+        assert rc == 1
+        one_line(capsys.readouterr().err, "disk full writing", "o.avi", "of the 30 frames", "removed")
+        assert not list(disk.iterdir())  # no broken video, no temporary file
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+    assert_untouched(before, tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -146,6 +147,8 @@ def run(args) -> int:
                 with VideoWriter(args.out, reader.fps, reader.size, fourcc=CODECS[args.out.suffix.lower()]) as writer:
                     summary = _run(pipeline, reader, writer, args, show)
                 summary.output = str(writer.path) if writer.frames else None
+                if summary.output is not None:
+                    check_written(writer.path, writer.frames)
             else:
                 summary = _run(pipeline, reader, None, args, show)
     finally:
@@ -184,6 +187,34 @@ def run(args) -> int:
                            f"announces could be decoded (the file is truncated or damaged); the output holds "
                            f"those {summary.frames_read}")
     return 0
+
+
+#: Free bytes below which a short video file is put down to a full disk.
+NEARLY_FULL = 1 << 20
+
+
+def check_written(path: Path, frames: int) -> None:
+    """Refuse a finished video whose container holds fewer frames than were written, and remove it.
+
+    OpenCV's writer reports no error when the disk fills up: the file it leaves has no index (AVI
+    announces 0 frames) or does not open at all (MP4 without its moov atom)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if cap.isOpened() else 0.0
+    cap.release()
+    if count >= frames - max(1, frames // 100):
+        return
+    held = f"{int(count)} of {frames}" if count > 0 else f"none of the {frames}"
+    Path(path).unlink(missing_ok=True)
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    if free is not None and free < NEARLY_FULL:
+        raise CommandError(f"disk full writing {path}: the video holds {held} frames and was removed; free space "
+                           f"and run again")
+    raise CommandError(f"{path}: the finished video holds {held} frames written (the writer failed); it was removed")
 
 
 def check_outputs(args) -> None:
