@@ -717,3 +717,13 @@ def test_disk_full_under_the_video_writer_is_reported_on_a_real_tiny_tmpfs(tmp_p
     finally:
         subprocess.run(["umount", str(disk)], check=False)
     assert_untouched(before, tmp_path)
+
+
+def test_eval_honours_the_pixel_limit(tmp_path, capsys):
+    root = _fake_bsds(tmp_path / "bsds", 2)
+    before = snapshot(tmp_path)
+    rc = main(["eval", "bsds500", "--root", str(root), "--grid", "8", "--no-progress", "--max-pixels", "1000",
+               "--thresholds", "none"])
+    assert rc == 1
+    one_line(capsys.readouterr().err, "0.jpg", "240 x 160", "--max-pixels 38400")
+    assert_untouched(before, tmp_path)
