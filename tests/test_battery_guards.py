@@ -727,3 +727,26 @@ def test_eval_honours_the_pixel_limit(tmp_path, capsys):
     assert rc == 1
     one_line(capsys.readouterr().err, "0.jpg", "240 x 160", "--max-pixels 38400")
     assert_untouched(before, tmp_path)
+
+
+def test_batch_num_cpus_above_the_cores_is_capped_with_a_note(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    from walkcut.batch import pipeline
+    from walkcut.runtime.video.workers import available_cores
+
+    img = write_image(tmp_path / "x.png")
+    before = snapshot(tmp_path)
+    seen = {}
+
+    def fake_run(images, config, **kw):  # what Ray would be started with; no Ray here
+        seen["num_cpus"] = config.num_cpus
+        return pipeline.BatchSummary(total=1, to_do=1, ok=1, manifest=tmp_path / "out" / "m.parquet")
+
+    monkeypatch.setattr(pipeline, "run_batch", fake_run)
+    cores = available_cores()
+    assert main(["batch", str(img), "--out", str(tmp_path / "out"), "--num-cpus", str(cores + 5)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "--num-cpus" in line]
+    assert notes == [f"walkcut: --num-cpus {cores + 5} is more than the {cores} core{'s' if cores > 1 else ''} "
+                     f"here: using {cores}"]
+    assert seen["num_cpus"] == cores
+    assert_untouched(before, tmp_path)
