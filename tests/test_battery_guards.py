@@ -530,7 +530,8 @@ def test_truncated_video_says_so(tmp_path, capsys):
     half.write_bytes(data[: len(data) // 2])
     before = snapshot(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "walkcut", "video", str(half), "--labels-dir",
-                           str(tmp_path / "labels"), "--grid", "8"], capture_output=True, text=True, timeout=300)
+                           str(tmp_path / "labels"), "--grid", "8", "--threads"], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 1, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("walkcut: error")]
     assert len(errors) == 1 and "of the 40 frames its container announces" in errors[0], proc.stderr
