@@ -177,7 +177,9 @@ def ray_session(address: str | None, num_cpus: int | None):
         text = f"joined the Ray cluster at {address} ({_resources_text(ray.cluster_resources())})"
     else:
         cpus = num_cpus or os.cpu_count() or 1
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
+        # address="local": always a new Ray of our own; without it ray.init joins a Ray that another
+        # process on this machine started, and then refuses num_cpus.
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
         text = f"started a local Ray with {cpus} CPUs (stopped at the end; --ray-address joins a cluster)"
     try:
         yield text, address is None
