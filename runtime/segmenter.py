@@ -223,6 +223,9 @@ class Segmenter:
         upsample = settings["upsample"].value
         cut_options.update(min_size=settings["min_size"].value, max_segments=settings["max_segments"].value)
         tr = self.transition
+        if tr.contrast is not None and tr.contrast < _d.FLAT_CONTRAST:
+            # No visible boundary anywhere: one segment (the graph alone would be cut into quadrants).
+            cut_options["max_segments"] = 1
         key = (mode, power, tuple(sorted(cut_options.items())))
         t0 = time.perf_counter()
         base = self._cache.get(key)

@@ -49,13 +49,16 @@ class Transition:
     """A random walk over an ``grid_shape`` patch grid (nodes in row-major order).
 
     ``stationary`` is set when known in closed form; ``cell_colors`` (R, R, 3) float32 RGB in [0, 1]
-    are the mean colours of the cells, used by boundary-aware upsampling.
+    are the mean colours of the cells, used by boundary-aware upsampling. ``contrast`` is the largest
+    colour difference between neighbouring cells (CIE Lab Delta E) where the source measures it: below
+    ``defaults.FLAT_CONTRAST`` the image has no visible boundary and is one segment.
     """
 
     P: object  # (n, n) ndarray or CSR
     grid_shape: tuple[int, int]
     stationary: np.ndarray | None = None
     cell_colors: np.ndarray | None = None
+    contrast: float | None = None
 
 
 def grid_cell_colors(image_rgb: np.ndarray, grid: int) -> np.ndarray:
@@ -136,6 +139,14 @@ def neighbour_pairs(grid: int, radius: float) -> list[tuple[np.ndarray, int, int
     return pairs
 
 
+def graph_memory_bytes(grid: int, radius: float | None = None) -> int:
+    """Estimated peak memory (bytes) of one image at graph resolution ``grid`` through the pixel
+    source and the cuts (see ``defaults.PIXEL_BYTES_PER_EDGE``); ``radius`` as :class:`PixelSource`'s."""
+    r = float(radius) if radius is not None else max(_d.MIN_RADIUS, _d.RADIUS_PER32 * grid / 32)
+    stored = grid * grid * (len(_neighbour_offsets(r)) + 1)
+    return _d.PIXEL_BASE_BYTES + _d.PIXEL_BYTES_PER_EDGE * stored
+
+
 @dataclass(frozen=True)
 class PixelSource:
     """Builds :class:`Transition` from an RGB image with colour + position affinities.
@@ -170,7 +181,7 @@ class PixelSource:
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not _d.MIN_GRID <= self.grid <= _d.MAX_GRID:
-            raise ValueError(f"grid must be an integer in [4, 256], got {self.grid!r}")
+            raise ValueError(f"grid must be an integer in [{_d.MIN_GRID}, {_d.MAX_GRID}], got {self.grid!r}")
         if self.radius is not None and not (np.isfinite(self.radius) and self.radius >= 1):
             raise ValueError(f"radius must be a number >= 1 (cells), got {self.radius!r}")
         if not (np.isfinite(self.color_scale) and self.color_scale > 0):
@@ -228,4 +239,6 @@ class PixelSource:
         W = W + W.T + _d.PIXEL_SELF_LOOP * sp.identity(n, format="csr")
         d = np.asarray(W.sum(axis=1)).ravel()
         P = sp.diags(1.0 / d) @ W
-        return Transition(P=sp.csr_matrix(P), grid_shape=(R, R), stationary=d / d.sum(), cell_colors=colors)
+        contrast = float(np.sqrt(cdist2[near].max())) if near.any() else 0.0
+        return Transition(P=sp.csr_matrix(P), grid_shape=(R, R), stationary=d / d.sum(), cell_colors=colors,
+                          contrast=contrast)

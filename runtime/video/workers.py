@@ -62,6 +62,8 @@ class WorkerPlan:
     workers: int
     processes: bool
     reason: str
+    #: The ``workers`` asked for when it was more than the cores (then ``workers`` is the cores).
+    capped_from: int | None = None
 
 
 def plan_workers(*, cores: int | None = None, engine: bool = False, workers: int | None = None,
@@ -81,6 +83,11 @@ def plan_workers(*, cores: int | None = None, engine: bool = False, workers: int
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     auto = min(MAX_AUTO_WORKERS, max(1, cores - 1 if engine else cores))
     n = auto if workers is None else int(workers)
+    capped_from = None
+    if n > cores:
+        # More cut workers than cores only adds switching and memory (a worker process holds its own
+        # source and solver); the extra ones would wait for a core anyway.
+        capped_from, n = n, cores
     # One worker process still pays off on several cores: the parent decodes, tracks and encodes
     # while the child cuts, with no interpreter lock between them.
     use_processes = (cores >= 2) if processes is None else bool(processes)
@@ -90,7 +97,7 @@ def plan_workers(*, cores: int | None = None, engine: bool = False, workers: int
                                           ("--processes/--threads", processes is not None)) if given]
     reason = (f"{cores} core{'s' if cores != 1 else ''}{', engine stage in the parent' if engine else ''}: "
               f"{n} worker {kind}" + (f" (set by {', '.join(overrides)})" if overrides else ""))
-    return WorkerPlan(workers=n, processes=use_processes, reason=reason)
+    return WorkerPlan(workers=n, processes=use_processes, reason=reason, capped_from=capped_from)
 
 
 @dataclass(frozen=True)

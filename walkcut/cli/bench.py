@@ -29,6 +29,7 @@ import numpy as np
 from walkcut import __version__
 from walkcut.cli.args import (
     add_cut_arguments,
+    add_pixel_limit_argument,
     add_source_arguments,
     cut_options,
     non_negative_int,
@@ -277,6 +278,7 @@ def register(sub) -> None:
                                    "against a dense-eigh reference on synthetic graphs.")
     p.add_argument("image", nargs="?", type=Path, default=None,
                    help="image to time on (default: a synthetic 480x360 scene)")
+    add_pixel_limit_argument(p)
     add_source_arguments(p)
     add_cut_arguments(p)
     p.add_argument("--runs", type=positive_int, default=10, help="timed runs per stage (default: 10)")
