@@ -21,7 +21,7 @@ from walkcut.cli.args import (
     positive_int,
     source_spec,
 )
-from walkcut.cli.errors import UsageError
+from walkcut.cli.errors import EXIT_INTERRUPTED, Terminated, UsageError, note, plural
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,22 @@ def run(args) -> int:
     if thresholds is None:
         thresholds = list(DEFAULT_REGION_SWEEP) if ds.protocol == "regions" else None
     thresholds = thresholds or None
-    segment = build_segment_fn(args)
-    report = evaluate(ds, segment, thresholds=thresholds, progress=not args.no_progress)
+    segment_one = build_segment_fn(args)
+    done = [0]
+
+    def segment(image):
+        result = segment_one(image)
+        done[0] += 1
+        return result
+
+    try:
+        report = evaluate(ds, segment, thresholds=thresholds, progress=not args.no_progress)
+    except KeyboardInterrupt as exc:
+        what = "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        written = " and nothing was written (--json and --gallery are written at the end)" if (
+            args.json or args.gallery) else ""
+        note(f"eval {what} after segmenting {done[0]} of {plural(len(ds), 'image')}: no scores{written}")
+        return EXIT_INTERRUPTED
     print(report.table())
     if args.json:
         print(f"json: {report.write_json(args.json)}")
