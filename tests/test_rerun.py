@@ -293,3 +293,11 @@ def test_sigterm_midway_leaves_the_frames_written(tmp_path):
     frames = sorted(column(read_recording(rrd)[("/image/segmentation", False)], "frame"))
     assert frames == list(range(written))  # every frame written, once, and nothing else
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@needs_rerun
+def test_a_recording_never_replaces_the_input(tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.avi", n=2).rename(tmp_path / "clip.rrd")  # a video named like a recording
+    before = clip.read_bytes()
+    assert main(["video", str(clip), "--rerun", str(clip), "--overwrite"]) == 2
+    assert "is an input of this command" in capsys.readouterr().err and clip.read_bytes() == before

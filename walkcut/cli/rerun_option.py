@@ -33,17 +33,24 @@ def add_rerun_argument(p: argparse.ArgumentParser) -> None:
                         'needs pip install "walkcut[rerun]"')
 
 
-def check_rerun(args: argparse.Namespace) -> None:
-    """Usage errors before any work: rerun-sdk missing, an existing .rrd without --overwrite, a
-    missing folder, or no viewer at the address."""
+def check_rerun(args: argparse.Namespace, *, inputs=()) -> None:
+    """Usage errors before any work: rerun-sdk missing, a recording that would replace an input or
+    an existing file without --overwrite (the output policy, :mod:`walkcut.outputs`), a missing
+    folder, or no viewer at the address."""
     target = getattr(args, "rerun", None)
     if target is None:
         return
+    from walkcut.outputs import OutputError, check_output
     from walkcut.runtime.rerun_log import RerunUnavailable, import_rerun
 
+    overwrite = getattr(args, "overwrite", False)
     try:
         import_rerun()
-        target.check(overwrite=getattr(args, "overwrite", False))
+        if target.path is not None:
+            check_output(target.path, overwrite=overwrite, flag="--rerun", inputs=inputs)
+        target.check(overwrite=overwrite)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
     except (RerunUnavailable, OSError) as exc:
         raise UsageError(f"--rerun: {exc}") from None
 

@@ -105,7 +105,7 @@ def run(args) -> int:
     if args.out is None and args.labels_dir is None and not args.show and args.rerun is None:
         raise UsageError("nothing to write: give --out, --labels-dir, --rerun or --show")
     check_outputs(args)
-    check_rerun(args)
+    check_rerun(args, inputs=[args.input] if Path(args.input).exists() else [])
     try:
         live = True if args.live or args.max_latency is not None else None
         spec = VideoInput.parse(args.input, live=live)
