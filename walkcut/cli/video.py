@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -21,7 +22,16 @@ from walkcut.cli.args import (
     positive_int,
     source_spec,
 )
-from walkcut.cli.errors import CommandError, UsageError, plural
+from walkcut.cli.errors import (
+    EXIT_INTERRUPTED,
+    CommandError,
+    UsageError,
+    first_line,
+    is_disk_full,
+    note,
+    plural,
+)
+from walkcut.cli.rerun_option import add_rerun_argument, check_rerun, rerun_log
 from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
 
 logger = logging.getLogger(__name__)
@@ -42,9 +52,13 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", type=output_file(*CODECS), default=None,
                    help="output video: .mp4 (mp4v codec) or .avi (MJPG); optional")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out video and existing frames in --labels-dir")
-    p.add_argument("--labels-dir", type=output_dir, default=None, help="also write each frame's ids as uint16 PNG")
+                   help="replace an existing --out video (never the input) or --rerun recording, and clear the "
+                        "frames an earlier run wrote in --labels-dir")
+    p.add_argument("--labels-dir", type=output_dir, default=None,
+                   help="also write each frame's ids as uint16 PNG (NNNNNN.png; the folder is marked with "
+                        ".walkcut-frames.json, and frames of another run are cleared only with --overwrite)")
     p.add_argument("--show", action="store_true", help="show the overlay with FPS (when a display exists)")
+    add_rerun_argument(p)
     p.add_argument("--live", action="store_true",
                    help="treat INPUT as live: drop frames when segmenting is slower than the input "
                         "(default for cameras and URLs; files never drop frames otherwise)")
@@ -53,7 +67,7 @@ def register(sub) -> None:
                         "milliseconds when work on it would start (implies --live); drops are reported")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="segmenting workers (default: one per available core; with --engine, one per "
-                        "core besides the engine stage)")
+                        "core besides the engine stage; more than the cores are capped, with a note)")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--processes", dest="processes", action="store_const", const=True, default=None,
                       help="run each worker in its own process (default when 2 or more cores are available: "
@@ -88,9 +102,10 @@ def run(args) -> int:
     from walkcut.runtime.sources.backends import default_threads
     from walkcut.runtime.video.workers import available_cores
 
-    if args.out is None and args.labels_dir is None and not args.show:
-        raise UsageError("nothing to write: give --out, --labels-dir or --show")
+    if args.out is None and args.labels_dir is None and not args.show and args.rerun is None:
+        raise UsageError("nothing to write: give --out, --labels-dir, --rerun or --show")
     check_outputs(args)
+    check_rerun(args, inputs=[args.input] if Path(args.input).exists() else [])
     try:
         live = True if args.live or args.max_latency is not None else None
         spec = VideoInput.parse(args.input, live=live)
@@ -103,6 +118,9 @@ def run(args) -> int:
         # engine runs here, in the pipeline's model stage, one call in flight ahead of the cut workers.
         engine = bool(args.engine)
         plan = plan_workers(engine=engine, workers=args.workers, processes=args.processes)
+        if plan.capped_from is not None:
+            note(f"--workers {plan.capped_from} is more than the {plural(plan.workers, 'core')} here: "
+                 f"using {plan.workers}")
         walk_spec = source_spec(args)
         if engine and plan.processes and walk_spec.threads is None and default_threads() is None:
             # The model stage gets the cores the worker processes leave: its inference threads spin
@@ -124,6 +142,10 @@ def run(args) -> int:
                              queue_size=args.queue, track=not args.no_track, engine=source if engine else None,
                              max_latency=None if args.max_latency is None else args.max_latency / 1000.0)
     pipeline.describe_workers = plan.reason
+    if args.labels_dir is not None:  # every check passed: clear our earlier frames, mark the folder
+        from walkcut.outputs import prepare_frames_dir
+
+        prepare_frames_dir(args.labels_dir, overwrite=args.overwrite, source=str(args.input))
     previous = None
     if threading.current_thread() is threading.main_thread():
         def on_term(signum, frame):
@@ -135,11 +157,18 @@ def run(args) -> int:
                 with VideoWriter(args.out, reader.fps, reader.size, fourcc=CODECS[args.out.suffix.lower()]) as writer:
                     summary = _run(pipeline, reader, writer, args, show)
                 summary.output = str(writer.path) if writer.frames else None
+                if summary.output is not None:
+                    check_written(writer.path, writer.frames)
             else:
                 summary = _run(pipeline, reader, None, args, show)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    error_text = None
+    if summary.stop_reason.startswith("error: "):
+        error_text = first_line(summary.error) if summary.error is not None else summary.stop_reason[7:]
+    if error_text is not None:
+        summary.stop_reason = "stopped by an error"  # the error itself is the one line below
     for line in summary.lines():
         print(line, file=sys.stderr)
     if summary.frames_read == 0:
@@ -148,21 +177,69 @@ def run(args) -> int:
     if args.out is not None and summary.output and Path(summary.output) != args.out:
         raise CommandError(f"the video was written as {summary.output}, not {args.out}: OpenCV could not "
                            f"use the {CODECS[args.out.suffix.lower()]} codec; give --out NAME.avi")
-    if summary.stop_reason.startswith("error"):
-        return 1
-    return 130 if summary.stop_reason in ("interrupted", "terminated") else 0
+    if summary.stop_reason in ("interrupted", "terminated"):
+        return EXIT_INTERRUPTED
+    if error_text is not None:
+        if is_disk_full(summary.error):
+            raise CommandError(f"disk full: stopped after {plural(summary.frames_written, 'frame')} (those "
+                               f"are complete); free space and run again")
+        raise CommandError(error_text)
+    if summary.frames_written == 0 and (args.out is not None or args.labels_dir is not None
+                                        or args.rerun is not None):
+        why = f" ({', '.join(f'{n} {k}' for k, n in summary.drops.items() if n)})" if summary.dropped else ""
+        raise CommandError(f"{args.input}: {plural(summary.frames_read, 'frame')} read, none written: every frame "
+                           f"was dropped{why}; nothing was written" + (
+                               "; drop --max-latency for files" if args.max_latency is not None else ""))
+    expected = reader.frame_count
+    if (expected is not None and spec.is_file and summary.stop_reason == "end of stream"
+            and (args.max_frames is None or summary.frames_read < args.max_frames)
+            and summary.frames_read < expected - max(1, expected // 100)):
+        raise CommandError(f"{args.input}: only {summary.frames_read} of the {expected} frames its container "
+                           f"announces could be decoded (the file is truncated or damaged); the output holds "
+                           f"those {summary.frames_read}")
+    return 0
+
+
+#: Free bytes below which a short video file is put down to a full disk.
+NEARLY_FULL = 1 << 20
+
+
+def check_written(path: Path, frames: int) -> None:
+    """Refuse a finished video whose container holds fewer frames than were written, and remove it.
+
+    OpenCV's writer reports no error when the disk fills up: the file it leaves has no index (AVI
+    announces 0 frames) or does not open at all (MP4 without its moov atom)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if cap.isOpened() else 0.0
+    cap.release()
+    if count >= frames - max(1, frames // 100):
+        return
+    held = f"{int(count)} of {frames}" if count > 0 else f"none of the {frames}"
+    Path(path).unlink(missing_ok=True)
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    if free is not None and free < NEARLY_FULL:
+        raise CommandError(f"disk full writing {path}: the video holds {held} frames and was removed; free space "
+                           f"and run again")
+    raise CommandError(f"{path}: the finished video holds {held} frames written (the writer failed); it was removed")
 
 
 def check_outputs(args) -> None:
-    """Refuse to replace existing results (usage error) unless --overwrite; refuse a codec that
-    OpenCV cannot write here, before any frame is decoded."""
-    if not args.overwrite:
-        if args.out is not None and args.out.exists():
-            raise UsageError(f"{args.out} already exists; add --overwrite to replace it or choose another --out")
-        if args.labels_dir is not None and args.labels_dir.is_dir() and any(args.labels_dir.glob("*.png")):
-            n = sum(1 for _ in args.labels_dir.glob("*.png"))
-            raise UsageError(f"{args.labels_dir} already holds {plural(n, 'PNG file')}; add --overwrite to "
-                             f"replace them or choose another --labels-dir")
+    """The output policy (:mod:`walkcut.outputs`), before any frame is decoded: an existing --out
+    only with --overwrite, never the input itself; --labels-dir frames of an earlier run only with
+    --overwrite (and only walkcut's own, see :func:`walkcut.outputs.check_frames_dir`). Also refuses
+    a codec that OpenCV cannot write here."""
+    from walkcut.outputs import check_frames_dir, check_output
+
+    inputs = [args.input] if Path(args.input).exists() else []
+    if args.out is not None:
+        check_output(args.out, overwrite=args.overwrite, flag="--out", inputs=inputs)
+    if args.labels_dir is not None:
+        check_frames_dir(args.labels_dir, overwrite=args.overwrite)
     if args.out is not None and not codec_available(args.out.suffix.lower()):
         other = ".avi" if args.out.suffix.lower() == ".mp4" else ".mp4"
         raise UsageError(f"this OpenCV build cannot write {args.out.suffix} ({CODECS[args.out.suffix.lower()]}); "
@@ -205,6 +282,28 @@ def codec_available(suffix: str) -> bool:
 
 
 def _run(pipeline, reader, writer, args, show):
+    from tqdm import tqdm
+
+    from walkcut.runtime.video.pipeline import ID_COLORS
+    from walkcut.runtime.video.stamps import StampedReader
+
     live = True if args.live or args.max_latency is not None else None
-    return pipeline.run(reader, writer, live=live, labels_dir=args.labels_dir, show=show,
-                        max_frames=args.max_frames)
+    total = reader.frame_count
+    if args.max_frames is not None:
+        total = min(total or args.max_frames, args.max_frames)
+    # Frames, frame rate and elapsed time on a terminal only (a log file gets the summary alone).
+    bar = tqdm(total=total, unit="frame", desc="video", disable=not sys.stderr.isatty(), leave=False,
+               bar_format="{desc}: {n_fmt}" + ("/{total_fmt}" if total else "") + " frames, {rate_fmt}, {elapsed}")
+    stamped = StampedReader(reader) if args.rerun is not None else None  # frame times for its timeline
+    try:
+        with rerun_log(args, timeline="frame", wrap=len(ID_COLORS), clock=stamped and stamped.pop) as log:
+            summary = pipeline.run(stamped or reader, writer, live=live, labels_dir=args.labels_dir, show=show,
+                                   max_frames=args.max_frames, on_frame=lambda index, ids, picture: bar.update(1),
+                                   sinks=(log,) if log is not None else ())
+    finally:
+        bar.close()
+    if log is not None:
+        made = log.frames or log.target.path is None  # a file with no frame is not created
+        print(f"rerun: {plural(log.frames, 'frame')}" + (f" -> {log.target}" if made else f"; {log.target} not created"),
+              file=sys.stderr)
+    return summary
