@@ -186,7 +186,9 @@ def _segment(args, log) -> int:
         raise UsageError(str(exc)) from exc
     spec = source_spec(args)
     options = cut_options(args, spec)
-    settings = dict(options_record(spec, options), labels_format=args.labels_format)
+    settings = options_record(spec, options)
+    if args.labels_format != "uint16":  # batch writes uint16 maps: the same record for the same files
+        settings["labels_format"] = args.labels_format
     todo = plan(images, args.out, overwrite=args.overwrite, skip_existing=args.skip_existing,
                 settings=settings, suffixes=suffixes)
     segmenter = Segmenter(spec.open())  # model problems stop here, before any folder is made
