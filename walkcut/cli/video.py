@@ -1,7 +1,13 @@
-"""``walkcut video INPUT --out OUT.mp4``: segment a video file, camera or stream with stable ids."""
+"""``walkcut video INPUT --out OUT.mp4``: segment a video file, camera, stream or ROS bag with stable ids.
+
+The input and output kinds choose the frame reader and the writer (a video file, camera or stream:
+:mod:`walkcut.runtime.video.io`; a ROS bag: :mod:`walkcut.runtime.video.bags`); the pipeline between
+them is the same for every kind.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import logging
@@ -28,6 +34,30 @@ logger = logging.getLogger(__name__)
 
 #: Codec written for each accepted output extension (the file name is never changed).
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+#: Bag files walkcut reads but does not write (it writes ROS 2 bags in MCAP storage).
+NOT_WRITTEN_BAGS = (".bag", ".db3")
+
+
+def output_path(text: str) -> Path:
+    """``type=`` for --out: a video file (.mp4, .avi), a ROS 2 bag file (.mcap) or a bag folder (a name
+    without a suffix)."""
+    path = Path(text)
+    suffix = path.suffix.lower()
+    if suffix in CODECS:
+        return output_file(*CODECS)(text)
+    if suffix == ".mcap":
+        return output_file(".mcap")(text)
+    if suffix in NOT_WRITTEN_BAGS:
+        raise argparse.ArgumentTypeError(f"{text}: walkcut writes ROS 2 bags in MCAP storage; give a bag folder "
+                                          f"name (no suffix) or NAME.mcap")
+    if suffix and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: the output must end in .mp4, .avi or .mcap, or name a bag "
+                                          f"folder (no suffix)")
+    return output_dir(text)
+
+
+def is_bag_output(path: Path | None) -> bool:
+    return path is not None and path.suffix.lower() not in CODECS
 
 
 def _milliseconds(text: str) -> float:
@@ -38,11 +68,20 @@ def register(sub) -> None:
     p = sub.add_parser("video", help="segment a video file, camera or stream (consistent ids)",
                        description="Segment every frame of a video file, camera index or stream URL; segments "
                                    "keep their id and colour across frames. Writes an overlay video.")
-    p.add_argument("input", metavar="INPUT", help="video file, camera index (0, 1, ...) or stream URL")
-    p.add_argument("--out", "-o", type=output_file(*CODECS), default=None,
-                   help="output video: .mp4 (mp4v codec) or .avi (MJPG); optional")
+    p.add_argument("input", metavar="INPUT",
+                   help="video file, camera index (0, 1, ...), stream URL, or ROS bag (a ROS 2 bag folder, "
+                        ".mcap, .db3, or ROS 1 .bag; needs the ros extra)")
+    p.add_argument("--out", "-o", type=output_path, default=None,
+                   help="output video: .mp4 (mp4v codec) or .avi (MJPG); or, from a bag, a ROS 2 bag (MCAP "
+                        "storage): a folder name or NAME.mcap, with <topic>/walkcut/labels (mono16 ids) and "
+                        "<topic>/walkcut/overlay (JPEG) per frame; optional")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out video and existing frames in --labels-dir")
+                   help="replace an existing --out video or bag and existing frames in --labels-dir")
+    p.add_argument("--topic", default=None,
+                   help="bag input: the image topic (sensor_msgs/Image or CompressedImage); without it the "
+                        "error lists the bag's image topics")
+    p.add_argument("--copy-topics", nargs="*", default=None, metavar="TOPIC",
+                   help="bag output: also copy these input topics (no names: every topic)")
     p.add_argument("--labels-dir", type=output_dir, default=None, help="also write each frame's ids as uint16 PNG")
     p.add_argument("--show", action="store_true", help="show the overlay with FPS (when a display exists)")
     p.add_argument("--live", action="store_true",
@@ -86,19 +125,26 @@ def run(args) -> int:
         worker_factory,
     )
     from walkcut.runtime.sources.backends import default_threads
+    from walkcut.runtime.video.bags import BagError, BagReader, BagWriter, is_bag
     from walkcut.runtime.video.workers import available_cores
 
     if args.out is None and args.labels_dir is None and not args.show:
         raise UsageError("nothing to write: give --out, --labels-dir or --show")
+    bag_in, bag_out = is_bag(args.input), is_bag_output(args.out)
+    check_bag_arguments(args, bag_in, bag_out)
     check_outputs(args)
+    live = True if args.live or args.max_latency is not None else None
     try:
-        live = True if args.live or args.max_latency is not None else None
-        spec = VideoInput.parse(args.input, live=live)
-        reader = VideoReader(spec)
-    except VideoInputError as exc:
+        if bag_in:
+            reader = BagReader(args.input, args.topic, live=bool(live))
+        else:
+            spec = VideoInput.parse(args.input, live=live)
+            reader = VideoReader(spec)
+    except (VideoInputError, BagError) as exc:
         raise CommandError(str(exc), code=2) from exc
     try:
-        check_is_video(spec, reader)
+        if not bag_in:
+            check_is_video(spec, reader)
         # The source opens in the parent: model problems are reported before any work, and an
         # engine runs here, in the pipeline's model stage, one call in flight ahead of the cut workers.
         engine = bool(args.engine)
@@ -132,7 +178,14 @@ def run(args) -> int:
     try:
         with reader:
             if args.out is not None:
-                with VideoWriter(args.out, reader.fps, reader.size, fourcc=CODECS[args.out.suffix.lower()]) as writer:
+                writer = (BagWriter(args.out, args.topic) if bag_out else
+                          VideoWriter(args.out, reader.fps, reader.size, fourcc=CODECS[args.out.suffix.lower()]))
+                with writer:
+                    if args.copy_topics is not None:
+                        try:
+                            writer.copy_from(reader, args.copy_topics)
+                        except BagError as exc:
+                            raise CommandError(str(exc), code=2) from exc
                     summary = _run(pipeline, reader, writer, args, show)
                 summary.output = str(writer.path) if writer.frames else None
             else:
@@ -142,6 +195,8 @@ def run(args) -> int:
             signal.signal(signal.SIGTERM, previous)
     for line in summary.lines():
         print(line, file=sys.stderr)
+    if summary.frames_read == 0 and bag_in:
+        raise CommandError(f"{args.input}: no message of {args.topic} could be decoded; nothing was written")
     if summary.frames_read == 0:
         raise CommandError(f"{args.input}: no frames could be decoded (not a video, or an empty one); "
                            f"nothing was written")
@@ -150,12 +205,33 @@ def run(args) -> int:
                            f"use the {CODECS[args.out.suffix.lower()]} codec; give --out NAME.avi")
     if summary.stop_reason.startswith("error"):
         return 1
-    return 130 if summary.stop_reason in ("interrupted", "terminated") else 0
+    if summary.stop_reason in ("interrupted", "terminated"):
+        return 130
+    return 1 if summary.failed else 0
+
+
+def check_bag_arguments(args, bag_in: bool, bag_out: bool) -> None:
+    """Options that need a bag input or output (usage errors)."""
+    if not bag_in and args.topic is not None:
+        raise UsageError(f"--topic: {args.input} is not a ROS bag (a folder with metadata.yaml, .mcap, .db3 or "
+                         f".bag)")
+    if bag_out and not bag_in:
+        raise UsageError(f"--out {args.out}: a bag output needs a ROS bag input (its stamps and frame ids); "
+                         f"give --out NAME.mp4")
+    if args.copy_topics is not None and not bag_out:
+        raise UsageError("--copy-topics needs a bag --out (a folder name or NAME.mcap)")
 
 
 def check_outputs(args) -> None:
     """Refuse to replace existing results (usage error) unless --overwrite; refuse a codec that
     OpenCV cannot write here, before any frame is decoded."""
+    if args.out is not None:
+        out, source = args.out.resolve(), Path(args.input).resolve()
+        if source == out or out in source.parents:
+            raise UsageError(f"--out {args.out} would replace the input {args.input}; choose another --out")
+        if args.out.is_dir() and not (args.out / "metadata.yaml").is_file() and any(args.out.iterdir()):
+            raise UsageError(f"{args.out} is a folder that is not a bag; walkcut replaces only a bag folder "
+                             f"(--overwrite); choose another --out")
     if not args.overwrite:
         if args.out is not None and args.out.exists():
             raise UsageError(f"{args.out} already exists; add --overwrite to replace it or choose another --out")
@@ -163,7 +239,7 @@ def check_outputs(args) -> None:
             n = sum(1 for _ in args.labels_dir.glob("*.png"))
             raise UsageError(f"{args.labels_dir} already holds {plural(n, 'PNG file')}; add --overwrite to "
                              f"replace them or choose another --labels-dir")
-    if args.out is not None and not codec_available(args.out.suffix.lower()):
+    if args.out is not None and args.out.suffix.lower() in CODECS and not codec_available(args.out.suffix.lower()):
         other = ".avi" if args.out.suffix.lower() == ".mp4" else ".mp4"
         raise UsageError(f"this OpenCV build cannot write {args.out.suffix} ({CODECS[args.out.suffix.lower()]}); "
                          f"give --out {args.out.with_suffix(other)}")
