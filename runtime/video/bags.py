@@ -180,8 +180,7 @@ class BagReader:
             self._reader.open()
         except Exception as exc:  # noqa: BLE001 (whatever a damaged file raises: one line with the fix)
             raise BagError(f"{self.path}: not a bag that can be read ({_first_line(exc)}); is it truncated or "
-                           f"corrupt? A bag recorded by a process that crashed may need `mcap recover` or "
-                           f"`ros2 bag reindex` first") from None
+                           f"corrupt? {_repair_hint(self.path)}") from None
         try:
             self.connections = self._image_connections(topic)
             self.msgtype = self.connections[0].msgtype
@@ -453,6 +452,16 @@ def _signals_held():
             signal.signal(s, handler)
         if received:
             signal.raise_signal(received[0])
+
+
+def _repair_hint(path: Path) -> str:
+    """How a recording cut short is usually repaired, by the tools of its format."""
+    suffix = path.suffix.lower()
+    if suffix == ".bag":
+        return "A ROS 1 bag cut short can be repaired with `rosbag reindex`"
+    if suffix == ".db3":
+        return "An SQLite storage file can be salvaged with `sqlite3 FILE .recover`"
+    return "An MCAP file cut short can be repaired with `mcap recover` (the MCAP command line tool)"
 
 
 def _first_line(exc: BaseException) -> str:
