@@ -210,6 +210,17 @@ def test_300_frames_480x360(tmp_path, kind, encoding):
     check_round_trip(tmp_path, [scene(t, 360, 480) for t in range(300)], kind, encoding)
 
 
+def test_worker_processes_keep_the_order_and_the_stamps(tmp_path):
+    """The command's default worker kind on this machine class: frames cut in parallel come out in
+    input order, each once, with their own stamp and frame id."""
+    bag = write_bag(tmp_path / "in.bag", [scene(t) for t in range(12)], kind="ros1", encoding="bgr8")
+    out = tmp_path / "out"
+    assert main(["video", str(bag), "--topic", TOPIC, "--out", str(out), "--grid", "8", "--workers", "2",
+                 "--processes"]) == 0
+    labels = read_back(out, LABELS)
+    assert [(r[1], r[2]) for r in labels] == [(stamp(i), frame_id(i)) for i in range(12)]
+
+
 def test_copy_topics_from_ros1_and_ros2(tmp_path, capsys):
     frames = [scene(t) for t in range(6)]
     for kind in ("mcap", "ros1"):

@@ -65,9 +65,10 @@ def _milliseconds(text: str) -> float:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("video", help="segment a video file, camera or stream (consistent ids)",
-                       description="Segment every frame of a video file, camera index or stream URL; segments "
-                                   "keep their id and colour across frames. Writes an overlay video.")
+    p = sub.add_parser("video", help="segment a video file, camera, stream or ROS bag (consistent ids)",
+                       description="Segment every frame of a video file, camera index, stream URL or ROS bag "
+                                   "image topic; segments keep their id and colour across frames. Writes an "
+                                   "overlay video, or from a bag a ROS 2 bag of ids and overlays.")
     p.add_argument("input", metavar="INPUT",
                    help="video file, camera index (0, 1, ...), stream URL, or ROS bag (a ROS 2 bag folder, "
                         ".mcap, .db3, or ROS 1 .bag; needs the ros extra)")
