@@ -210,6 +210,22 @@ def test_300_frames_480x360(tmp_path, kind, encoding):
     check_round_trip(tmp_path, [scene(t, 360, 480) for t in range(300)], kind, encoding)
 
 
+def test_a_bag_without_message_definitions(tmp_path):
+    """ROS 2 bags recorded before Iron store no message definitions: read with the Humble types."""
+    import sqlite3
+
+    frames = [scene(t) for t in range(3)]
+    bag = write_bag(tmp_path / "in", frames, kind="sqlite", chatter=False)
+    db = sqlite3.connect(next(bag.glob("*.db3")))
+    with db:
+        db.execute("DELETE FROM message_definitions")
+    db.close()
+    with BagReader(bag, TOPIC) as reader:
+        got = list(reader.frames())
+    assert [f.info.stamp_ns for f in got] == [stamp(i) for i in range(3)]
+    np.testing.assert_array_equal(got[2].rgb, frames[2])
+
+
 def test_worker_processes_keep_the_order_and_the_stamps(tmp_path):
     """The command's default worker kind on this machine class: frames cut in parallel come out in
     input order, each once, with their own stamp and frame id."""
@@ -295,6 +311,19 @@ def test_unsupported_encoding_is_refused_before_any_work(tmp_path, capsys):
     assert main(["video", str(bag), "--topic", TOPIC, "--out", str(tmp_path / "out")]) == 2
     line = one_error(capsys)
     assert "'yuv422' is not read" in line and "rgb8" in line and not (tmp_path / "out").exists()
+    depth, empty = tmp_path / "depth", tmp_path / "empty"
+    with Writer2(depth, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection(TOPIC, "sensor_msgs/msg/CompressedImage", typestore=ts)
+        _, msg = image_message(ts, scene(0), "png", 0)
+        msg.format = "16UC1; compressedDepth"
+        writer.write(conn, 1, ts.serialize_cdr(msg, "sensor_msgs/msg/CompressedImage"))
+    assert main(["video", str(depth), "--topic", TOPIC, "--out", str(tmp_path / "out")]) == 2
+    assert "compressed depth images" in one_error(capsys)
+    with Writer2(empty, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        writer.add_connection(TOPIC, "sensor_msgs/msg/Image", typestore=ts)
+    assert main(["video", str(empty), "--topic", TOPIC, "--out", str(tmp_path / "out")]) == 2
+    assert "holds no messages" in one_error(capsys)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("kind", ["mcap-file", "ros1", "db3-file", "mcap"])

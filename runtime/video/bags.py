@@ -167,6 +167,7 @@ class BagReader:
     def __init__(self, path, topic: str | None, *, live: bool = False) -> None:
         _require_rosbags()
         from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
 
         self.path = Path(path)
         if not self.path.exists():
@@ -176,7 +177,9 @@ class BagReader:
         self.failed: list[tuple[str, str]] = []
         self._copy: tuple[list, object] | None = None
         try:
-            self._reader = AnyReader([self.path])
+            # ROS 2 bags recorded before Iron carry no message definitions: read them with Humble's
+            # (ROS 1 bags and later ROS 2 bags bring their own, which take precedence).
+            self._reader = AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
             self._reader.open()
         except Exception as exc:  # noqa: BLE001 (whatever a damaged file raises: one line with the fix)
             raise BagError(f"{self.path}: not a bag that can be read ({_first_line(exc)}); is it truncated or "
@@ -219,21 +222,28 @@ class BagReader:
 
     def _check_first_message(self) -> None:
         """Refuse an encoding that is not read now (exit 2), not as 300 failed frames."""
-        for connection, _, raw in self._reader.messages(connections=self.connections):
-            try:
-                msg = self._reader.deserialize(raw, connection.msgtype)
-            except Exception as exc:  # noqa: BLE001
-                raise BagError(f"{self.topic}: its first message cannot be read ({_first_line(exc)}); "
-                               f"is the bag corrupt?") from None
-            encoding = str(msg.encoding).lower() if connection.msgtype == IMAGE else ""
-            if connection.msgtype == IMAGE and encoding not in ENCODINGS:
-                raise BagError(f"{self.topic}: image encoding {msg.encoding!r} is not read; read: "
-                               f"{', '.join(ENCODINGS)} (or a CompressedImage topic)")
-            if connection.msgtype == COMPRESSED and "compresseddepth" in str(msg.format).lower():
-                raise BagError(f"{self.topic}: compressed depth images ({msg.format!r}) are not read; give "
-                               f"a colour or mono image topic")
-            return
-        raise BagError(f"{self.topic} in {self.path} holds no messages")
+        messages = self._reader.messages(connections=self.connections)
+        try:
+            first = next(messages, None)
+        except Exception as exc:  # noqa: BLE001 (a damaged file)
+            raise BagError(f"{self.path}: reading {self.topic} failed ({_first_line(exc)}); is the bag "
+                           f"corrupt? {_repair_hint(self.path)}") from None
+        finally:
+            messages.close()
+        if first is None:
+            raise BagError(f"{self.topic} in {self.path} holds no messages")
+        connection, _, raw = first
+        try:
+            msg = self._reader.deserialize(raw, connection.msgtype)
+        except Exception as exc:  # noqa: BLE001
+            raise BagError(f"{self.topic}: its first message cannot be read ({_first_line(exc)}); "
+                           f"is the bag corrupt?") from None
+        if connection.msgtype == IMAGE and str(msg.encoding).lower() not in ENCODINGS:
+            raise BagError(f"{self.topic}: image encoding {msg.encoding!r} is not read; read: "
+                           f"{', '.join(ENCODINGS)} (or a CompressedImage topic)")
+        if connection.msgtype == COMPRESSED and "compresseddepth" in str(msg.format).lower():
+            raise BagError(f"{self.topic}: compressed depth images ({msg.format!r}) are not read; give "
+                           f"a colour or mono image topic")
 
     def copy_topics(self, topics, callback) -> list:
         """Hand every message of ``topics`` (names; empty: every topic) to ``callback(connection,
