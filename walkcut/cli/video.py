@@ -56,8 +56,8 @@ def output_path(text: str) -> Path:
     return output_dir(text)
 
 
-def is_bag_output(path: Path | None) -> bool:
-    return path is not None and path.suffix.lower() not in CODECS
+def is_bag_output(path: Path | str | None) -> bool:
+    return path is not None and Path(path).suffix.lower() not in CODECS
 
 
 def _milliseconds(text: str) -> float:
