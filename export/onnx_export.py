@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from walkcut.runtime.defaults import INPUT_NAME, OUTPUT_NAME
+from walkcut.runtime.imageio import swap_in
 from walkcut.export.verify import ExportResult, VerificationError, compare
 from walkcut.runtime.sources.contract import ModelContract
 
@@ -96,11 +96,10 @@ def save_atomic(program, out_path: str | Path, metadata: dict[str, str]) -> Path
         program.save(str(tmp / out_path.name), external_data=external)
         data = tmp / f"{out_path.name}.data"
         final_data = out_path.with_name(f"{out_path.name}.data")
-        if data.exists():
-            os.replace(data, final_data)
-        elif final_data.exists():
+        # The model and its weight file are swapped in together (the old pair stays on failure).
+        swap_in(([(data, final_data)] if data.exists() else []) + [(tmp / out_path.name, out_path)])
+        if not external and final_data.exists():
             final_data.unlink()  # a stale weight file from an earlier, larger export
-        os.replace(tmp / out_path.name, out_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_path

@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from walkcut.runtime.imageio import atomic_write_bytes
+from walkcut.runtime.imageio import write_all_or_none
 from walkcut.runtime.sources.contract import ModelContract
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,6 @@ def build_engine(onnx_path: str | Path, contract: ModelContract, *, fp16: bool |
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     engine_path, json_path = engine_paths(onnx_path)
-    atomic_write_bytes(engine_path, bytes(serialized))
     sidecar = {
         "contract": json.loads(contract.to_json()),
         "tensorrt_version": trt.__version__,
@@ -105,5 +104,8 @@ def build_engine(onnx_path: str | Path, contract: ModelContract, *, fp16: bool |
         "strongly_typed": strongly_typed,
         "onnx": onnx_path.name,
     }
-    atomic_write_bytes(json_path, json.dumps(sidecar, indent=2, sort_keys=True).encode())
+    # The engine and its JSON are swapped in together: a failed write leaves the old pair, never
+    # a new engine beside an old contract.
+    write_all_or_none([(engine_path, bytes(serialized)),
+                       (json_path, json.dumps(sidecar, indent=2, sort_keys=True).encode())])
     return engine_path

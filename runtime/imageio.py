@@ -123,20 +123,68 @@ def write_rgb_png(path, image_rgb: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png(image_rgb, rgb=True))
 
 
-def write_all_or_none(pairs) -> None:
-    """Write every ``(path, bytes)`` atomically (parent folders created), or none of them.
+def write_temporary(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new temporary file beside ``path`` (``.<name>.<random>.part``, usual
+    permissions); returns it. Removed again when the write fails."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
 
-    A failure part-way removes the files this call already wrote, so a label map never sits without
-    its overlay. Used by ``walkcut segment`` and ``walkcut batch``.
+
+def swap_in(moves) -> None:
+    """Rename each ``(temporary, target)`` of ``moves`` onto its target, all or none.
+
+    Existing targets are first renamed aside (``.<name>.<random>.old``); when a rename fails, the
+    targets already replaced get their old files back and the temporaries are removed, so the set
+    of files is the old one or the new one, never a mix. The aside copies are removed at the end.
     """
-    done = []
+    moves = [(Path(t), Path(p)) for t, p in moves]
+    aside: list[tuple[Path, Path]] = []  # (backup, target)
+    placed: list[Path] = []
+    try:
+        for _, target in moves:
+            if target.exists() or target.is_symlink():
+                fd, backup = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+                os.close(fd)
+                os.replace(target, backup)
+                aside.append((Path(backup), target))
+        for tmp, target in moves:
+            os.replace(tmp, target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:
+            target.unlink(missing_ok=True)
+        for backup, target in aside:
+            os.replace(backup, target)
+        for tmp, _ in moves:
+            tmp.unlink(missing_ok=True)
+        raise
+    for backup, _ in aside:
+        backup.unlink(missing_ok=True)
+
+
+def write_all_or_none(pairs) -> None:
+    """Write every ``(path, bytes)`` (parent folders created), or none of them.
+
+    Every file is first written to a temporary beside its target; only when all are on disk are
+    they swapped in together (:func:`swap_in`). A failure part-way (a full disk on the second file)
+    leaves the old files as they were, so a label map never sits beside another run's overlay.
+    Used by ``walkcut segment``, ``walkcut batch`` and the TensorRT engine export.
+    """
+    written: list[tuple[Path, Path]] = []
     try:
         for path, data in pairs:
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, data)
-            done.append(path)
+            written.append((write_temporary(path, data), path))
     except BaseException:
-        for path in done:
-            path.unlink(missing_ok=True)
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
         raise
+    swap_in(written)

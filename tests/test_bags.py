@@ -405,15 +405,17 @@ def test_output_policy(tmp_path, capsys):
     capsys.readouterr()
     # Never the input, not even with --overwrite; never a folder that is not a bag.
     assert main(["video", str(bag), "--topic", TOPIC, "--out", str(bag), "--overwrite"]) == 2
-    assert "would replace the input" in one_error(capsys)
+    assert "never replaces an input" in one_error(capsys)
     inner = next(bag.glob("*.mcap"))
     assert main(["video", str(inner), "--topic", TOPIC, "--out", str(inner), "--overwrite"]) == 2
-    assert "would replace the input" in one_error(capsys)
+    assert "never replaces an input" in one_error(capsys)
+    assert main(["video", str(inner), "--topic", TOPIC, "--out", str(bag), "--overwrite"]) == 2
+    assert "would replace the input" in one_error(capsys) and inner.exists()
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "thesis.txt").write_text("keep me")
     assert main(["video", str(bag), "--topic", TOPIC, "--out", str(docs), "--overwrite"]) == 2
-    assert "not a bag" in one_error(capsys) and (docs / "thesis.txt").exists()
+    assert "not a ROS 2 bag" in one_error(capsys) and (docs / "thesis.txt").exists()
     # Kinds that do not go together.
     assert main(["video", str(bag), "--topic", TOPIC, "--out", str(tmp_path / "o.bag")]) == 2
     assert "MCAP storage" in one_error(capsys)

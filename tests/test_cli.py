@@ -141,9 +141,14 @@ def test_bad_inputs_in_a_batch_are_one_line_each(tmp_path, capsys):
 def test_same_stem_in_two_folders_mirrors_the_folders(tmp_path):
     a = write_image(tmp_path / "in" / "a" / "x.jpg", seed=1)
     b = write_image(tmp_path / "in" / "b" / "x.png", seed=2)
-    assert segment(a, b, "--out", tmp_path / "o") == 0
+    assert segment(tmp_path / "in", "--out", tmp_path / "o") == 0  # a folder: names below it
     written = sorted(str(p.relative_to(tmp_path / "o")) for p in (tmp_path / "o").rglob("*.png"))
     assert written == ["a/x_labels.png", "a/x_overlay.png", "b/x_labels.png", "b/x_overlay.png"]
+    # Two files given by themselves are named by their file names (never by a common folder, which
+    # would move every output when one more input is given); the clash keeps the extensions.
+    assert segment(a, b, "--out", tmp_path / "o2") == 0
+    written = sorted(str(p.relative_to(tmp_path / "o2")) for p in (tmp_path / "o2").rglob("*.png"))
+    assert written == ["x.jpg_labels.png", "x.jpg_overlay.png", "x.png_labels.png", "x.png_overlay.png"]
 
 
 def test_same_stem_in_one_folder_keeps_the_extension(tmp_path):
@@ -164,11 +169,14 @@ def test_existing_outputs_are_refused_skipped_or_overwritten(tmp_path, capsys):
     assert "--overwrite" in one_error_line(capsys.readouterr().err)
     assert labels.read_bytes() == b"keep me"
     second = write_image(tmp_path / "y.png")
+    # A file walkcut did not write under an output's name is not "done": resume refuses it.
+    assert segment(img, second, "--out", out, "--skip-existing") == 2
+    assert "walkcut did not write it" in one_error_line(capsys.readouterr().err)
+    assert labels.read_bytes() == b"keep me" and not (out / "y_labels.png").exists()
+    assert segment(img, "--out", out, "--overwrite") == 0
     assert segment(img, second, "--out", out, "--skip-existing") == 0
     captured = capsys.readouterr()
-    assert "skipping 1 image whose outputs exist" in captured.err
-    assert labels.read_bytes() == b"keep me" and (out / "y_labels.png").exists()
-    assert segment(img, "--out", out, "--overwrite") == 0
+    assert "skipping 1 image whose outputs exist" in captured.err and (out / "y_labels.png").exists()
     assert cv2.imread(str(labels), cv2.IMREAD_UNCHANGED).dtype == np.uint16
 
 

@@ -3,7 +3,8 @@
 ``@list.txt`` (or ``--from-file list.txt``) names a text file with one input per line: a file, a
 folder or a glob pattern, relative paths taken from the current folder; blank lines and lines that
 start with ``#`` are ignored. A listed file that does not exist is kept: it becomes a manifest row
-with its error rather than stopping a run over a million paths. Names are given by
+with its error rather than stopping a run over a million paths. Each entry is named as a command-line
+argument is (a listed file by its name, a listed folder's files below it), by
 :func:`walkcut.inputs.name_outputs`, so both commands name the outputs of the same inputs alike.
 """
 
@@ -11,9 +12,18 @@ from __future__ import annotations
 
 import glob
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from walkcut.inputs import InputError, InputImage, expand_inputs, name_outputs, unique_paths
+from walkcut.inputs import (
+    Found,
+    InputError,
+    InputImage,
+    expand_argument,
+    name_outputs,
+    relative_to,
+    safe_relative,
+    unique_found,
+)
 
 
 def read_list_file(path: str | os.PathLike) -> list[str]:
@@ -32,28 +42,29 @@ def read_list_file(path: str | os.PathLike) -> list[str]:
     return entries
 
 
-def _expand_listed(entry: str) -> list[Path]:
+def _expand_listed(entry: str, exclude=()) -> list[Found]:
     path = Path(entry)
     if path.is_dir() or (not path.exists() and glob.has_magic(entry)):
-        return expand_inputs([entry])
-    return [path]  # an existing file, or a missing one that its manifest row will report
+        return expand_argument(entry, exclude=exclude)
+    return [Found(path, PurePath(path.name), safe_relative(path))]  # a file, or a missing one its row reports
 
 
-def collect_batch_inputs(arguments: list[str], list_files: list[str] = ()) -> list[InputImage]:
+def collect_batch_inputs(arguments: list[str], list_files: list[str] = (), *, exclude=(),
+                         root: str | os.PathLike | None = None) -> list[InputImage]:
     """Expand arguments (``@FILE`` reads a list file) and ``list_files``; name the outputs.
 
-    Order is kept, a file named twice is processed once. Raises :class:`InputError` for an argument
-    that matches nothing or an unreadable list file.
+    Order is kept, a file named twice is processed once. ``exclude``: output folders, never read as
+    input; ``root``: ``--relative-to`` (:func:`walkcut.inputs.relative_to`). Raises :class:`InputError` for an argument that matches nothing or an unreadable list file.
     """
-    paths: list[Path] = []
+    paths: list[Found] = []
     for arg in arguments:
         text = os.fspath(arg)
         if text.startswith("@") and not Path(text).exists():
             for entry in read_list_file(text[1:]):
-                paths.extend(_expand_listed(entry))
+                paths.extend(_expand_listed(entry, exclude))
         else:
-            paths.extend(expand_inputs([text]))
+            paths.extend(expand_argument(text, exclude=exclude))
     for list_file in list_files:
         for entry in read_list_file(list_file):
-            paths.extend(_expand_listed(entry))
-    return name_outputs(unique_paths(paths))
+            paths.extend(_expand_listed(entry, exclude))
+    return name_outputs(relative_to(unique_found(paths), root))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -30,9 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from walkcut.batch.manifest import PARTS_DIR, ManifestWriter
+from walkcut.batch.manifest import PARTS_DIR, ManifestWriter, is_manifest
 from walkcut.batch.work import (
     FAULT_ENV,
     LABELS_SUFFIX,
@@ -42,12 +44,14 @@ from walkcut.batch.work import (
     error_message,
     maybe_fault,
     EngineOutput,
+    job_outputs,
     one_thread,
-    outputs_complete,
     prepare_engine_input,
+    safe_text,
     segment_image,
 )
 from walkcut.inputs import InputImage
+from walkcut.outputs import DONE, NEW, OutputError, make_record, options_record, refuse_inputs_as_outputs, resume_refusal, resume_state, shown
 from walkcut.runtime.defaults import MAX_SOURCE_SIDE
 from walkcut.runtime.sources.engine import EngineSpec
 from walkcut.runtime.sources.pixels import PixelSource
@@ -131,10 +135,28 @@ class BatchSummary:
     manifest: Path | None = None
 
 
-def make_jobs(images: list[InputImage], out: Path, *, overlay: bool = True) -> list[Job]:
-    """Jobs named exactly as ``walkcut segment`` names its outputs (:meth:`InputImage.output`)."""
-    return [Job(input=str(im.path), labels=str(im.output(out, LABELS_SUFFIX)),
-                overlay=str(im.output(out, OVERLAY_SUFFIX)) if overlay else None) for im in images]
+def make_jobs(images: list[InputImage], out: Path, *, overlay: bool = True, settings: dict | None = None) -> list[Job]:
+    """Jobs named exactly as ``walkcut segment`` names its outputs (:meth:`InputImage.output`), each
+    with the record its outputs carry (``settings``: :func:`walkcut.outputs.options_record`).
+
+    Raises :class:`~walkcut.outputs.OutputError` when two jobs would write one file (two tasks must
+    never race on it), or an output is an input.
+    """
+    jobs = []
+    for im in images:
+        outs = [im.output(out, LABELS_SUFFIX)] + ([im.output(out, OVERLAY_SUFFIX)] if overlay else [])
+        record = json.dumps(make_record(im.path, settings or {}, outs), sort_keys=True)
+        jobs.append(Job(input=str(im.path), labels=str(outs[0]), overlay=str(outs[1]) if overlay else None,
+                        record=record))
+    seen: dict[str, str] = {}
+    for job in jobs:
+        for o in job_outputs(job):
+            key = os.path.normcase(os.path.abspath(o))
+            if key in seen:
+                raise OutputError(f"{shown(seen[key])} and {shown(job.input)} would both write {shown(o)}; rename one of them")
+            seen[key] = job.input
+    refuse_inputs_as_outputs([im.path for im in images], [o for job in jobs for o in job_outputs(job)])
+    return jobs
 
 
 def remove_stale_temporaries(out: Path) -> int:
@@ -199,7 +221,7 @@ def _open(spec: SourceSpec):
 
 
 def _job(row: dict) -> Job:
-    return Job(input=row["input"], labels=row["labels"], overlay=row["overlay"] or None)
+    return Job.from_text(row["job"])
 
 
 def segment_row(row: dict, *, source: SourceSpec, options: dict, fault: str | None) -> dict:
@@ -210,22 +232,21 @@ def segment_row(row: dict, *, source: SourceSpec, options: dict, fault: str | No
         try:
             opened = _open(source)
         except Exception as exc:  # noqa: BLE001 (a backend that cannot start: every row says why)
-            return empty_row(job, status="error", error=error_message(job.input, exc))
-        return segment_image(job, opened, options)
+            return {**empty_row(job, status="error", error=error_message(job.input, exc)), "key": row["key"]}
+        return {**segment_image(job, opened, options), "key": row["key"]}
 
 
 def prepare_row(row: dict, *, engine: EngineSpec, max_source_side: int) -> dict:
     """CPU stage before the actor: read, shrink and preprocess (errors ride along to the end)."""
     contract = engine.contract
-    out = {"input": row["input"], "labels": row["labels"], "overlay": row["overlay"], "error": "",
-           "seconds_decode": 0.0, "seconds_preprocess": 0.0}
+    out = {"key": row["key"], "job": row["job"], "error": "", "seconds_decode": 0.0, "seconds_preprocess": 0.0}
     try:
         with one_thread():
             x, t = prepare_engine_input(_job(row), contract, max_source_side=max_source_side)
         out.update(seconds_decode=t["decode"], seconds_preprocess=t["preprocess"])
     except Exception as exc:  # noqa: BLE001 (the row carries it to the manifest)
         x = np.zeros(contract.io.input_shape, np.float32)  # keeps the column's shape; never run
-        out["error"] = error_message(row["input"], exc)
+        out["error"] = safe_text(error_message(_job(row).input, exc))
     out["x"] = x
     return out
 
@@ -257,7 +278,7 @@ def cut_row(row: dict, *, engine: EngineSpec, options: dict, fault: str | None) 
     """CPU stage after the actor: check the engine output, cut, upsample, write."""
     job = _job(row)
     if row["error"]:
-        return empty_row(job, status="error", error=row["error"])
+        return {**empty_row(job, status="error", error=row["error"]), "key": row["key"]}
     maybe_fault(job, fault)
     timings = {"preprocess": float(row["seconds_preprocess"]), "engine": float(row["seconds_engine"])}
     given = EngineOutput(raw=np.asarray(row["raw"]), contract=engine.contract, name=engine.model, timings=timings)
@@ -265,7 +286,7 @@ def cut_row(row: dict, *, engine: EngineSpec, options: dict, fault: str | None) 
         result = segment_image(job, None, options, given=given)
     if result["status"] == "ok":  # the image was read twice; report the read before the engine
         result["seconds_decode"] = float(row["seconds_decode"])
-    return result
+    return {**result, "key": row["key"]}
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -293,7 +314,7 @@ def _build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault:
     # Small blocks keep every core busy to the end (a block is one task); large runs get larger
     # blocks so that the driver does not schedule millions of tasks.
     per_block = cfg.images_per_block or max(1, min(32, len(jobs) // (16 * cpus)))
-    items = [{"input": j.input, "labels": j.labels, "overlay": j.overlay or ""} for j in jobs]
+    items = [{"key": i, "job": j.to_text()} for i, j in enumerate(jobs)]  # ASCII: any file name travels
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / per_block)))
     task_args = {"num_cpus": cfg.cpus_per_task, "max_retries": cfg.max_retries}
     engine = cfg.engine
@@ -320,6 +341,63 @@ def _build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault:
     return ds.map(cut_row, fn_kwargs={"engine": engine, "options": cfg.options, "fault": fault}, **task_args)
 
 
+def check_manifest(path: Path, *, overwrite: bool, inputs) -> None:
+    """The manifest is never an input, and a file there that is not a walkcut manifest is replaced
+    only with ``overwrite`` (:class:`~walkcut.outputs.OutputError` otherwise)."""
+    refuse_inputs_as_outputs(inputs, [path])
+    if path.is_dir():
+        raise OutputError(f"--manifest {path} is a folder; give a file name")
+    if path.exists() and not overwrite and not is_manifest(path):
+        raise OutputError(f"{shown(path)} already exists and is not a walkcut manifest; add --overwrite to replace it, "
+                          f"or choose another --manifest")
+
+
+def plan_resume(jobs: list[Job], *, overwrite: bool) -> tuple[list[Job], list[Job]]:
+    """``(to_do, done)``: a job is done when its outputs say they were made from its input with the
+    same settings (:func:`walkcut.outputs.resume_state`). Outputs that are neither missing nor done
+    (other settings, another input, a half pair, a file walkcut did not write) stop the run with
+    :class:`~walkcut.outputs.OutputError` unless ``overwrite`` (which redoes every job)."""
+    if overwrite:
+        return list(jobs), []
+    to_do, done = [], []
+    for job in jobs:
+        record = json.loads(job.record)
+        state, where = resume_state(job_outputs(job), record)
+        if state == DONE:
+            done.append(job)
+        elif state == NEW:
+            to_do.append(job)
+        else:
+            raise resume_refusal(state, where, record, resume_flag="resume")
+    return to_do, done
+
+
+def identity_columns(job: Job) -> dict:
+    """The manifest columns resume checks: the input's size and time when planned, the settings."""
+    record = json.loads(job.record) if job.record else {}
+    ident = record.get("input") or {}
+    return {"input_size": ident.get("size"), "input_mtime_ns": ident.get("mtime_ns"),
+            "settings": json.dumps(record.get("settings"), sort_keys=True) if record else None}
+
+
+def carried_row(job: Job, earlier: dict | None) -> dict:
+    """The manifest row of a job done by an earlier run: its own row when one was kept (manifest,
+    part file or journal) for this input and settings; else one rebuilt from the label map (status
+    ``ok``, timings unknown)."""
+    ident = identity_columns(job)
+    if earlier is not None and earlier.get("status") == "ok" and all(
+            earlier.get(k) is None or earlier.get(k) == v for k, v in ident.items()):
+        return {**earlier, **ident}
+    row = {**empty_row(job, status="ok"), **ident}
+    try:
+        labels = cv2.imdecode(np.fromfile(job.labels, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except OSError:
+        labels = None
+    if labels is not None:
+        row.update(segments=int(labels.max()) + 1, height=int(labels.shape[0]), width=int(labels.shape[1]))
+    return row
+
+
 def run_batch(images: list[InputImage], cfg: BatchConfig, *,
               on_start: Callable[[str, int, int], None] | None = None,
               on_row: Callable[[dict], None] | None = None) -> BatchSummary:
@@ -343,19 +421,14 @@ def run_batch(images: list[InputImage], cfg: BatchConfig, *,
     """
     if cfg.engine is not None:
         _ = cfg.engine.contract  # read and checked here: a ContractError comes before Ray starts
+    check_manifest(cfg.manifest_path, overwrite=cfg.overwrite, inputs=[im.path for im in images])
+    jobs = make_jobs(images, cfg.out, overlay=cfg.overlay, settings=options_record(cfg.source, cfg.options))
+    to_do, done = plan_resume(jobs, overwrite=cfg.overwrite)  # refusals come before any folder is made
     cfg.out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(cfg.out)
-    jobs = make_jobs(images, cfg.out, overlay=cfg.overlay)
     writer = ManifestWriter(cfg.manifest_path, cfg.out / PARTS_DIR)
     earlier = writer.earlier_rows()
-    carried: dict[str, dict] = {}
-    to_do = []
-    for job in jobs:
-        if not cfg.overwrite and outputs_complete(job):
-            row = earlier.get(job.labels)
-            carried[job.labels] = row if row is not None and row["status"] == "ok" else empty_row(job, status="skipped")
-        else:
-            to_do.append(job)
+    carried = {safe_text(job.labels): carried_row(job, earlier.get(safe_text(job.labels))) for job in done}
     summary = BatchSummary(total=len(jobs), to_do=len(to_do), skipped=len(carried), manifest=cfg.manifest_path)
     fault = os.environ.get(FAULT_ENV) or None
     t0 = time.perf_counter()
@@ -371,6 +444,7 @@ def run_batch(images: list[InputImage], cfg: BatchConfig, *,
                 ds = build_dataset(to_do, cfg, resources=ray.cluster_resources(), fault=fault)
                 for row in ds.iter_rows():
                     row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+                    row = {**row, **identity_columns(to_do[row.pop("key")])}
                     writer.add(row)
                     if on_row is not None:
                         on_row(row)
@@ -380,7 +454,7 @@ def run_batch(images: list[InputImage], cfg: BatchConfig, *,
     finally:
         if owned:
             remove_stale_temporaries(cfg.out)  # our local workers are gone: sweep what they left
-    summary.rows = writer.finish([j.labels for j in jobs], carried)
+    summary.rows = writer.finish([safe_text(j.labels) for j in jobs], carried)
     summary.seconds = time.perf_counter() - t0
     summary.ok = sum(r["status"] == "ok" for r in writer.rows)
     summary.failed = sum(r["status"] == "error" for r in writer.rows)

@@ -13,6 +13,7 @@ the actor (``backend.run``), then :func:`segment_image` again with the engine ou
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import time
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from walkcut.outputs import png_with_record
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import encode_png, read_image, write_all_or_none
 from walkcut.runtime.segmenter import Segmenter, shrink_image
@@ -45,11 +47,27 @@ FAULT_ENV = "WALKCUT_BATCH_FAULT"
 
 @dataclass(frozen=True)
 class Job:
-    """One image to segment: its input path and where its outputs go (``overlay`` None: no overlay)."""
+    """One image to segment: its input path, where its outputs go (``overlay`` None: no overlay) and
+    the record they carry (:func:`walkcut.outputs.make_record`, as JSON; empty: none)."""
 
     input: str
     labels: str
     overlay: str | None
+    record: str = ""
+
+    def to_text(self) -> str:
+        """The job as ASCII JSON: paths that are not UTF-8 travel through Arrow (Ray blocks) intact."""
+        return json.dumps([self.input, self.labels, self.overlay, self.record])
+
+    @classmethod
+    def from_text(cls, text: str) -> Job:
+        return cls(*json.loads(text))
+
+
+def safe_text(text: str) -> str:
+    """``text`` as valid UTF-8: bytes of a file name that are not UTF-8 (``os.fsdecode`` keeps them as
+    surrogates) are written ``\\xNN``, so a manifest column can hold every name."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,9 +81,9 @@ class EngineOutput:
 
 
 def empty_row(job: Job, *, status: str, error: str = "") -> dict:
-    """A manifest row for ``job`` with no measurements (yet)."""
-    return {"input": job.input, "labels": job.labels, "overlay": job.overlay or "", "status": status,
-            "error": error, "segments": 0, "height": 0, "width": 0,
+    """A manifest row for ``job`` with no measurements (yet); names as :func:`safe_text`."""
+    return {"input": safe_text(job.input), "labels": safe_text(job.labels), "overlay": safe_text(job.overlay or ""),
+            "status": status, "error": safe_text(error), "segments": 0, "height": 0, "width": 0,
             **{f"seconds_{s}": float("nan") for s in STAGES}, "node": ""}
 
 
@@ -76,9 +94,13 @@ def error_message(path: str, exc: BaseException) -> str:
     return message.splitlines()[0] if text else f"{path}: {type(exc).__name__}"
 
 
-def outputs_complete(job: Job) -> bool:
-    """True when every output of ``job`` exists; writes are atomic, so existing means complete."""
-    return os.path.exists(job.labels) and (job.overlay is None or os.path.exists(job.overlay))
+def job_outputs(job: Job) -> list[Path]:
+    """The files ``job`` writes."""
+    return [Path(job.labels)] + ([Path(job.overlay)] if job.overlay is not None else [])
+
+
+def _with_record(png: bytes, job: Job) -> bytes:
+    return png_with_record(png, json.loads(job.record)) if job.record else png
 
 
 @contextlib.contextmanager
@@ -170,9 +192,9 @@ def segment_image(job: Job, source, options: dict, *, given: EngineOutput | None
             row["seconds_source"] = sum(given.timings.get(k, 0.0) for k in ("preprocess", "engine"))
         del result
         # Encode every picture before writing any: a failure leaves no partial output.
-        pairs = [(Path(job.labels), encode_png(labels16, rgb=False))]
+        pairs = [(Path(job.labels), _with_record(encode_png(labels16, rgb=False), job))]
         if job.overlay is not None:
-            pairs.append((Path(job.overlay), encode_png(overlay(image, labels16))))
+            pairs.append((Path(job.overlay), _with_record(encode_png(overlay(image, labels16)), job)))
         write_all_or_none(pairs)
         row["seconds_write"] = time.perf_counter() - t2
     except Exception as exc:  # noqa: BLE001 (one bad image is a manifest row, not the end of the job)

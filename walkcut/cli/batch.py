@@ -32,15 +32,26 @@ def register(sub) -> None:
     p = sub.add_parser(
         "batch", help="segment many images on Ray (local or a cluster), with a Parquet manifest",
         description="Segment an image set on Ray Data: the same outputs as `walkcut segment`, a manifest "
-                    "with one row per input, and resume: a rerun with the same --out does only what is missing.")
+                    "with one row per input, and resume: a rerun with the same --out does only what is missing.",
+        epilog="Outputs are named as by `walkcut segment` (see `walkcut segment --help`), the --out folder is never "
+               "read as input. Resume counts an image as done only when its outputs record that they were made "
+               "from that file (path, size, modification time) with the same settings; outputs made with other "
+               "settings, a half pair, or files walkcut did not write stop the run before any work (exit 2) "
+               "unless --overwrite.")
     p.add_argument("images", nargs="+", metavar="INPUT",
                    help="image files, folders, glob patterns, or @LIST (a text file of paths, one a line)")
     p.add_argument("--from-file", action="append", default=[], metavar="LIST",
                    help="text file of inputs, one a line (repeatable; same as @LIST)")
     p.add_argument("--out", "-o", type=output_dir, required=True, help="output folder (created if missing)")
+    p.add_argument("--relative-to", type=Path, default=None, metavar="ROOT",
+                   help="name every output by its input's path below ROOT instead of below its argument or list "
+                        "entry (see `walkcut segment --help`)")
     p.add_argument("--no-overlay", dest="overlay", action="store_false", help="write label maps only")
-    p.add_argument("--overwrite", action="store_true", help="redo every input, even those with complete outputs")
-    p.add_argument("--manifest", type=Path, default=None, help="manifest path (default: OUT/manifest.parquet)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every input, replacing existing outputs (and a --manifest file that is not a "
+                        "walkcut manifest)")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="manifest path (default: OUT/manifest.parquet; an earlier walkcut manifest there is merged)")
     add_source_arguments(p)
     add_cut_arguments(p)
     r = p.add_argument_group("ray")
@@ -97,10 +108,11 @@ def run(args) -> int:
         return 2
     from walkcut.batch import BatchConfig, collect_batch_inputs, run_batch
     from walkcut.inputs import InputError
+    from walkcut.outputs import OutputError
     from walkcut.runtime.sources.contract import ContractError
 
     try:
-        images = collect_batch_inputs(args.images, args.from_file)
+        images = collect_batch_inputs(args.images, args.from_file, exclude=[args.out], root=args.relative_to)
         spec = source_spec(args)
         options = cut_options(args, spec)  # reads an engine's contract: a ContractError stops here
         config = BatchConfig(
@@ -128,7 +140,7 @@ def run(args) -> int:
 
     try:
         summary = run_batch(images, config, on_start=on_start, on_row=on_row)
-    except ContractError as exc:
+    except (ContractError, OutputError) as exc:
         print(f"walkcut: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

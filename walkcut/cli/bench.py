@@ -173,10 +173,15 @@ def register(sub) -> None:
                    help="time the fast cut method (default) against the reference method on this image's "
                         "graph, with the adjusted Rand index of their labels")
     p.add_argument("--json", type=output_file(), default=None, help="also write the numbers as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file (never the input image)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from walkcut.outputs import check_output
+
+    if args.json is not None:  # the output policy, before any work
+        check_output(args.json, overwrite=args.overwrite, flag="--json", inputs=[args.image, args.engine])
     info = {"walkcut": __version__, "cpu": cpu_name(), "python": platform.python_version()}
     if args.compare_dense:
         rows = bench_compare_dense(runs=args.runs)

@@ -1,7 +1,7 @@
 """The command line's one error policy.
 
 * Usage errors (a bad option value, an option that contradicts another, an output that cannot be
-  written) are found while parsing, before any work and before any folder is created: one line
+  written or that the output policy of :mod:`walkcut.outputs` refuses) are found while parsing, before any work and before any folder is created: one line
   ``walkcut: error: ...`` on stderr, exit code 2.
 * A bad file in a batch: one line naming the file and the problem, the rest of the batch goes on,
   exit code 1 at the end.
@@ -67,10 +67,11 @@ def plural(n: int, word: str, words: str | None = None) -> str:
 
 def _stopping_errors() -> tuple[type[BaseException], ...]:
     """Library errors that stop a command with exit code 2: what the user asked for cannot run."""
+    from walkcut.outputs import OutputError
     from walkcut.runtime.sources.backends import BackendUnavailable
     from walkcut.runtime.sources.contract import ContractError
 
-    return (ContractError, BackendUnavailable)
+    return (ContractError, BackendUnavailable, OutputError)
 
 
 class Parser(argparse.ArgumentParser):

@@ -57,6 +57,8 @@ def register(subparsers) -> None:
     # Not --grid-*: --grid is the graph resolution, and options must not share a prefix.
     p.add_argument("--gallery", type=output_file(".png"), default=None, metavar="PNG",
                    help="write a picture of the best and worst images (image | truth | segments)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --json / --gallery file (never a file of the dataset)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -74,12 +76,16 @@ def run(args) -> int:
     from walkcut.eval.evaluate import evaluate
 
     from walkcut.eval.datasets import DatasetLayoutError
+    from walkcut.outputs import check_outputs, refuse_inputs_as_outputs
 
+    outputs = [(args.json, "--json"), (args.gallery, "--gallery")]
+    check_outputs(outputs, overwrite=args.overwrite)  # before any work: the output policy
     try:
         ds = load_dataset(args.dataset, args.root, split=args.split, limit=args.limit)
     except (DatasetLayoutError, ValueError) as exc:
         # The layout description spans lines; the policy prints one.
         raise UsageError(" ".join(str(exc).split())) from exc
+    refuse_inputs_as_outputs([p for item in ds.items for p in item[1:]], [p for p, _ in outputs if p is not None])
     thresholds = args.thresholds
     if thresholds is None:
         thresholds = list(DEFAULT_REGION_SWEEP) if ds.protocol == "regions" else None

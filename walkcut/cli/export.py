@@ -64,6 +64,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--noise-seed", type=int, default=0, help="seed of that noise (0)")
     p.add_argument("--fp16", action="store_true", help="fp16 weights and compute (IO stays float32)")
     p.add_argument("--trt", action="store_true", help="also build a TensorRT engine beside the ONNX file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out model (and its .data, .engine and .engine.json files); never "
+                        "the --model input")
     p.add_argument("--arch", default=None,
                    help="architecture of a single checkpoint file or of --random-weights: tiny, sd15, sd2-base, "
                    "sdxl, ssd-1b, vega, tiny-sdxl, dinov2-s, dinov2-b, dinov2-l (-reg: with registers), "
@@ -181,10 +184,36 @@ def export_dinov2(args: argparse.Namespace, options: dict, local_only: bool):
     return export_vit_model(args.model, args.out, local_files_only=local_only, **options)
 
 
+def check_export_outputs(args: argparse.Namespace) -> None:
+    """The output policy (:mod:`walkcut.outputs`) for every file an export writes, before any work:
+    the model, its external weights, and with ``--trt`` the engine and its JSON."""
+    from walkcut.export.trt import engine_paths
+    from walkcut.outputs import OutputError, check_outputs
+
+    out = Path(args.out)
+    items = [(out, "--out")]
+    data = out.with_name(f"{out.name}.data")
+    if data.exists():  # replaced, or removed when the new model keeps its weights inside
+        items.append((data, "--out"))
+    if args.trt:
+        items += [(p, "--out (with --trt)") for p in engine_paths(out)]
+    model = Path(args.model) if args.model else None
+    inputs = [model] if model is not None and model.exists() else []
+    if model is not None and model.is_dir():
+        for path, flag in items:
+            if path.exists() and model.resolve() in path.resolve().parents:
+                raise OutputError(f"{flag} {path} is a file of the --model folder {model}; walkcut never replaces "
+                                  f"an input, --overwrite or not: choose another --out")
+    if model is not None and model.suffix.lower() == ".onnx":
+        inputs.append(model.with_name(f"{model.name}.data"))
+    check_outputs(items, overwrite=args.overwrite, inputs=inputs)
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``walkcut export``; return the exit code."""
     if args.random_weights == bool(args.model) or (args.random_weights and not args.arch):
         raise UsageError("give --model PATH_OR_ID, or --random-weights with --arch NAME (not both)")
+    check_export_outputs(args)
     from walkcut.export.vit_spec import is_dinov2_source  # no torch: it reads config.json at most
 
     dinov2 = is_dinov2_source(args.model, args.arch)

@@ -13,7 +13,19 @@ from tqdm import tqdm
 
 from walkcut.cli.args import add_cut_arguments, add_source_arguments, cut_options, output_dir, source_spec
 from walkcut.cli.errors import UsageError, error, file_error, plural
-from walkcut.inputs import IMAGE_EXTENSIONS, InputImage, collect_images
+from walkcut.inputs import IMAGE_EXTENSIONS, InputError, InputImage, collect_images
+from walkcut.outputs import (
+    DONE,
+    NEW,
+    OutputError,
+    make_record,
+    options_record,
+    png_with_record,
+    refuse_inputs_as_outputs,
+    resume_refusal,
+    resume_state,
+    shown,
+)
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import encode_png, read_image, write_all_or_none
 from walkcut.runtime.segmenter import Segmenter
@@ -24,14 +36,23 @@ SUFFIXES = ("_labels.png", "_overlay.png")
 
 NAMING = """\
 inputs: image files, folders (searched recursively for %s files, sorted) and
-glob patterns ("photos/**/*.jpg"; quote them so the shell does not expand them).
+glob patterns ("photos/**/*.jpg"; quote them so the shell does not expand them). The --out folder
+is never read as input, even when it lies inside an input folder.
 
 outputs: OUT/NAME_labels.png (uint16 label map, 0..K-1, at the image's resolution) and
-OUT/NAME_overlay.png. NAME mirrors the input's folders below the deepest folder that holds every
-input: a/x.jpg and b/x.png give OUT/a/x_labels.png and OUT/b/x_labels.png; one image or one flat
-folder gives OUT/x_labels.png. Two inputs of one folder with the same stem keep their extension
-(x.jpg_labels.png). Existing outputs are never replaced unless --overwrite; --skip-existing skips
-images whose outputs are all there (to resume a batch).
+OUT/NAME_overlay.png. NAME is the image's path relative to the argument that found it, so it does
+not depend on the other inputs: photos/a/x.jpg found by `photos` (or "photos/**/*.jpg") gives
+OUT/a/x_labels.png; a file given by itself gives OUT/x_labels.png. Names that collide in one run
+keep more of their path until they differ, checked before any work: the extension first (x.jpg,
+x.png and x.jpg.png in one folder give x.jpg_labels.png, x.png_labels.png, x.jpg.png_labels.png),
+then the path as typed (a/x.jpg_labels.png), then ~1, ~2 in input order. --relative-to ROOT
+names every image by its path below ROOT instead.
+
+existing files: never replaced unless --overwrite, and an input never (refused with one line, exit
+2, before any work). A label map and its overlay are swapped in together: a failed write leaves the
+old pair. Each output records its input (path, size, modification time) and the settings;
+--skip-existing skips an image only when both outputs say they were made from it with the same
+settings, and refuses (exit 2) outputs made with other settings or files walkcut did not write.
 
 RGBA images are composited onto white (said once). A bad file gets one line on stderr and the rest
 of the batch is processed; the exit code is then 1.""" % ", ".join(IMAGE_EXTENSIONS)
@@ -44,45 +65,74 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern")
     p.add_argument("--out", "-o", type=output_dir, required=True,
                    help="output folder (created if missing; see the naming rule below)")
+    p.add_argument("--relative-to", type=Path, default=None, metavar="ROOT",
+                   help="name every output by its input's path below ROOT (mirrors ROOT's folders) instead of "
+                        "below the argument that found it")
     existing = p.add_mutually_exclusive_group()
-    existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace outputs that already exist (never an input)")
     existing.add_argument("--skip-existing", action="store_true",
-                          help="skip images whose outputs already exist (resume a batch)")
+                          help="resume: skip images whose outputs record this input and these settings; "
+                               "other existing outputs are refused")
     add_source_arguments(p)
     add_cut_arguments(p)
     p.set_defaults(func=run)
 
 
-def plan(images: list[InputImage], out: Path, *, overwrite: bool, skip_existing: bool) -> list[InputImage]:
-    """The images to process; refuses (UsageError) to replace existing outputs unless asked."""
+def plan(images: list[InputImage], out: Path, *, overwrite: bool, skip_existing: bool,
+         settings: dict | None = None) -> list[tuple[InputImage, dict]]:
+    """The images to process, each with the record its outputs carry (:mod:`walkcut.outputs`).
+
+    Refuses (:class:`~walkcut.outputs.OutputError`, exit code 2) before any work: an output that is
+    an input (always); existing outputs unless ``overwrite``; with ``skip_existing``, outputs that
+    resume cannot count as done (other settings, another input, a half pair, a file walkcut did not
+    write). Images whose outputs are done are left out with ``skip_existing``.
+    """
+    settings = settings or {}
+    jobs = [(im, [im.output(out, s) for s in SUFFIXES]) for im in images]
+    refuse_inputs_as_outputs([im.path for im in images], [o for _, outs in jobs for o in outs])
+    planned = [(im, make_record(im.path, settings, outs), outs) for im, outs in jobs]
     if overwrite:
-        return images
-    done = [im for im in images if all(im.output(out, s).exists() for s in SUFFIXES)]
-    clash = [im.output(out, s) for im in images for s in SUFFIXES if im.output(out, s).exists()]
-    if skip_existing:
-        if done:
-            print(f"skipping {plural(len(done), 'image')} whose outputs exist in {out}", file=sys.stderr)
-        return [im for im in images if im not in done]
+        return [(im, record) for im, record, _ in planned]
+    todo, done, clash = [], 0, []
+    for im, record, outs in planned:
+        if skip_existing:
+            state, where = resume_state(outs, record)
+            if state == DONE:
+                done += 1
+                continue
+            if state != NEW:
+                raise resume_refusal(state, where, record, resume_flag="--skip-existing")
+        else:
+            clash += [o for o in outs if o.exists()]
+        todo.append((im, record))
     if clash:
         more = f" and {plural(len(clash) - 1, 'more file')}" if len(clash) > 1 else ""
-        raise UsageError(f"{clash[0]}{more} already exist{'s' if len(clash) == 1 else ''}; add --overwrite to "
-                         f"replace, --skip-existing to resume, or choose another --out")
-    return images
+        raise OutputError(f"{shown(clash[0])}{more} already exist{'s' if len(clash) == 1 else ''}; add --overwrite to "
+                          f"replace, --skip-existing to resume, or choose another --out")
+    if done:
+        print(f"skipping {plural(done, 'image')} whose outputs exist in {out} (made from the same input "
+              f"with the same settings)", file=sys.stderr)
+    return todo
 
 
 def run(args) -> int:
     problems: list[str] = []
-    images = collect_images(args.inputs, errors=problems)
-    todo = plan(images, args.out, overwrite=args.overwrite, skip_existing=args.skip_existing)
+    try:
+        images = collect_images(args.inputs, errors=problems, exclude=[args.out], root=args.relative_to)
+    except InputError as exc:  # an input outside --relative-to: a usage error
+        raise UsageError(str(exc)) from exc
     spec = source_spec(args)
+    options = cut_options(args, spec)
+    todo = plan(images, args.out, overwrite=args.overwrite, skip_existing=args.skip_existing,
+                settings=options_record(spec, options))
     segmenter = Segmenter(spec.open())  # model problems stop here, before any folder is made
     for message in problems:
         error(message)
-    options = cut_options(args, spec)
     failed, done, t_start = len(problems), 0, time.perf_counter()
     stage_times: dict[str, list[float]] = {}
     bar = tqdm(todo, unit="img", disable=len(todo) < 2 or not sys.stderr.isatty())
-    for item in bar:
+    for item, record in bar:
         path = item.path
         bar.set_postfix_str(path.name)
         labels_path, overlay_path = (item.output(args.out, s) for s in SUFFIXES)
@@ -91,12 +141,12 @@ def run(args) -> int:
             result = segmenter.set_image(image).segment(**options)
             if result.labels.max() > 65535:
                 raise ValueError(f"{result.labels.max() + 1} segments do not fit a uint16 label map")
-            # Encode both pictures before writing either: a failure leaves no partial output.
+            # Encode both pictures, then swap both in together: a failure leaves the old pair or none.
             labels16 = result.labels.astype(np.uint16)  # also a 4x smaller map for the overlay
             t, n_segments = result.timings, result.n_segments
             del result  # huge images: free the int64 labels before drawing
-            pictures = [(labels_path, encode_png(labels16, rgb=False)),
-                        (overlay_path, encode_png(overlay(image, labels16)))]
+            pictures = [(labels_path, png_with_record(encode_png(labels16, rgb=False), record)),
+                        (overlay_path, png_with_record(encode_png(overlay(image, labels16)), record))]
             write_all_or_none(pictures)
         except Exception as exc:
             failed += 1

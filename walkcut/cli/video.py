@@ -27,7 +27,7 @@ from walkcut.cli.args import (
     positive_int,
     source_spec,
 )
-from walkcut.cli.errors import CommandError, UsageError, plural
+from walkcut.cli.errors import CommandError, UsageError
 from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
 
 logger = logging.getLogger(__name__)
@@ -77,13 +77,16 @@ def register(sub) -> None:
                         "storage): a folder name or NAME.mcap, with <topic>/walkcut/labels (mono16 ids) and "
                         "<topic>/walkcut/overlay (JPEG) per frame; optional")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out video or bag and existing frames in --labels-dir")
+                   help="replace an existing --out video or bag (never the input) and clear the frames an "
+                        "earlier run wrote in --labels-dir")
     p.add_argument("--topic", default=None,
                    help="bag input: the image topic (sensor_msgs/Image or CompressedImage); without it the "
                         "error lists the bag's image topics")
     p.add_argument("--copy-topics", nargs="*", default=None, metavar="TOPIC",
                    help="bag output: also copy these input topics (no names: every topic)")
-    p.add_argument("--labels-dir", type=output_dir, default=None, help="also write each frame's ids as uint16 PNG")
+    p.add_argument("--labels-dir", type=output_dir, default=None,
+                   help="also write each frame's ids as uint16 PNG (NNNNNN.png; the folder is marked with "
+                        ".walkcut-frames.json, and frames of another run are cleared only with --overwrite)")
     p.add_argument("--show", action="store_true", help="show the overlay with FPS (when a display exists)")
     p.add_argument("--live", action="store_true",
                    help="treat INPUT as live: drop frames when segmenting is slower than the input "
@@ -171,6 +174,10 @@ def run(args) -> int:
                              queue_size=args.queue, track=not args.no_track, engine=source if engine else None,
                              max_latency=None if args.max_latency is None else args.max_latency / 1000.0)
     pipeline.describe_workers = plan.reason
+    if args.labels_dir is not None:  # every check passed: clear our earlier frames, mark the folder
+        from walkcut.outputs import prepare_frames_dir
+
+        prepare_frames_dir(args.labels_dir, overwrite=args.overwrite, source=str(args.input))
     previous = None
     if threading.current_thread() is threading.main_thread():
         def on_term(signum, frame):
@@ -224,26 +231,39 @@ def check_bag_arguments(args, bag_in: bool, bag_out: bool) -> None:
 
 
 def check_outputs(args) -> None:
-    """Refuse to replace existing results (usage error) unless --overwrite; refuse a codec that
-    OpenCV cannot write here, before any frame is decoded."""
-    if args.out is not None:
-        out, source = args.out.resolve(), Path(args.input).resolve()
-        if source == out or out in source.parents:
-            raise UsageError(f"--out {args.out} would replace the input {args.input}; choose another --out")
-        if args.out.is_dir() and not (args.out / "metadata.yaml").is_file() and any(args.out.iterdir()):
-            raise UsageError(f"{args.out} is a folder that is not a bag; walkcut replaces only a bag folder "
-                             f"(--overwrite); choose another --out")
-    if not args.overwrite:
-        if args.out is not None and args.out.exists():
-            raise UsageError(f"{args.out} already exists; add --overwrite to replace it or choose another --out")
-        if args.labels_dir is not None and args.labels_dir.is_dir() and any(args.labels_dir.glob("*.png")):
-            n = sum(1 for _ in args.labels_dir.glob("*.png"))
-            raise UsageError(f"{args.labels_dir} already holds {plural(n, 'PNG file')}; add --overwrite to "
-                             f"replace them or choose another --labels-dir")
+    """The output policy (:mod:`walkcut.outputs`), before any frame is decoded: an existing --out
+    only with --overwrite, never the input itself; --labels-dir frames of an earlier run only with
+    --overwrite (and only walkcut's own, see :func:`walkcut.outputs.check_frames_dir`). Also refuses
+    a codec that OpenCV cannot write here."""
+    from walkcut.outputs import check_frames_dir, check_output
+
+    inputs = [args.input] if Path(args.input).exists() else []
+    if args.out is not None and is_bag_output(args.out) and args.out.suffix.lower() != ".mcap":
+        check_bag_folder(args.out, overwrite=args.overwrite, inputs=inputs)
+    elif args.out is not None:
+        check_output(args.out, overwrite=args.overwrite, flag="--out", inputs=inputs)
+    if args.labels_dir is not None:
+        check_frames_dir(args.labels_dir, overwrite=args.overwrite)
     if args.out is not None and args.out.suffix.lower() in CODECS and not codec_available(args.out.suffix.lower()):
         other = ".avi" if args.out.suffix.lower() == ".mp4" else ".mp4"
         raise UsageError(f"this OpenCV build cannot write {args.out.suffix} ({CODECS[args.out.suffix.lower()]}); "
                          f"give --out {args.out.with_suffix(other)}")
+
+
+def check_bag_folder(path: Path, *, overwrite: bool, inputs) -> None:
+    """The output policy for a bag folder (``walkcut.outputs.check_output`` is for files): never an
+    input nor a folder holding one; an existing one only with --overwrite, and only if it is a bag."""
+    from walkcut.outputs import OutputError, same_file, shown
+
+    for item in inputs:
+        if same_file(path, item) or path.resolve() in Path(item).resolve().parents:
+            raise OutputError(f"--out {shown(path)} would replace the input {shown(item)}; walkcut never replaces "
+                              f"an input, --overwrite or not: choose another --out")
+    if path.is_dir() and not (path / "metadata.yaml").is_file() and any(path.iterdir()):
+        raise OutputError(f"--out {shown(path)} is a folder that is not a ROS 2 bag (no metadata.yaml); walkcut "
+                          f"replaces only a bag folder: choose another --out")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{shown(path)} already exists; add --overwrite to replace it, or choose another --out")
 
 
 #: What FFmpeg "decodes" from files that are not videos: text (its tty demuxer renders .txt files
