@@ -4,7 +4,6 @@ SQLite, ROS 1), raw and compressed images; the output read back by rosbags and b
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import signal
 import subprocess
@@ -517,7 +516,7 @@ def test_signal_midway_leaves_a_readable_bag(tmp_path, signum):
                              "--labels-dir", str(labels), "--grid", "8", "--workers", "1", "--threads"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while time.time() < deadline and (not labels.exists() or len(os.listdir(labels)) < 5):
+    while time.time() < deadline and (not labels.exists() or len(list(labels.glob("*.png"))) < 5):
         time.sleep(0.05)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
