@@ -10,6 +10,9 @@ frame or clip ever goes into the repository), then:
 2. ``ratio``: scikit-image's ``felzenszwalb(scale=300, min_size=200)`` on the same frames, then
    ``walkcut video`` with no options and with ``--grid 64``, then Felzenszwalb again; the ratio of
    walkcut's FPS to Felzenszwalb's (the mean of its two runs), so both see the same machine load.
+2b. ``agree [CLIP]``: ``walkcut video CLIP --labels-dir D`` (no cut flags) against ``walkcut segment``
+   at its defaults on the same decoded frames: per-frame adjusted Rand index and how many frames keep
+   under 60% of segment's segment count (issue 21: median ARI >= 0.97, at most 2% of frames).
 3. ``memory``: the same pipeline in-process over the clip looped 10x (1010 frames), sampling the
    resident set size every 50 frames; reports RSS after 50 frames, at the end, and the maximum.
 4. ``consistency``: the mean fraction of pixels whose id changes between consecutive frames, for the
@@ -20,6 +23,7 @@ frame or clip ever goes into the repository), then:
 
     python bench/bench_video.py all
     python bench/bench_video.py fps --options="--workers 1 --threads"
+    python bench/bench_video.py agree [CLIP]                             # video vs segment, per frame
     python bench/bench_video.py ratio --engine models/vit_s_focus.onnx   # an exported ViT
 """
 
@@ -40,7 +44,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("WALKCUT_DATA", ROOT.parent / "shared" / "data"))
-SCRATCH = Path("/tmp/walkcut_bench_video")
+#: Clips and outputs (never in the repository); WALKCUT_BENCH_SCRATCH keeps concurrent sessions apart.
+SCRATCH = Path(os.environ.get("WALKCUT_BENCH_SCRATCH", "/tmp/walkcut_bench_video"))
 
 
 def build_clip(loops: int = 1) -> Path:
@@ -153,8 +158,9 @@ def bench_upsample(args) -> dict:
     import numpy as np
     from threadpoolctl import threadpool_limits
     from walkcut.runtime.segmenter import Segmenter
-    from walkcut.runtime.sources.pixels import PixelSource
+    from walkcut.runtime.sources.pixels import PixelSource, grid_cell_colors
     from walkcut.runtime.upsample import upsample_labels
+    from walkcut.runtime.defaults import VIDEO_MAX_SEGMENTS
 
     cv2.setNumThreads(1)
     frames = read_frames(build_clip(1))[:: max(1, args.step)]
@@ -164,18 +170,24 @@ def bench_upsample(args) -> dict:
     with threadpool_limits(limits=1):
         for frame in frames:
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            cases.append((rgb, segmenter.set_image(rgb).segment(max_segments=16).grid_labels))
+            cases.append((rgb, segmenter.set_image(rgb).segment(max_segments=VIDEO_MAX_SEGMENTS).grid_labels))
         for H, W in ((360, 480), (720, 1280)):
-            times = []
+            # As the Segmenter calls it (the source's cell colours handed over), and as earlier runs
+            # timed it (cell colours computed inside from the whole frame in float).
+            times: dict[str, list[float]] = {"": [], "_cell_colors_inside": []}
             for rgb, grid_labels in cases:
                 image = cv2.resize(rgb, (W, H), interpolation=cv2.INTER_LINEAR)
-                best = float("inf")
-                for _ in range(3):  # the least disturbed of three runs: the machine is shared
-                    t = time.thread_time()
-                    upsample_labels(grid_labels, (H, W), image_rgb=image)
-                    best = min(best, time.thread_time() - t)
-                times.append(best)
-            result[f"{W}x{H}_ms_p50_p90"] = [round(1e3 * float(np.percentile(times, q)), 2) for q in (50, 90)]
+                colors = grid_cell_colors(image, grid_labels.shape[0])
+                for key, given in (("", colors), ("_cell_colors_inside", None)):
+                    best = float("inf")
+                    for _ in range(3):  # the least disturbed of three runs: the machine is shared
+                        t = time.thread_time()
+                        upsample_labels(grid_labels, (H, W), image_rgb=image, cell_colors=given)
+                        best = min(best, time.thread_time() - t)
+                    times[key].append(best)
+            for key, values in times.items():
+                result[f"{W}x{H}{key}_ms_p50_p90"] = [round(1e3 * float(np.percentile(values, q)), 2)
+                                                      for q in (50, 90)]
     result["load_after"] = _loadavg()
     return result
 
@@ -259,6 +271,68 @@ def bench_consistency(args) -> dict:
     return result
 
 
+def agreement(video_labels: list, segment_labels: list, *, min_fraction: float = 0.6) -> dict:
+    """Per-frame agreement of two label-map sequences (video's ids, segment's labels).
+
+    ARI is invariant to renaming, so tracking's ids compare with segment's numbering as they are.
+    Returns the median and minimum ARI, and how many frames keep under ``min_fraction`` of
+    segment's segment count (the issue's "collapse" criterion).
+    """
+    import numpy as np
+    from walkcut.eval.metrics import adjusted_rand_index, contingency_table
+
+    if len(video_labels) != len(segment_labels):
+        raise ValueError(f"{len(video_labels)} video frames but {len(segment_labels)} segment frames")
+    aris, counts, fewer = [], [], []
+    for v, s in zip(video_labels, segment_labels):
+        aris.append(adjusted_rand_index(contingency_table(v, s)))
+        nv, ns = np.unique(v).size, np.unique(s).size
+        counts.append((nv, ns))
+        if nv < min_fraction * ns:
+            fewer.append(len(counts) - 1)
+    aris = np.asarray(aris)
+    return {"frames": len(aris), "ari_median": round(float(np.median(aris)), 4),
+            "ari_p10": round(float(np.percentile(aris, 10)), 4), "ari_min": round(float(aris.min()), 4),
+            "frames_ari_below_0.97": int((aris < 0.97).sum()),
+            "segments_mean_video_segment": [round(float(np.mean([c[k] for c in counts])), 2) for k in (0, 1)],
+            f"frames_under_{min_fraction:.0%}_of_segment_count": len(fewer),
+            "fraction_under": round(len(fewer) / max(1, len(aris)), 4), "frames_under": fewer[:20]}
+
+
+def bench_agree(args) -> dict:
+    """``walkcut video CLIP --labels-dir D`` (no other flags unless --options) against ``walkcut segment``
+    at its defaults on the same decoded frames (written as lossless PNGs): per-frame ARI and the
+    segment-count criterion (issue 21: median ARI >= 0.97, at most 2% of frames under 60%)."""
+    import shutil
+
+    import cv2
+    clip = Path(args.clip) if args.clip else build_clip(1)
+    work = SCRATCH / "agree"
+    shutil.rmtree(work, ignore_errors=True)
+    frames_dir, seg_dir, vid_dir = work / "frames", work / "segment", work / "video"
+    frames_dir.mkdir(parents=True)
+    frames = read_frames(clip)[: args.max_frames]
+    for i, frame in enumerate(frames):  # the frames video decodes, losslessly, for segment
+        cv2.imwrite(str(frames_dir / f"{i:06d}.png"), frame)
+    load_before = _loadavg()
+    video = [sys.executable, "-m", "walkcut", "video", str(clip), "--labels-dir", str(vid_dir),
+             "--max-frames", str(len(frames)), *video_options(args)]
+    segment = [sys.executable, "-m", "walkcut", "segment", str(frames_dir), "--out", str(seg_dir)]
+    for cmd in (video, segment):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
+    def labels(path):
+        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # uint16 maps, as written
+
+    video_labels = [labels(vid_dir / f"{i:06d}.png") for i in range(len(frames))]
+    segment_labels = [labels(seg_dir / f"{i:06d}_labels.png") for i in range(len(frames))]
+    return {"test": "agree", "clip": str(clip), "video": "walkcut video CLIP --labels-dir D "
+            + " ".join(video_options(args)), "segment": "walkcut segment FRAMES --out D",
+            **agreement(video_labels, segment_labels), "target": "median ARI >= 0.97, <= 2% of frames under 60%",
+            "load_before": load_before, "load_after": _loadavg()}
+
+
 def make_picture(args) -> dict:
     """docs/video_frame.png: a frame of `walkcut video` over a slow pan across a bundled example image."""
     import cv2
@@ -288,7 +362,10 @@ def make_picture(args) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("fps", "ratio", "memory", "consistency", "upsample", "picture", "all"))
+    p.add_argument("what", choices=("fps", "ratio", "agree", "memory", "consistency", "upsample", "picture", "all"))
+    p.add_argument("clip", nargs="?", default=None,
+                   help="agree: the video to compare on (default: the CamVid val clip, built under /tmp)")
+    p.add_argument("--max-frames", type=int, default=None, help="agree: only the first N frames")
     p.add_argument("--grid", type=int, default=32, help="R for the in-process tests (memory, consistency)")
     p.add_argument("--options", default="", help="options for `walkcut video` in the fps test (default: none)")
     p.add_argument("--engine", default=None, metavar="MODEL",
@@ -300,7 +377,7 @@ def main(argv=None) -> int:
     todo = ("upsample", "ratio", "consistency", "memory") if args.what == "all" else (args.what,)
     for name in todo:
         run = {"fps": bench_fps, "ratio": bench_ratio, "memory": bench_memory, "consistency": bench_consistency,
-               "upsample": bench_upsample, "picture": make_picture}
+               "upsample": bench_upsample, "picture": make_picture, "agree": bench_agree}
         print(json.dumps(run[name](args)), flush=True)
     return 0
 

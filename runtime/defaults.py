@@ -59,6 +59,14 @@ STATIONARY_POWER_ITER = 10
 STATIONARY_DENSE_MAX = 32
 STATIONARY_NCV = 16
 
+# --- Reading images (walkcut.runtime.imageio) ------------------------------------------------------
+#: Largest image (width x height) read, checked from the file header before decoding: decoding needs
+#: about 15 bytes a pixel on the way to RGB (a 20000 x 20000 PNG of 1.2 MB took 6.15 GB). The value
+#: is Pillow's ``MAX_IMAGE_PIXELS`` (a quarter gigabyte of 3-byte pixels, about 89.5 Mpx); raise it
+#: with ``--max-pixels`` or the environment variable below.
+MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+MAX_PIXELS_ENV = "WALKCUT_MAX_PIXELS"
+
 # --- Segmenter (walkcut.runtime.segmenter) ---------------------------------------------------------
 #: The source sees at most this longest side (area averaging): bounded memory on huge photos.
 MAX_SOURCE_SIDE = 2048
@@ -68,9 +76,17 @@ MAX_LABEL_SIDE = 4096
 # --- Pixel source (walkcut.runtime.sources.pixels) -------------------------------------------------
 #: Graph resolution R (R * R nodes).
 GRID = 32
-#: Accepted range of R.
+#: Accepted range of R. Memory and time grow as R**4 (n = R * R cells, each with about
+#: pi * (3R/32)**2 neighbours): one 481 x 321 image took 1.1 s / 154 MB at R = 64, 3.7 s / 401 MB at 96,
+#: 37 s / 1.07 GB at 128 and minutes and gigabytes beyond (2-core VM under load, load average 6-9);
+#: R = 256 would need about 16 GB. 128 is the most this runtime honours in seconds and 1 GB.
 MIN_GRID = 4
-MAX_GRID = 256
+MAX_GRID = 128
+#: Peak memory of one image through the pixel source and the cuts: about this many bytes per stored
+#: affinity (n * (neighbours + 1)), measured 125-137 B at R = 64-128, plus the interpreter and its
+#: libraries (PIXEL_BASE_BYTES). Commands refuse a --grid whose estimate exceeds the memory available.
+PIXEL_BYTES_PER_EDGE = 140
+PIXEL_BASE_BYTES = 100 * 1024 * 1024
 #: Neighbourhood radius in cells: ``max(MIN_RADIUS, RADIUS_PER32 * R / 32)``.
 MIN_RADIUS = 1.5
 RADIUS_PER32 = 3.0
@@ -79,6 +95,12 @@ RADIUS_PER32 = 3.0
 COLOR_SCALE = 1.0
 #: Lower bound of that median (flat images).
 MIN_SIGMA_COLOR = 1.0
+#: An image whose neighbouring cells all differ by less than this CIE Lab Delta E (about the just
+#: noticeable difference, Sharma 2003) has no visible boundary: it is one segment. The graph cannot
+#: tell, since sigma_c is tuned to the image's own differences: a flat image gives a plain lattice,
+#: which Normalized Cuts halves into quadrants. BSDS500 val: the smallest largest difference at R = 32
+#: is 27.9 (median 65.5), so no natural image there is affected.
+FLAT_CONTRAST = 2.3
 #: Weight of a cell to itself (W + identity).
 PIXEL_SELF_LOOP = 1.0
 
@@ -157,9 +179,12 @@ MAX_ATTN_RES = 96
 LAYER_PRESETS = ("encoder", "all")
 
 # --- Video (walkcut video) -------------------------------------------------------------------------
-#: Fewer leaves grown per frame keeps the cuts within a frame budget (the automatic rules rarely
-#: keep more than ~12 segments on street scenes).
-VIDEO_MAX_SEGMENTS = 16
+#: Leaves grown per frame: the same tree as ``walkcut segment`` (MAX_SEGMENTS), so a video frame gets
+#: the partition an image gets. The automatic rules read the split costs of the whole grown tree:
+#: a 16-leaf tree (the video default before 0.4) moved the Otsu threshold and collapsed some frames
+#: (101-frame CamVid clip: 14% of frames kept under 60% of segment's segments; at 32, with each frame
+#: cut alone, every frame is segment's partition; bench/RESULTS.md, "Speed v3: the frame").
+VIDEO_MAX_SEGMENTS = MAX_SEGMENTS
 #: Boundary-aware upsampling at most at this side, then nearest-neighbour enlargement (boundaries
 #: within 2 px at 1280 x 720). Since the colour vote runs only along segment borders
 #: (runtime/upsample.py), a 480 x 360 frame is upsampled whole in about 4.5 ms on one core.

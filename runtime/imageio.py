@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import tempfile
 import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from walkcut.runtime import defaults as _d
 
 
 logger = logging.getLogger(__name__)
@@ -18,14 +22,92 @@ logger = logging.getLogger(__name__)
 ALPHA_BACKGROUND = 255
 
 _alpha_said = threading.Event()
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Capture what native libraries (libpng, libjpeg, libtiff, OpenCV) print on file descriptor 2
+    while the block runs, and log it (DEBUG, shown with ``-vv``) instead: a bad file is reported by
+    the one error line of its caller, not by a codec's own lines beside it.
+
+    File descriptors are process-wide: blocks of several threads are serialised, and a thread that
+    writes to stderr meanwhile has its text logged too. Where fd 2 cannot be redirected (no such
+    descriptor), the block runs as it is.
+    """
+    with _stderr_lock:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            yield
+            return
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                capture.seek(0)
+                text = capture.read().decode("utf-8", "replace")
+        for line in text.splitlines():
+            if line.strip():
+                logger.debug("native library: %s", line.strip())
 
 
 class ImageReadError(ValueError):
     """An input image cannot be used; the message names the file and the problem."""
 
 
-def read_image(path) -> np.ndarray:
+class ImageTooLargeError(ImageReadError):
+    """An image has more pixels than the limit (:func:`max_image_pixels`)."""
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force: ``$WALKCUT_MAX_PIXELS`` when set, else ``defaults.MAX_IMAGE_PIXELS``."""
+    text = os.environ.get(_d.MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return _d.MAX_IMAGE_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{_d.MAX_PIXELS_ENV}={text!r}: expected a whole number of pixels >= 1")
+    return value
+
+
+def _megapixels(n: int) -> str:
+    return f"{n / 1e6:.1f} Mpx" if n >= 100_000 else f"{n} pixels"
+
+
+def header_size(path) -> tuple[int, int] | None:
+    """``(width, height)`` read from the file header (PNG, JPEG, BMP, TIFF, WebP, PNM, ...) without
+    decoding the pixels, or None when the header gives no size."""
+    import imagesize
+
+    try:
+        width, height = imagesize.get(str(path))
+    except (OSError, ValueError):
+        return None
+    return (int(width), int(height)) if width > 0 and height > 0 else None
+
+
+def check_pixel_limit(path, width: int, height: int, limit: int | None = None) -> None:
+    """Raise :class:`ImageTooLargeError` when ``width x height`` exceeds ``limit`` (default: the limit in force)."""
+    limit = max_image_pixels() if limit is None else limit
+    if width * height > limit:
+        raise ImageTooLargeError(
+            f"{path}: {width} x {height} = {_megapixels(width * height)} exceeds the pixel limit of "
+            f"{_megapixels(limit)}; raise it with --max-pixels {width * height} (or {_d.MAX_PIXELS_ENV})")
+
+
+def read_image(path, *, max_pixels: int | None = None) -> np.ndarray:
     """Read any image OpenCV decodes as (H, W, 3) uint8 RGB.
+
+    Images larger than ``max_pixels`` (default: :func:`max_image_pixels`) are refused from their
+    header, before any pixel is decoded; an image whose header gives no size is checked after decoding.
 
     Grayscale is replicated to three channels, 16-bit is scaled to 8-bit, and an image with an
     alpha channel is composited onto white (the colours under transparent pixels are often
@@ -35,7 +117,8 @@ def read_image(path) -> np.ndarray:
     Raises
     ------
     ImageReadError
-        Missing file, a directory, an empty file, or bytes that do not decode as an image.
+        Missing file, a directory, an empty file, or bytes that do not decode as an image
+        (:class:`ImageTooLargeError`: more pixels than the limit).
     """
     p = Path(path)
     if not p.exists():
@@ -44,10 +127,18 @@ def read_image(path) -> np.ndarray:
         raise ImageReadError(f"{p}: is a directory, expected an image file")
     if p.stat().st_size == 0:
         raise ImageReadError(f"{p}: file is empty (0 bytes)")
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    size = header_size(p)
+    if size is not None:
+        check_pixel_limit(p, *size, limit)
     data = np.fromfile(str(p), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    with quiet_native_stderr():  # libpng / libjpeg warnings: the error below is the one line
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    del data
     if img is None or img.size == 0:
         raise ImageReadError(f"{p}: not a readable image (corrupt, truncated, or not an image format OpenCV decodes)")
+    if size is None:
+        check_pixel_limit(p, img.shape[1], img.shape[0], limit)
     if img.ndim == 3 and img.shape[2] == 4 and not _alpha_said.is_set():
         _alpha_said.set()
         logger.warning("%s has an alpha channel: transparent pixels are composited onto white "
@@ -95,19 +186,31 @@ def atomic_write_bytes(path, data: bytes, *, make_parents: bool = False) -> Path
     path = Path(path)
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise _named(exc, path) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results get the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise _named(exc, path) from exc
         raise
     return path
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """The same error, naming the file the caller asked for rather than the temporary ``.part`` file."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def encode_png(array: np.ndarray, *, rgb: bool = True) -> bytes:

@@ -223,6 +223,9 @@ class Segmenter:
         upsample = settings["upsample"].value
         cut_options.update(min_size=settings["min_size"].value, max_segments=settings["max_segments"].value)
         tr = self.transition
+        if tr.contrast is not None and tr.contrast < _d.FLAT_CONTRAST:
+            # No visible boundary anywhere: one segment (the graph alone would be cut into quadrants).
+            cut_options["max_segments"] = 1
         key = (mode, power, tuple(sorted(cut_options.items())))
         t0 = time.perf_counter()
         base = self._cache.get(key)
@@ -245,13 +248,15 @@ class Segmenter:
         )
         if upsample == "snap":
             labels = snap_to_segments(labels, self._superpixels(guide))
-        if guide is not self._image:
-            labels = cv2.resize(labels.astype(np.int32), (W, H), interpolation=cv2.INTER_NEAREST).astype(np.int64)
         # Upsampling can drop a tiny segment: renumber to 0..K-1 keeping order (a lookup table, not
         # np.unique, whose sort needs several copies of a huge label map); usually none is dropped.
+        # Counted on the guide's labels: enlarging by nearest neighbour keeps every label (a video
+        # frame of 1280 x 720 is counted at 640 x 360).
         present = np.bincount(labels.ravel(), minlength=int(grid_labels.max()) + 1) > 0
         if not present.all():
             labels = (np.cumsum(present) - 1)[labels]
+        if guide is not self._image:
+            labels = cv2.resize(labels.astype(np.int32), (W, H), interpolation=cv2.INTER_NEAREST).astype(np.int64)
         t2 = time.perf_counter()
         timings = {"source": self._source_seconds, **self._source_timings, "cuts": t1 - t0, "upsample": t2 - t1}
         return Segmentation(labels=labels, grid_labels=grid_labels, cut=cut, timings=timings)

@@ -48,3 +48,28 @@ def test_compare_methods_times_both_and_reports_agreement(tmp_path, capsys):
     assert res["n"] == 256
     assert res["methods"]["fast"]["runs"] == 1 and res["methods"]["reference"]["median_ms"] > 0
     assert 0.0 <= res["ari"] <= 1.0 and res["segments"]["fast"] >= 1
+
+
+def test_frame_budget_times_every_stage_at_both_sizes(tmp_path, capsys):
+    from walkcut.cli.bench import FRAME_STAGES
+    from walkcut.runtime.defaults import VIDEO_MAX_SEGMENTS
+
+    out = tmp_path / "budget.json"
+    assert main(["bench", "--frame-budget", "--grid", "8", "--runs", "2", "--warmup", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    for stage in FRAME_STAGES:
+        assert f"| {stage} |" in text
+    report = json.loads(out.read_text())
+    assert report["cut_options"]["max_segments"] == VIDEO_MAX_SEGMENTS  # the video command's settings
+    assert set(report["frame_budget"]) == {"480x360", "1280x720"}
+    for size in report["frame_budget"].values():
+        assert set(size["stages"]) == set(FRAME_STAGES)
+        assert all(s["runs"] == 2 and s["median_ms"] >= 0 for s in size["stages"].values())
+        assert size["stages"]["cuts"]["median_ms"] > 0 and size["cpu_total_median_ms"] > 0
+        assert size["segments_median"] >= 1
+    # Without the contour term there is nothing to time for it.
+    off = tmp_path / "budget_off.json"
+    assert main(["bench", "--frame-budget", "--grid", "8", "--runs", "1", "--warmup", "0",
+                 "--contour-scale", "off", "--json", str(off)]) == 0
+    assert "|   contour term |" not in capsys.readouterr().out
+    assert all("  contour term" not in s["stages"] for s in json.loads(off.read_text())["frame_budget"].values())

@@ -24,3 +24,25 @@ def test_overlay_keeps_size_and_draws_boundaries():
     assert out.shape == image.shape and out.dtype == np.uint8
     assert (out[:, 14] == 255).all()  # the boundary column is white
     assert not (out[:, 3] == 255).all()
+
+
+@pytest.mark.parametrize("high", [3, 300, 70_000, 2**40])
+@pytest.mark.parametrize("low", [0, -5])
+def test_boundaries_and_overlay_for_every_label_range(low, high):
+    """Narrowed labels (uint8 / uint16 / int32 through OpenCV, else numpy) find the same boundaries,
+    and the overlay is the blend with white boundaries, thickened on large pictures."""
+    rng = np.random.default_rng(high)
+    labels = np.repeat(np.repeat(rng.integers(low, high, (9, 12)), 7, axis=0), 5, axis=1)  # (63, 60) blocks
+    want = np.zeros(labels.shape, bool)
+    want[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    want[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    np.testing.assert_array_equal(draw.boundaries(labels), want)
+    image = rng.integers(0, 256, labels.shape + (3,), dtype=np.uint8)
+    colors = draw.palette(16)
+    out = draw.overlay(image, labels, colors=colors)
+    blend = (0.55 * image + 0.45 * colors[labels % 16]).round()
+    assert (out[want] == 255).all()
+    assert np.abs(out[~want].astype(float) - blend[~want]).max() <= 1
+    big = np.repeat(np.repeat(labels, 20, axis=0), 20, axis=1)  # 1260 x 1200: 3 px boundaries
+    edge = (draw.overlay(np.zeros(big.shape + (3,), np.uint8), big, colors=colors) == 255).all(axis=2)
+    assert edge.sum() > 2 * draw.boundaries(big).sum()

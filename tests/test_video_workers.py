@@ -59,7 +59,20 @@ def test_thread_and_process_workers_are_built_the_same_way():
     spec = SegmenterSpec(source=PixelSource(grid=8), label_side=128, upsample="nearest")
     seg = worker_factory(spec, processes=False)()
     assert isinstance(seg, Segmenter)
-    assert seg.warm_start and seg.upsample == "nearest" and seg.max_label_side == 128
+    assert seg.upsample == "nearest" and seg.max_label_side == 128
+    # The pixel source cuts each frame alone (the partition `walkcut segment` gives); asked, it warm-starts.
+    assert not seg.warm_start and build_video_segmenter(SegmenterSpec(source=PixelSource(grid=8),
+                                                                      warm_start=True)).warm_start
+
+    class ModelSpec:  # any other source spec (a model's): dense attention walks, warm by default
+        cut_defaults: dict = {}
+
+        def open(self):
+            return PixelSource(grid=8)
+
+    assert SegmenterSpec(source=ModelSpec()).warm and build_video_segmenter(SegmenterSpec(source=ModelSpec())).warm_start
+    with pytest.raises(TypeError, match="warm_start"):
+        SegmenterSpec(warm_start="yes")
     assert isinstance(seg.source, PixelSource) and seg.source.grid == 8
     make = worker_factory(spec, processes=True)
     # The process worker runs the very same builder with the very same spec inside its child.
@@ -171,7 +184,10 @@ def test_max_latency_command(tmp_path, capsys):
     assert main(["video", str(clip), "--out", str(tmp_path / "o.mp4"), "--max-latency", "-5"]) == 2
     assert not (tmp_path / "o.mp4").exists()
     assert "positive number of milliseconds" in capsys.readouterr().err
-    rc = main(["video", str(clip), "--out", str(tmp_path / "o.mp4"), "--grid", "8", "--max-latency", "1000"])
+    # Threads and 5 s: on a loaded machine, worker processes that take over 1 s to start drop every
+    # frame, and a video that writes nothing now fails (exit 1).
+    rc = main(["video", str(clip), "--out", str(tmp_path / "o.mp4"), "--grid", "8", "--max-latency", "5000",
+               "--threads"])
     assert rc == 0
     err = capsys.readouterr().err
     assert "frames written of 8 read" in err

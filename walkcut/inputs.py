@@ -23,11 +23,16 @@ walkcut wrote there (those carrying its output record) are skipped.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
+import logging
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+
+logger = logging.getLogger(__name__)
 
 #: File extensions read as images when a folder or glob is expanded (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -51,6 +56,83 @@ class InputImage:
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every file below the folder ``root``, following links to folders but entering each real folder
+    once (keyed by ``(st_dev, st_ino)``): a symbolic-link loop, or two loops through each other, ends
+    instead of recursing until the path is too long. Unreadable folders are skipped (logged)."""
+    seen: set[tuple[int, int]] = set()
+    stack, linked = [root], []  # folders reached through links wait until every real one is done,
+    while stack or linked:      # so a file is named by its real path where the walk has one
+        folder = stack.pop() if stack else linked.pop(0)
+        try:
+            st = os.stat(folder)
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            logger.warning("%s: skipped (%s)", folder, exc.strerror or exc)
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                if entry.is_dir():  # follows links; the seen set stops the loops
+                    (linked if entry.is_symlink() else subfolders).append(Path(entry.path))
+                elif entry.is_file():
+                    yield Path(entry.path)
+            except OSError:  # a dangling or looping link: nothing to read there
+                continue
+        stack.extend(reversed(subfolders))
+
+
+def _component_matches(pattern: str, name: str) -> bool:
+    # As glob does: a wildcard never matches a hidden name unless the pattern starts with a dot.
+    if name.startswith(".") and not pattern.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _parts_match(pattern: list[str], parts: list[str]) -> bool:
+    """Whether path components ``parts`` match glob components ``pattern`` (``**``: zero or more folders)."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        if not rest:  # a trailing ``**``: everything below, hidden folders and files aside
+            return not any(part.startswith(".") for part in parts)
+        # zero folders, or one more (not a hidden one, as glob's ``**``) and still inside ``**``
+        return _parts_match(rest, parts) or (
+            len(parts) > 1 and not parts[0].startswith(".") and _parts_match(pattern, parts[1:]))
+    return bool(parts) and _component_matches(head, parts[0]) and _parts_match(rest, parts[1:])
+
+
+def recursive_glob(pattern: str) -> list[Path]:
+    """Files matching ``pattern``; ``**`` matches any number of folders. Patterns with ``**`` are
+    matched on a :func:`walk_files` walk of their fixed leading folder, so links cannot make them
+    loop (Python's recursive :func:`glob.glob` follows a link loop until the path is too long)."""
+    if "**" not in pattern:
+        return [Path(p) for p in glob.glob(pattern)]
+    parts = pattern.replace(os.sep, "/").split("/")
+    fixed = 0
+    while fixed < len(parts) - 1 and not glob.has_magic(parts[fixed]):
+        fixed += 1
+    root_text = "/".join(parts[:fixed]) or ("/" if pattern.startswith("/") else ".")
+    if pattern.startswith("/") and not root_text.startswith("/"):
+        root_text = "/" + root_text
+    root = Path(root_text)
+    if not root.is_dir():
+        return []
+    wanted = [p for p in parts[fixed:] if p]
+    found = []
+    for path in walk_files(root):
+        rel = path.relative_to(root).parts
+        if _parts_match(wanted, list(rel)):
+            found.append(path if parts[:fixed] else Path(*rel))
+    return found
 
 
 @dataclass(frozen=True)
@@ -112,7 +194,7 @@ def expand_argument(arg: str | os.PathLike, *, exclude=()) -> list[Found]:
     path = Path(text)
     if path.is_dir():
         skip = _skipper(path, exclude)
-        found = sorted(p for p in path.rglob("*") if p.is_file() and _is_image(p) and not skip(p))
+        found = sorted(p for p in walk_files(path) if _is_image(p) and not skip(p))
         if not found:
             raise InputError(f"{text}: folder holds no image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...)")
         return [Found(p, p.relative_to(path), safe_relative(p)) for p in found]
@@ -121,8 +203,7 @@ def expand_argument(arg: str | os.PathLike, *, exclude=()) -> list[Found]:
     if glob.has_magic(text):
         root = _glob_root(text)
         skip = _skipper(root, exclude)
-        found = sorted(Path(p) for p in glob.glob(text, recursive=True)
-                       if Path(p).is_file() and _is_image(Path(p)) and not skip(Path(p)))
+        found = sorted(p for p in recursive_glob(text) if p.is_file() and _is_image(p) and not skip(p))
         if not found:
             raise InputError(f"{text}: pattern matches no image files")
         out = []
@@ -148,7 +229,8 @@ def expand_inputs(arguments: list[str | os.PathLike], *, exclude=()) -> list[Pat
     """Files as given; folders searched recursively for image files; glob patterns expanded.
 
     Folder and glob results are sorted; the order of the arguments is kept; a file named twice is
-    processed once. Raises :class:`InputError` for an argument that matches nothing.
+    processed once. Folders reached through links are searched too, each real folder once, so link
+    loops end. Raises :class:`InputError` for an argument that matches nothing.
     """
     return [f.path for f in find_inputs(arguments, exclude=exclude)]
 

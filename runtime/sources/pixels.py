@@ -49,13 +49,16 @@ class Transition:
     """A random walk over an ``grid_shape`` patch grid (nodes in row-major order).
 
     ``stationary`` is set when known in closed form; ``cell_colors`` (R, R, 3) float32 RGB in [0, 1]
-    are the mean colours of the cells, used by boundary-aware upsampling.
+    are the mean colours of the cells, used by boundary-aware upsampling. ``contrast`` is the largest
+    colour difference between neighbouring cells (CIE Lab Delta E) where the source measures it: below
+    ``defaults.FLAT_CONTRAST`` the image has no visible boundary and is one segment.
     """
 
     P: object  # (n, n) ndarray or CSR
     grid_shape: tuple[int, int]
     stationary: np.ndarray | None = None
     cell_colors: np.ndarray | None = None
+    contrast: float | None = None
 
 
 def grid_cell_colors(image_rgb: np.ndarray, grid: int) -> np.ndarray:
@@ -105,11 +108,43 @@ def intervening_contours(edges: np.ndarray, grid: int, i: np.ndarray, dy: int, d
     return samples.max(axis=0).astype(np.float64)
 
 
+def contour_strengths(image_rgb: np.ndarray, grid: int, pairs) -> tuple[np.ndarray, float]:
+    """The contour term's inputs: the strongest edge between each ``(i, dy, dx)`` of ``pairs`` (cells
+    ``i`` and their neighbours ``(dy, dx)`` further on; concatenated in that order) and the strongest
+    edge of the image; one :func:`edge_map` per call (``walkcut bench --frame-budget`` times it)."""
+    edges = edge_map(image_rgb, grid)
+    ic = [intervening_contours(edges, grid, i, int(dy), int(dx)) for i, dy, dx in pairs]
+    return np.concatenate(ic), float(edges.max())
+
+
 def _neighbour_offsets(radius: float) -> np.ndarray:
     r = int(np.floor(radius))
     dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
     keep = (dy**2 + dx**2 <= radius**2) & ~((dy == 0) & (dx == 0))
     return np.stack([dy[keep], dx[keep]], axis=1)
+
+
+def neighbour_pairs(grid: int, radius: float) -> list[tuple[np.ndarray, int, int]]:
+    """``[(i, dy, dx), ...]``: for each offset within ``radius`` cells, the cells ``i`` whose neighbour
+    ``(dy, dx)`` further on lies inside the ``grid x grid`` grid. Each unordered pair once (the first
+    nonzero coordinate of its offset positive): every term of the weight is symmetric, so the other
+    half is the transpose."""
+    offsets = _neighbour_offsets(radius)
+    offsets = offsets[(offsets[:, 0] > 0) | ((offsets[:, 0] == 0) & (offsets[:, 1] > 0))]
+    yy, xx = np.divmod(np.arange(grid * grid), grid)
+    pairs = []
+    for dy, dx in offsets:
+        ny, nx = yy + dy, xx + dx
+        pairs.append((np.flatnonzero((ny >= 0) & (ny < grid) & (nx >= 0) & (nx < grid)), int(dy), int(dx)))
+    return pairs
+
+
+def graph_memory_bytes(grid: int, radius: float | None = None) -> int:
+    """Estimated peak memory (bytes) of one image at graph resolution ``grid`` through the pixel
+    source and the cuts (see ``defaults.PIXEL_BYTES_PER_EDGE``); ``radius`` as :class:`PixelSource`'s."""
+    r = float(radius) if radius is not None else max(_d.MIN_RADIUS, _d.RADIUS_PER32 * grid / 32)
+    stored = grid * grid * (len(_neighbour_offsets(r)) + 1)
+    return _d.PIXEL_BASE_BYTES + _d.PIXEL_BYTES_PER_EDGE * stored
 
 
 @dataclass(frozen=True)
@@ -146,7 +181,7 @@ class PixelSource:
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, bool) or not isinstance(self.grid, (int, np.integer)) or not _d.MIN_GRID <= self.grid <= _d.MAX_GRID:
-            raise ValueError(f"grid must be an integer in [4, 256], got {self.grid!r}")
+            raise ValueError(f"grid must be an integer in [{_d.MIN_GRID}, {_d.MAX_GRID}], got {self.grid!r}")
         if self.radius is not None and not (np.isfinite(self.radius) and self.radius >= 1):
             raise ValueError(f"radius must be a number >= 1 (cells), got {self.radius!r}")
         if not (np.isfinite(self.color_scale) and self.color_scale > 0):
@@ -175,24 +210,14 @@ class PixelSource:
         colors = grid_cell_colors(image_rgb, R)  # (R, R, 3) RGB [0, 1]
         lab = cv2.cvtColor(colors, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
         radius = self.effective_radius
-        offsets = _neighbour_offsets(radius)
-        # Each unordered pair once (the first nonzero coordinate of its offset positive): every term of
-        # the weight is symmetric, so the other half is the transpose.
-        offsets = offsets[(offsets[:, 0] > 0) | ((offsets[:, 0] == 0) & (offsets[:, 1] > 0))]
-        yy, xx = np.divmod(np.arange(R * R), R)
-        rows, cols, dist2, cdist2, contour = [], [], [], [], []
-        edges = edge_map(image_rgb, R) if self.contour_scale is not None else None
-        for dy, dx in offsets:
-            ny, nx = yy + dy, xx + dx
-            ok = (ny >= 0) & (ny < R) & (nx >= 0) & (nx < R)
-            i = np.flatnonzero(ok)
-            j = ny[ok] * R + nx[ok]
+        pairs = neighbour_pairs(R, radius)
+        rows, cols, dist2, cdist2 = [], [], [], []
+        for i, dy, dx in pairs:
+            j = i + (dy * R + dx)  # row-major: the neighbour (dy, dx) further on
             rows.append(i)
             cols.append(j)
             dist2.append(np.full(i.size, float(dy * dy + dx * dx)))
             cdist2.append(((lab[i] - lab[j]) ** 2).sum(axis=1))
-            if edges is not None:
-                contour.append(intervening_contours(edges, R, i, int(dy), int(dx)))
         rows = np.concatenate(rows)
         cols = np.concatenate(cols)
         dist2 = np.concatenate(dist2)
@@ -201,10 +226,10 @@ class PixelSource:
         sigma_c = self.color_scale * max(float(np.median(np.sqrt(cdist2[near]))), _d.MIN_SIGMA_COLOR)
         sigma_x = radius / 2.0
         logw = -cdist2 / (2 * sigma_c**2) - dist2 / (2 * sigma_x**2)
-        if edges is not None:
-            ic = np.concatenate(contour)
+        if self.contour_scale is not None:
+            ic, strongest = contour_strengths(image_rgb, R, pairs)
             # Self-tuned like sigma_c; the floor keeps flat images (no edges anywhere) finite.
-            sigma_e = self.contour_scale * max(float(np.median(ic[near])), _d.CONTOUR_FLOOR_OF_MAX * float(edges.max()),
+            sigma_e = self.contour_scale * max(float(np.median(ic[near])), _d.CONTOUR_FLOOR_OF_MAX * strongest,
                                                  _d.CONTOUR_FLOOR)
             logw -= ic**2 / (2 * sigma_e**2)
         n = R * R
@@ -214,4 +239,6 @@ class PixelSource:
         W = W + W.T + _d.PIXEL_SELF_LOOP * sp.identity(n, format="csr")
         d = np.asarray(W.sum(axis=1)).ravel()
         P = sp.diags(1.0 / d) @ W
-        return Transition(P=sp.csr_matrix(P), grid_shape=(R, R), stationary=d / d.sum(), cell_colors=colors)
+        contrast = float(np.sqrt(cdist2[near].max())) if near.any() else 0.0
+        return Transition(P=sp.csr_matrix(P), grid_shape=(R, R), stationary=d / d.sum(), cell_colors=colors,
+                          contrast=contrast)

@@ -188,6 +188,7 @@ class BagReader:
             self.connections = self._image_connections(topic)
             self.msgtype = self.connections[0].msgtype
             self.count = sum(c.msgcount for c in self.connections)
+            self.frame_count = self.count  # as the video reader's: what the bag announces
             self._check_first_message()
         except BaseException:
             self.close()

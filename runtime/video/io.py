@@ -47,6 +47,11 @@ class VideoInput:
     live: bool
     label: str
 
+    @property
+    def is_file(self) -> bool:
+        """A file on disk (not a camera index or a stream URL)."""
+        return isinstance(self.target, str) and "://" not in self.target
+
     @classmethod
     def parse(cls, text: str, *, live: bool | None = None) -> VideoInput:
         """``"0"`` -> camera 0; ``"rtsp://..."``/``"http://..."`` -> stream; else a file path."""
@@ -87,13 +92,17 @@ class VideoReader:
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 240 else 25.0
         self.size = (int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        # What a file's container announces (None for live sources, or when it does not say): a file
+        # that ends well before it was cut short or damaged.
+        count = self.cap.get(cv2.CAP_PROP_FRAME_COUNT) if not source.live else 0
+        self.frame_count = int(count) if count and np.isfinite(count) and count > 0 else None
 
     def frames(self):
         index, failures = 0, 0
         while True:
             ok, frame = self.cap.read()
             if not ok or frame is None:
-                if not self.source.live:
+                if not self.source.live or self.source.is_file:  # a file read as live still ends
                     return
                 failures += 1
                 if failures > self.retries:
@@ -202,7 +211,8 @@ class VideoWriter:
         else:
             if self._tmp is not None:
                 self._tmp.unlink(missing_ok=True)
-            logger.warning("no frames were written; %s not created", self.path)
+            # INFO: the command says so in its own one line (and why).
+            logger.info("no frames were written; %s not created", self.path)
 
 
 def display_available() -> bool:

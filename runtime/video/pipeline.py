@@ -87,6 +87,7 @@ class VideoSummary:
     stages: dict = field(default_factory=dict)  # name -> deque of seconds
     drops: dict = field(default_factory=dict)  # why frames were dropped -> count
     workers: str = ""  # how the workers were chosen
+    error: BaseException | None = None  # what stopped the run, when an exception did
     engine: ModelStats | None = None
     failed: list = field(default_factory=list)  # (name, reason) of frames the reader could not decode
     unwritten: list = field(default_factory=list)  # names of named (bag) frames read but not written
@@ -199,6 +200,7 @@ class VideoPipeline:
             run.summary.stop_reason = "terminated" if isinstance(exc, Terminated) else "interrupted"
         except Exception as exc:
             run.summary.stop_reason = f"error: {exc}"
+            run.summary.error = exc
             logger.debug("video run failed", exc_info=True)
             run.flush_encoder_after_error()
         finally:

@@ -62,6 +62,8 @@ class WorkerPlan:
     workers: int
     processes: bool
     reason: str
+    #: The ``workers`` asked for when it was more than the cores (then ``workers`` is the cores).
+    capped_from: int | None = None
 
 
 def plan_workers(*, cores: int | None = None, engine: bool = False, workers: int | None = None,
@@ -81,6 +83,11 @@ def plan_workers(*, cores: int | None = None, engine: bool = False, workers: int
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     auto = min(MAX_AUTO_WORKERS, max(1, cores - 1 if engine else cores))
     n = auto if workers is None else int(workers)
+    capped_from = None
+    if n > cores:
+        # More cut workers than cores only adds switching and memory (a worker process holds its own
+        # source and solver); the extra ones would wait for a core anyway.
+        capped_from, n = n, cores
     # One worker process still pays off on several cores: the parent decodes, tracks and encodes
     # while the child cuts, with no interpreter lock between them.
     use_processes = (cores >= 2) if processes is None else bool(processes)
@@ -90,7 +97,7 @@ def plan_workers(*, cores: int | None = None, engine: bool = False, workers: int
                                           ("--processes/--threads", processes is not None)) if given]
     reason = (f"{cores} core{'s' if cores != 1 else ''}{', engine stage in the parent' if engine else ''}: "
               f"{n} worker {kind}" + (f" (set by {', '.join(overrides)})" if overrides else ""))
-    return WorkerPlan(workers=n, processes=use_processes, reason=reason)
+    return WorkerPlan(workers=n, processes=use_processes, reason=reason, capped_from=capped_from)
 
 
 @dataclass(frozen=True)
@@ -107,8 +114,13 @@ class SegmenterSpec:
     upsample : str, optional
         Upsampling method (see :mod:`walkcut.runtime.upsample`); default: the source's, else
         joint-bilateral.
-    warm_start : bool
-        Start each frame's root eigen-solve from the previous frame's (consecutive frames are alike).
+    warm_start : bool, optional
+        Start each frame's cut from the previous frame's (consecutive frames are alike). Default
+        (None): on for model sources, whose dense walks it makes cheaper (bench/RESULTS.md, "Cut
+        engine v2"); off for the pixel source, where it saved no time on CamVid frames and changed
+        the partition of 10 of 40 (ARI down to 0.42 against the same frame cut alone): with it off
+        a video frame gets exactly the partition ``walkcut segment`` gives (bench/RESULTS.md,
+        "Speed v3: the frame").
     handed : bool
         The transition comes from the pipeline's model stage: the worker opens a
         :class:`~walkcut.runtime.sources.given.GivenSource` carrying the model's cut settings, and
@@ -118,16 +130,25 @@ class SegmenterSpec:
     source: SourceSpec = field(default_factory=PixelSource)
     label_side: int = 0
     upsample: str | None = None
-    warm_start: bool = True
+    warm_start: bool | None = None
     handed: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, SourceSpec):
             raise TypeError(f"source must be a source spec (PixelSource or EngineSpec, see "
                             f"walkcut.runtime.sources.source_spec), got {type(self.source).__name__}")
+        if self.warm_start is not None and not isinstance(self.warm_start, bool):
+            raise TypeError(f"warm_start must be True, False or None (automatic), got {self.warm_start!r}")
         if isinstance(self.label_side, bool) or not isinstance(self.label_side, (int, np.integer)) \
                 or self.label_side < 0:
             raise ValueError(f"label_side must be an integer >= 0 (0: full resolution), got {self.label_side!r}")
+
+    @property
+    def warm(self) -> bool:
+        """Whether the workers warm-start each frame's cut (``warm_start``, or its automatic choice)."""
+        if self.warm_start is not None:
+            return self.warm_start
+        return not isinstance(self.source, PixelSource)
 
     def open_source(self):
         """The source of one worker (a model is loaded here: once per process)."""
@@ -142,7 +163,7 @@ def build_video_segmenter(spec: SegmenterSpec, source=None):
 
     limits = {"max_label_side": max(64, spec.label_side)} if spec.label_side else {}
     return Segmenter(spec.open_source() if source is None else source, upsample=spec.upsample,
-                     warm_start=spec.warm_start, **limits)
+                     warm_start=spec.warm, **limits)
 
 
 def worker_factory(spec: SegmenterSpec, *, processes: bool, source=None):

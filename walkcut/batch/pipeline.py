@@ -191,12 +191,17 @@ def ray_session(address: str | None, num_cpus: int | None):
         res = ray.cluster_resources()
         yield f"using the Ray already started in this process ({_resources_text(res)})", False
         return
+    # Ray's own INFO/WARNING lines ("Started a local Ray instance", token notes) only with -v: the
+    # command prints what Ray it started in its own line.
+    level = logging.INFO if logging.getLogger().isEnabledFor(logging.INFO) else logging.ERROR
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=level)
         text = f"joined the Ray cluster at {address} ({_resources_text(ray.cluster_resources())})"
     else:
         cpus = num_cpus or os.cpu_count() or 1
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        # address="local": always a new Ray of our own; without it ray.init joins a Ray that another
+        # process on this machine started, and then refuses num_cpus.
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
         text = f"started a local Ray with {cpus} CPUs (stopped at the end; --ray-address joins a cluster)"
     try:
         yield text, address is None

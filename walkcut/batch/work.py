@@ -13,6 +13,7 @@ the actor (``backend.run``), then :func:`segment_image` again with the engine ou
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -43,6 +44,8 @@ STAGES = ("decode", "source", "preprocess", "engine", "cuts", "upsample", "write
 #: output name is NAME creates the file MARKER and kills its own worker process, so the tests can
 #: check that Ray retries a task whose worker died. Read by the driver and passed to the tasks.
 FAULT_ENV = "WALKCUT_BATCH_FAULT"
+#: How a manifest row's ``error`` starts when the disk (or the quota) was full.
+DISK_FULL = "disk full"
 
 
 @dataclass(frozen=True)
@@ -198,5 +201,10 @@ def segment_image(job: Job, source, options: dict, *, given: EngineOutput | None
         write_all_or_none(pairs)
         row["seconds_write"] = time.perf_counter() - t2
     except Exception as exc:  # noqa: BLE001 (one bad image is a manifest row, not the end of the job)
-        return {**empty_row(job, status="error", error=error_message(job.input, exc)), "node": row["node"]}
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # Marked, so that the driver stops the run: every later image would fail the same way.
+            message = f"{DISK_FULL} writing {exc.filename or job.labels} ({exc.strerror})"
+        else:
+            message = error_message(job.input, exc)
+        return {**empty_row(job, status="error", error=message), "node": row["node"]}
     return row

@@ -14,8 +14,8 @@ import logging
 import sys
 
 from walkcut import __version__
-from walkcut.cli.args import check_arguments
-from walkcut.cli.errors import EXIT_USAGE, Parser, error, run_command
+from walkcut.cli.args import check_arguments, process_settings
+from walkcut.cli.errors import EXIT_USAGE, Parser, error, quiet_native_libraries, run_command
 
 #: Subcommand modules, in the order ``walkcut --help`` lists them.
 SUBCOMMAND_MODULES = (
@@ -40,6 +40,7 @@ def build_parser() -> Parser:
                         help="more log output (-vv: debug, with tracebacks)")
     parser.add_argument("--debug", action="store_true", help="debug log output and tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.subcommands = {}
     for name in SUBCOMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -50,6 +51,7 @@ def build_parser() -> Parser:
                 continue
             raise
         module.register(sub)
+    parser.subcommands = dict(sub.choices)
     return parser
 
 
@@ -57,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``walkcut ARGV``; return the exit code (``--help`` and usage errors included)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # Reported by the subcommand's parser, so the message points at its own --help.
+            command = parser.subcommands.get(getattr(args, "command", None), parser)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version (0) or a usage error already printed (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     debug = args.debug or args.verbose > 0
@@ -72,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         error(f"{problem} (see `walkcut {args.command} --help`)")
         return EXIT_USAGE
-    return run_command(args.func, args, debug=debug)
+    quiet_native_libraries(verbose=args.verbose + 2 * args.debug)
+    with process_settings(args):
+        return run_command(args.func, args, debug=debug)
 
 
 if __name__ == "__main__":

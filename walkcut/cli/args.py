@@ -18,6 +18,7 @@ each came from.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import tempfile
@@ -181,7 +182,15 @@ def contour_scale_arg(text: str):
     """``type=`` for ``--contour-scale``: a positive number, or ``off`` (no contour term)."""
     if text in ("off", "none"):
         return CONTOUR_OFF
-    return finite_number(text, positive=True, expected="a positive number or 'off'")
+    value = finite_number(text, positive=True, expected="a positive number or 'off'")
+    low, high = CONTOUR_SCALE_RANGE
+    if not low <= value <= high:  # beyond these the weights underflow to 0 or overflow: no graph left
+        raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g} or 'off', got {text!r}")
+    return value
+
+
+#: ``--contour-scale`` values that keep the contour term finite and meaningful.
+CONTOUR_SCALE_RANGE = (1e-3, 1e3)
 
 
 #: ``--contour-scale off`` (None means "not given" while parsing).
@@ -198,7 +207,8 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("source", "where the random walk comes from: the pixel graph, or an exported model")
     g.add_argument("--grid", "-R", type=int_at_least(defaults.MIN_GRID, defaults.MAX_GRID), default=None,
                    help=f"graph resolution R of the pixel source, {defaults.MIN_GRID} to {defaults.MAX_GRID} "
-                        f"(default: {defaults.GRID}; a model fixes its own)")
+                        f"(default: {defaults.GRID}; a model fixes its own); time and memory grow as R**4: "
+                        f"R = 128 takes about 1 GB, and a --grid that does not fit the available memory is refused")
     g.add_argument("--contour-scale", type=contour_scale_arg, default=None, metavar="S",
                    help="intervening-contour term of the pixel source: sigma_e = S x median edge, or 'off' "
                         f"(default: {defaults.CONTOUR_SCALE})")
@@ -212,8 +222,81 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
                    help="what runs the engine (default: auto = best available, logged)")
 
 
+def add_pixel_limit_argument(p: argparse.ArgumentParser) -> None:
+    """``--max-pixels N``: the largest image read (width x height), checked from its header."""
+    p.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
+                   help=f"refuse images with more than N pixels, checked before decoding (default: "
+                        f"${defaults.MAX_PIXELS_ENV}, else {defaults.MAX_IMAGE_PIXELS}, about "
+                        f"{defaults.MAX_IMAGE_PIXELS / 1e6:.1f} Mpx)")
+
+
+@contextlib.contextmanager
+def process_settings(args: argparse.Namespace):
+    """Settings the parsed options make for the process and the workers it starts, while the
+    command runs (restored after: ``main`` may be called again in the same process).
+
+    ``--max-pixels`` becomes ``$WALKCUT_MAX_PIXELS``, which every reader of images honours,
+    in worker processes and Ray tasks too (they inherit the environment).
+    """
+    import os
+
+    value = getattr(args, "max_pixels", None)
+    if value is None:
+        yield
+        return
+    previous = os.environ.get(defaults.MAX_PIXELS_ENV)
+    os.environ[defaults.MAX_PIXELS_ENV] = str(value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(defaults.MAX_PIXELS_ENV, None)
+        else:
+            os.environ[defaults.MAX_PIXELS_ENV] = previous
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new work (``MemAvailable`` on Linux), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_grid_memory(args: argparse.Namespace, available: int | None = None) -> str | None:
+    """The usage error for a ``--grid`` whose estimated memory exceeds what is available, or None."""
+    grid = getattr(args, "grid", None)
+    if grid is None or getattr(args, "engine", None) is not None:
+        return None
+    from walkcut.runtime.sources.pixels import graph_memory_bytes
+
+    available = available_memory() if available is None else available
+    if available is None:
+        return None
+    parallel = getattr(args, "workers", None) or 1  # video worker processes hold a graph each
+    need = graph_memory_bytes(grid) * parallel
+    if need > available:
+        each = f" ({parallel} workers)" if parallel > 1 else ""
+        return (f"--grid {grid} needs about {need / 2**30:.1f} GiB{each}, more than the {available / 2**30:.1f} GiB "
+                f"available; use a smaller --grid (memory grows as R**4)")
+    return None
+
+
 def check_arguments(args: argparse.Namespace) -> str | None:
     """Checks across options, run right after parsing; the usage error's message, or None."""
+    import os
+
+    problem = check_grid_memory(args)
+    if problem:
+        return problem
+
+    env = os.environ.get(defaults.MAX_PIXELS_ENV, "").strip()
+    if getattr(args, "max_pixels", None) is None and env and not (env.isdigit() and int(env) >= 1):
+        return f"{defaults.MAX_PIXELS_ENV}={env!r} is not a number of pixels >= 1; unset it or use --max-pixels N"
     engine, backend = getattr(args, "engine", None), getattr(args, "backend", "auto")
     if engine is not None:
         if not Path(engine).exists():

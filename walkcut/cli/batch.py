@@ -14,8 +14,10 @@ import signal
 import sys
 from pathlib import Path
 
+from walkcut.cli.errors import Terminated, is_disk_full, note, plural
 from walkcut.cli.args import (
     add_cut_arguments,
+    add_pixel_limit_argument,
     add_source_arguments,
     cut_options,
     non_negative_float,
@@ -52,6 +54,7 @@ def register(sub) -> None:
                         "walkcut manifest)")
     p.add_argument("--manifest", type=Path, default=None,
                    help="manifest path (default: OUT/manifest.parquet; an earlier walkcut manifest there is merged)")
+    add_pixel_limit_argument(p)
     add_source_arguments(p)
     add_cut_arguments(p)
     r = p.add_argument_group("ray")
@@ -87,7 +90,7 @@ class _SigtermAsInterrupt:
 
     @staticmethod
     def _handler(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated()
 
     def install(self) -> None:
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
@@ -99,6 +102,36 @@ class _SigtermAsInterrupt:
             self.previous = None
 
 
+class _DiskFull(Exception):
+    """A worker found the disk full: the run stops (every later image would fail the same way)."""
+
+
+@contextlib.contextmanager
+def quiet_ray(*, verbose: bool):
+    """Ray's and Ray Data's own log lines and progress bars stay off the terminal unless ``-v``:
+    the command prints its own lines (what Ray started, errors, the summary)."""
+    if verbose:
+        yield
+        return
+    import logging
+
+    from ray.data import DataContext
+
+    names = ("ray", "ray.data", "ray.train", "ray.tune")
+    levels = {name: logging.getLogger(name).level for name in names}
+    ctx = DataContext.get_current()
+    bars = ctx.enable_progress_bars
+    ctx.enable_progress_bars = False
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars = bars
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def run(args) -> int:
     try:
         import pyarrow  # noqa: F401
@@ -107,10 +140,18 @@ def run(args) -> int:
         print(f"walkcut: error: {RAY_MISSING}", file=sys.stderr)
         return 2
     from walkcut.batch import BatchConfig, collect_batch_inputs, run_batch
+    from walkcut.batch.work import DISK_FULL
     from walkcut.inputs import InputError
     from walkcut.outputs import OutputError
     from walkcut.runtime.sources.contract import ContractError
 
+    if args.num_cpus is not None and args.ray_address is None:
+        from walkcut.runtime.video.workers import available_cores
+
+        cores = available_cores()
+        if args.num_cpus > cores:  # a local Ray with more CPUs than cores runs more tasks than fit
+            note(f"--num-cpus {args.num_cpus} is more than the {plural(cores, 'core')} here: using {cores}")
+            args.num_cpus = cores
     try:
         images = collect_batch_inputs(args.images, args.from_file, exclude=[args.out], root=args.relative_to)
         spec = source_spec(args)
@@ -134,18 +175,34 @@ def run(args) -> int:
               + (f", {skipped} complete from an earlier run (skipped; --overwrite redoes them)" if skipped else ""),
               file=sys.stderr)
 
+    counts = {"ok": 0, "to_do": len(images)}
+
     def on_row(row: dict) -> None:
-        if row["status"] == "error":
+        if row["status"] == "ok":
+            counts["ok"] += 1
+        elif row["error"].startswith(DISK_FULL):
+            raise _DiskFull(row["error"])
+        else:
             print(f"walkcut: error: {row['error']}", file=sys.stderr)
 
     try:
-        summary = run_batch(images, config, on_start=on_start, on_row=on_row)
+        with quiet_ray(verbose=args.verbose > 0 or args.debug):
+            summary = run_batch(images, config, on_start=on_start, on_row=on_row)
     except (ContractError, OutputError) as exc:
         print(f"walkcut: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"walkcut: interrupted; outputs written so far are complete; rerun the same command to finish "
-              f"(rows so far saved under {args.out})", file=sys.stderr)
+    except (_DiskFull, OSError) as exc:
+        if not isinstance(exc, _DiskFull) and not is_disk_full(exc):
+            raise
+        # The manifest on the same full disk may fail to save as well: the count is still right.
+        what = str(exc) if isinstance(exc, _DiskFull) else f"{DISK_FULL} writing {exc.filename or args.out}"
+        print(f"walkcut: error: {what}: stopped after {counts['ok']} of {counts['to_do']} images (those are "
+              f"complete); free space, then rerun the same command to finish", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        what = "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        print(f"walkcut: {what} after {counts['ok']} of {counts['to_do']} images; outputs written so far are "
+              f"complete; rerun the same command to finish (rows so far saved under {args.out})", file=sys.stderr)
         return 130
     finally:
         sigterm.restore()

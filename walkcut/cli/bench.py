@@ -29,6 +29,7 @@ import numpy as np
 from walkcut import __version__
 from walkcut.cli.args import (
     add_cut_arguments,
+    add_pixel_limit_argument,
     add_source_arguments,
     cut_options,
     non_negative_int,
@@ -36,6 +37,7 @@ from walkcut.cli.args import (
     positive_int,
     source_spec,
 )
+from walkcut.runtime.defaults import VIDEO_MAX_SEGMENTS
 from walkcut.runtime.draw import overlay
 from walkcut.runtime.imageio import atomic_write_bytes, read_image
 from walkcut.runtime.segmenter import Segmenter
@@ -103,6 +105,119 @@ def bench_pipeline(image: np.ndarray, source, options: dict, *, runs: int, warmu
     return {"stages": {k: stats_ms(v) for k, v in times.items()}, "segments": result.n_segments}
 
 
+#: Stages of one video frame, in pipeline order (``walkcut bench --frame-budget``).
+FRAME_STAGES = ("decode", "source", "  contour term", "cuts", "upsample", "track", "draw", "encode")
+
+
+class _Laps:
+    """Consecutive (wall, process CPU) intervals by name: ``lap(name)`` closes the one since the last."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, tuple[float, float]] = {}
+        self._mark = (time.perf_counter(), time.process_time())
+
+    def lap(self, name: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.times[name] = (now[0] - self._mark[0], now[1] - self._mark[1])
+        self._mark = now
+
+
+def _pan(image: np.ndarray, size: tuple[int, int], frames: int) -> list[np.ndarray]:
+    """``frames`` BGR pictures of ``image`` at ``size = (W, H)``, panning 2 px per frame (a real
+    clip's frames differ, so the warm start and the encoder see motion)."""
+    w, h = size
+    base = cv2.resize(image, (w + 2 * frames, h), interpolation=cv2.INTER_AREA)
+    return [cv2.cvtColor(np.ascontiguousarray(base[:, 2 * i : 2 * i + w]), cv2.COLOR_RGB2BGR) for i in range(frames)]
+
+
+def bench_frame_budget(image: np.ndarray, spec, options: dict, *, sizes, runs: int, warmup: int) -> dict:
+    """Time every stage of a ``walkcut video`` frame on one core, as its pipeline runs them.
+
+    A short mp4v clip panning over ``image`` is written at each size; each frame is then decoded
+    (and converted to RGB), segmented by the video worker's own Segmenter (the source, with its
+    contour term timed alone as well, the cuts and the upsampling, at the video label side),
+    tracked, drawn and encoded. One BLAS and one OpenCV thread. Returns, per size and stage, the
+    median and p90 wall time and the median CPU time of the process (OpenCV's FFmpeg decodes and
+    encodes in threads of its own) in milliseconds; under load the CPU time is the steadier number.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from walkcut.runtime.defaults import VIDEO_LABEL_SIDE
+    from walkcut.runtime.segmenter import shrink_image
+    from walkcut.runtime.sources.pixels import PixelSource, contour_strengths, neighbour_pairs
+    from walkcut.runtime.video.pipeline import ID_COLORS
+    from walkcut.runtime.video.tracking import IdTracker
+    from walkcut.runtime.video.workers import SegmenterSpec, build_video_segmenter
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    out = {}
+    try:
+        with threadpool_limits(limits=1), tempfile.TemporaryDirectory() as tmp:
+            for w, h in sizes:
+                clip = str(Path(tmp) / f"clip_{w}x{h}.mp4")
+                writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+                for frame in _pan(image, (w, h), warmup + runs):
+                    writer.write(frame)
+                writer.release()
+                segmenter = build_video_segmenter(SegmenterSpec(source=spec, label_side=VIDEO_LABEL_SIDE))
+                source = segmenter.source
+                pairs = (neighbour_pairs(source.grid, source.effective_radius)
+                         if isinstance(source, PixelSource) and source.contour_scale is not None else None)
+                tracker = IdTracker()
+                cap = cv2.VideoCapture(clip)
+                encoder = cv2.VideoWriter(str(Path(tmp) / "out.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+                wall: dict[str, list[float]] = {k: [] for k in FRAME_STAGES}
+                cpu: dict[str, list[float]] = {k: [] for k in FRAME_STAGES}
+                segments = []
+                try:
+                    for i in range(warmup + runs):
+                        laps = _Laps()
+                        lap, t = laps.lap, laps.times
+                        ok, bgr = cap.read()
+                        if not ok:
+                            raise RuntimeError(f"OpenCV could not decode frame {i} of its own {w}x{h} mp4v clip")
+                        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                        lap("decode")
+                        if pairs is not None:
+                            contour_strengths(shrink_image(rgb, segmenter.max_source_side), source.grid, pairs)
+                            lap("  contour term")
+                        segmenter.set_image(rgb)
+                        lap("source")
+                        result = segmenter.segment(**options)
+                        lap("segment")
+                        ids = tracker.update(result.labels)
+                        lap("track")
+                        picture = cv2.cvtColor(overlay(rgb, ids, colors=ID_COLORS), cv2.COLOR_RGB2BGR)
+                        lap("draw")
+                        encoder.write(picture)
+                        lap("encode")
+                        if i < warmup:
+                            continue
+                        segments.append(result.n_segments)
+                        seg_wall, seg_cpu = t.pop("segment")
+                        for name in ("cuts", "upsample"):  # the segment CPU time split like its wall time
+                            seconds = result.timings[name]
+                            t[name] = (seconds, seg_cpu * seconds / max(seg_wall, 1e-12))
+                        for name, (a, b) in t.items():
+                            wall[name].append(a)
+                            cpu[name].append(b)
+                finally:
+                    cap.release()
+                    encoder.release()
+                stages = {}
+                for name in FRAME_STAGES:
+                    if wall[name]:
+                        stages[name] = {**stats_ms(wall[name]), "cpu_median_ms": float(1e3 * np.median(cpu[name]))}
+                totals = {"total": [sum(cpu[k][j] for k in FRAME_STAGES if k in stages and not k.startswith(" "))
+                                    for j in range(runs)]}
+                out[f"{w}x{h}"] = {"stages": stages, "segments_median": float(np.median(segments)),
+                                   "cpu_total_median_ms": float(1e3 * np.median(totals["total"]))}
+    finally:
+        cv2.setNumThreads(threads)
+    return out
+
+
 def bench_compare_dense(*, runs: int, grids=(16, 24, 32), tau: float = 0.3) -> list[dict]:
     from walkcut.eval.reference import dense_recursive_ncut, synthetic_attention
     from walkcut.runtime import cut_affinity
@@ -163,6 +278,7 @@ def register(sub) -> None:
                                    "against a dense-eigh reference on synthetic graphs.")
     p.add_argument("image", nargs="?", type=Path, default=None,
                    help="image to time on (default: a synthetic 480x360 scene)")
+    add_pixel_limit_argument(p)
     add_source_arguments(p)
     add_cut_arguments(p)
     p.add_argument("--runs", type=positive_int, default=10, help="timed runs per stage (default: 10)")
@@ -172,6 +288,9 @@ def register(sub) -> None:
     p.add_argument("--compare-methods", action="store_true",
                    help="time the fast cut method (default) against the reference method on this image's "
                         "graph, with the adjusted Rand index of their labels")
+    p.add_argument("--frame-budget", action="store_true",
+                   help="time each stage of a `walkcut video` frame (decode, source and its contour term, cuts, "
+                        "upsample, track, draw, encode) on one core at 480x360 and 1280x720")
     p.add_argument("--json", type=output_file(), default=None, help="also write the numbers as JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file (never the input image)")
     p.set_defaults(func=run)
@@ -193,6 +312,27 @@ def run(args) -> int:
             print(f"| {r['n']} | {r['reference_ms']:.1f} | {r['walkcut_ms']:.1f} | {r['speedup']:.0f}x | "
                   f"{'yes' if r['same_partition'] else 'NO'} | {r['segments_reference']} / {r['segments_walkcut']} |")
         ok = all(r["same_partition"] for r in rows)
+    elif args.frame_budget:
+        image = read_image(args.image) if args.image else synthetic_scene()
+        spec = source_spec(args)
+        args.command_cut_defaults = {"max_segments": VIDEO_MAX_SEGMENTS}  # the video command's tree
+        options = cut_options(args, spec)
+        res = bench_frame_budget(image, spec, options, sizes=((480, 360), (1280, 720)),
+                                 runs=args.runs, warmup=args.warmup)
+        report = {**info, "image": str(args.image or "synthetic 480x360"), "cut_options": options, "frame_budget": res}
+        print(f"video frame budget on one core (walkcut video's defaults unless flags say otherwise); "
+              f"image={report['image']}; cpu={info['cpu']}")
+        print("| stage | " + " | ".join(f"{size} median / p90 ms (CPU ms)" for size in res) + " |")
+        print("|---|" + "---|" * len(res))
+        for name in FRAME_STAGES:
+            cells = [res[size]["stages"].get(name) for size in res]
+            if any(cells):
+                print(f"| {name} | " + " | ".join(f"{c['median_ms']:.1f} / {c['p90_ms']:.1f} ({c['cpu_median_ms']:.1f})"
+                                                  if c else "-" for c in cells) + " |")
+        print("| frame, CPU (contour term counted in source) | "
+              + " | ".join(f"{r['cpu_total_median_ms']:.1f}" for r in res.values()) + " |")
+        print("segments (median): " + ", ".join(f"{size} {r['segments_median']:.0f}" for size, r in res.items()))
+        ok = True
     elif args.compare_methods:
         image = read_image(args.image) if args.image else synthetic_scene()
         spec = source_spec(args)

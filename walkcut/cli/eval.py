@@ -9,15 +9,35 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
+from pathlib import Path
 
-from walkcut.cli.args import add_cut_arguments, add_source_arguments, cut_options, output_file, positive_int, source_spec
-from walkcut.cli.errors import UsageError
+from walkcut.cli.args import (
+    add_cut_arguments,
+    add_pixel_limit_argument,
+    add_source_arguments,
+    cut_options,
+    output_file,
+    positive_int,
+    source_spec,
+)
+from walkcut.cli.errors import EXIT_INTERRUPTED, Terminated, UsageError, note, plural
 
 log = logging.getLogger(__name__)
 
 #: Constant NCut thresholds swept for ODS / OIS on region datasets when --thresholds is not given:
 #: 24 values spaced geometrically from 0.003 to 1 (the same sweep as bench/bench_quality_bsds.py).
 DEFAULT_REGION_SWEEP = tuple(float(f"{0.003 * (1 / 0.003) ** (k / 23):.4g}") for k in range(24))
+
+
+#: Where each evaluation set is published (none is shipped: their terms do not allow it).
+DATA_SOURCES = {
+    "bsds500": "the BSDS500 page of the Berkeley vision group "
+               "(https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/resources.html)",
+    "camvid": "the CamVid 480x360 release with val/ and valannot/ folders (the SegNet tutorial's CamVid folder)",
+    "cocostuff27": "COCO-Stuff (https://github.com/nightrome/cocostuff)",
+    "cityscapes": "https://www.cityscapes-dataset.com (free registration)",
+}
 
 
 def threshold_list(text: str):
@@ -46,6 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--root", default=None,
                    help="dataset folder (default: $WALKCUT_DATA/DATASET, else ../shared/data/DATASET)")
     p.add_argument("--split", default="val", help="split (default: val)")
+    add_pixel_limit_argument(p)
     add_source_arguments(p)
     add_cut_arguments(p)
     p.add_argument("--thresholds", type=threshold_list, default=None,
@@ -80,6 +101,15 @@ def run(args) -> int:
 
     outputs = [(args.json, "--json"), (args.gallery, "--gallery")]
     check_outputs(outputs, overwrite=args.overwrite)  # before any work: the output policy
+
+    from walkcut.eval.datasets import default_data_root
+
+    root = Path(args.root) if args.root is not None else default_data_root() / args.dataset
+    if not root.is_dir():
+        given = "--root" if args.root is not None else ("$WALKCUT_DATA" if os.environ.get("WALKCUT_DATA")
+                                                        else "the default")
+        raise UsageError(f"{args.dataset}: no dataset at {root} ({given}); get it from {DATA_SOURCES[args.dataset]}, "
+                         f"then give --root DIR (that folder) or set WALKCUT_DATA to the folder holding {args.dataset}/")
     try:
         ds = load_dataset(args.dataset, args.root, split=args.split, limit=args.limit)
     except (DatasetLayoutError, ValueError) as exc:
@@ -90,8 +120,22 @@ def run(args) -> int:
     if thresholds is None:
         thresholds = list(DEFAULT_REGION_SWEEP) if ds.protocol == "regions" else None
     thresholds = thresholds or None
-    segment = build_segment_fn(args)
-    report = evaluate(ds, segment, thresholds=thresholds, progress=not args.no_progress)
+    segment_one = build_segment_fn(args)
+    done = [0]
+
+    def segment(image):
+        result = segment_one(image)
+        done[0] += 1
+        return result
+
+    try:
+        report = evaluate(ds, segment, thresholds=thresholds, progress=not args.no_progress)
+    except KeyboardInterrupt as exc:
+        what = "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        written = " and nothing was written (--json and --gallery are written at the end)" if (
+            args.json or args.gallery) else ""
+        note(f"eval {what} after segmenting {done[0]} of {plural(len(ds), 'image')}: no scores{written}")
+        return EXIT_INTERRUPTED
     print(report.table())
     if args.json:
         print(f"json: {report.write_json(args.json)}")

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -27,7 +28,15 @@ from walkcut.cli.args import (
     positive_int,
     source_spec,
 )
-from walkcut.cli.errors import CommandError, UsageError
+from walkcut.cli.errors import (
+    EXIT_INTERRUPTED,
+    CommandError,
+    UsageError,
+    first_line,
+    is_disk_full,
+    note,
+    plural,
+)
 from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
 
 logger = logging.getLogger(__name__)
@@ -96,7 +105,7 @@ def register(sub) -> None:
                         "milliseconds when work on it would start (implies --live); drops are reported")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="segmenting workers (default: one per available core; with --engine, one per "
-                        "core besides the engine stage)")
+                        "core besides the engine stage; more than the cores are capped, with a note)")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--processes", dest="processes", action="store_const", const=True, default=None,
                       help="run each worker in its own process (default when 2 or more cores are available: "
@@ -153,6 +162,9 @@ def run(args) -> int:
         # engine runs here, in the pipeline's model stage, one call in flight ahead of the cut workers.
         engine = bool(args.engine)
         plan = plan_workers(engine=engine, workers=args.workers, processes=args.processes)
+        if plan.capped_from is not None:
+            note(f"--workers {plan.capped_from} is more than the {plural(plan.workers, 'core')} here: "
+                 f"using {plan.workers}")
         walk_spec = source_spec(args)
         if engine and plan.processes and walk_spec.threads is None and default_threads() is None:
             # The model stage gets the cores the worker processes leave: its inference threads spin
@@ -196,11 +208,18 @@ def run(args) -> int:
                             raise CommandError(str(exc), code=2) from exc
                     summary = _run(pipeline, reader, writer, args, show)
                 summary.output = str(writer.path) if writer.frames else None
+                if summary.output is not None and not bag_out:
+                    check_written(writer.path, writer.frames)
             else:
                 summary = _run(pipeline, reader, None, args, show)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    error_text = None
+    if summary.stop_reason.startswith("error: "):
+        error_text = first_line(summary.error) if summary.error is not None else summary.stop_reason[7:]
+    if error_text is not None:
+        summary.stop_reason = "stopped by an error"  # the error itself is the one line below
     for line in summary.lines():
         print(line, file=sys.stderr)
     if summary.frames_read == 0 and bag_in:
@@ -211,11 +230,30 @@ def run(args) -> int:
     if args.out is not None and summary.output and Path(summary.output) != args.out:
         raise CommandError(f"the video was written as {summary.output}, not {args.out}: OpenCV could not "
                            f"use the {CODECS[args.out.suffix.lower()]} codec; give --out NAME.avi")
-    if summary.stop_reason.startswith("error"):
-        return 1
     if summary.stop_reason in ("interrupted", "terminated"):
-        return 130
-    return 1 if summary.failed else 0
+        return EXIT_INTERRUPTED
+    if error_text is not None:
+        if is_disk_full(summary.error):
+            raise CommandError(f"disk full: stopped after {plural(summary.frames_written, 'frame')} (those "
+                               f"are complete); free space and run again")
+        raise CommandError(error_text)
+    if summary.frames_written == 0 and (args.out is not None or args.labels_dir is not None):
+        why = f" ({', '.join(f'{n} {k}' for k, n in summary.drops.items() if n)})" if summary.dropped else ""
+        raise CommandError(f"{args.input}: {plural(summary.frames_read, 'frame')} read, none written: every frame "
+                           f"was dropped{why}; nothing was written" + (
+                               "; drop --max-latency for files" if args.max_latency is not None else ""))
+    if summary.failed:  # bag messages that could not be decoded: named in the summary above
+        raise CommandError(f"{plural(len(summary.failed), 'frame')} of {args.topic} could not be decoded and "
+                           f"{'was' if len(summary.failed) == 1 else 'were'} skipped (named above); "
+                           f"{plural(summary.frames_written, 'frame')} written")
+    expected = reader.frame_count
+    if (expected is not None and not bag_in and spec.is_file and summary.stop_reason == "end of stream"
+            and (args.max_frames is None or summary.frames_read < args.max_frames)
+            and summary.frames_read < expected - max(1, expected // 100)):
+        raise CommandError(f"{args.input}: only {summary.frames_read} of the {expected} frames its container "
+                           f"announces could be decoded (the file is truncated or damaged); the output holds "
+                           f"those {summary.frames_read}")
+    return 0
 
 
 def check_bag_arguments(args, bag_in: bool, bag_out: bool) -> None:
@@ -228,6 +266,34 @@ def check_bag_arguments(args, bag_in: bool, bag_out: bool) -> None:
                          f"give --out NAME.mp4")
     if args.copy_topics is not None and not bag_out:
         raise UsageError("--copy-topics needs a bag --out (a folder name or NAME.mcap)")
+
+
+#: Free bytes below which a short video file is put down to a full disk.
+NEARLY_FULL = 1 << 20
+
+
+def check_written(path: Path, frames: int) -> None:
+    """Refuse a finished video whose container holds fewer frames than were written, and remove it.
+
+    OpenCV's writer reports no error when the disk fills up: the file it leaves has no index (AVI
+    announces 0 frames) or does not open at all (MP4 without its moov atom)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if cap.isOpened() else 0.0
+    cap.release()
+    if count >= frames - max(1, frames // 100):
+        return
+    held = f"{int(count)} of {frames}" if count > 0 else f"none of the {frames}"
+    Path(path).unlink(missing_ok=True)
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    if free is not None and free < NEARLY_FULL:
+        raise CommandError(f"disk full writing {path}: the video holds {held} frames and was removed; free space "
+                           f"and run again")
+    raise CommandError(f"{path}: the finished video holds {held} frames written (the writer failed); it was removed")
 
 
 def check_outputs(args) -> None:
@@ -302,6 +368,17 @@ def codec_available(suffix: str) -> bool:
 
 
 def _run(pipeline, reader, writer, args, show):
+    from tqdm import tqdm
+
     live = True if args.live or args.max_latency is not None else None
-    return pipeline.run(reader, writer, live=live, labels_dir=args.labels_dir, show=show,
-                        max_frames=args.max_frames)
+    total = reader.frame_count
+    if args.max_frames is not None:
+        total = min(total or args.max_frames, args.max_frames)
+    # Frames, frame rate and elapsed time on a terminal only (a log file gets the summary alone).
+    bar = tqdm(total=total, unit="frame", desc="video", disable=not sys.stderr.isatty(), leave=False,
+               bar_format="{desc}: {n_fmt}" + ("/{total_fmt}" if total else "") + " frames, {rate_fmt}, {elapsed}")
+    try:
+        return pipeline.run(reader, writer, live=live, labels_dir=args.labels_dir, show=show,
+                            max_frames=args.max_frames, on_frame=lambda index, ids, picture: bar.update(1))
+    finally:
+        bar.close()

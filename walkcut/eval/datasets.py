@@ -200,6 +200,11 @@ def center_crop(a: np.ndarray) -> np.ndarray:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
+    from walkcut.runtime.imageio import check_pixel_limit, header_size
+
+    size = header_size(path)
+    if size is not None:  # the pixel limit (--max-pixels), before decoding
+        check_pixel_limit(path, *size)
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise OSError(f"cannot read image {path}")

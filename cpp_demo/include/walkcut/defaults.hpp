@@ -52,7 +52,7 @@ inline constexpr int kMaxLabelSide = 4096;             // Segmenter(max_label_si
 // pixel source (runtime/sources/pixels.py)
 inline constexpr int kGrid = 32;                       // PixelSource.grid
 inline constexpr int kMinGrid = 4;                     // accepted range of R
-inline constexpr int kMaxGrid = 256;
+inline constexpr int kMaxGrid = 128;
 inline constexpr double kMinRadius = 1.5;              // max(1.5, 3 * grid / 32)
 inline constexpr double kRadiusPer32 = 3.0;
 inline constexpr double kColorScale = 1.0;             // PixelSource.color_scale
