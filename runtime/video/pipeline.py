@@ -180,6 +180,8 @@ class VideoPipeline:
             labels_dir=None, show: bool = False, on_frame=None, max_frames: int | None = None) -> VideoSummary:
         """Process ``reader`` to the end (or until stopped) and return the summary.
 
+        ``reader`` and ``writer`` are a video file's, camera's or stream's (:mod:`.io`) or a ROS bag's
+        (:mod:`.bags`): the contract is in :mod:`walkcut.runtime.video.io`'s docstring.
         ``writer`` must be entered already (``with VideoWriter(...) as w``); its exit finalises the
         file whatever happens here. ``on_frame(index, ids, picture_bgr)`` is called for each frame in
         order (from the encoder thread; used by benchmarks and tests; what it raises stops the run as
