@@ -442,6 +442,15 @@ def test_bag_to_video_file_and_labels_dir(tmp_path, capsys):
     assert len(list(labels.glob("*.png"))) == 5
 
 
+def test_the_runtime_imports_without_rosbags():
+    """rosbags is imported lazily, inside the bag classes: without the extra the runtime still loads."""
+    code = ("import sys; sys.modules['rosbags'] = None\n"
+            "import walkcut.runtime.video.bags, walkcut.cli.video\n"
+            "assert not [m for m in sys.modules if m.startswith('rosbags.')]")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
 def test_missing_rosbags_names_the_extra(tmp_path, capsys, monkeypatch):
     bag = write_bag(tmp_path / "in", [scene(0)])
     monkeypatch.setitem(sys.modules, "rosbags", None)  # import rosbags -> ImportError
