@@ -145,6 +145,7 @@ def io_costs(clip: Path, bag: Path, repeats: int = 3) -> dict[str, float]:
     import cv2
     import numpy as np
     from walkcut.runtime.video.bags import BagReader, BagWriter
+    from walkcut.runtime.video.frames import TrackedFrame
     from walkcut.runtime.video.io import VideoInput, VideoReader, VideoWriter
 
     def read(make) -> tuple[float, list]:
@@ -157,7 +158,7 @@ def io_costs(clip: Path, bag: Path, repeats: int = 3) -> dict[str, float]:
         with writer:
             t = time.process_time()
             for frame in frames:
-                writer.write_frame(frame, ids, cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+                writer.write_frame(TrackedFrame(frame, ids), cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
         return 1e3 * (time.process_time() - t) / len(frames)  # the bag's finalisation included
 
     costs: dict[str, list[float]] = {"read_mp4": [], "read_bag": [], "write_mp4": [], "write_bag": []}

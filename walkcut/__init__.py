@@ -45,6 +45,7 @@ _EXPORTS = {
     "Hierarchy": "walkcut.runtime.cuts.hierarchy",
     "read_image": "walkcut.runtime.imageio",
     "overlay": "walkcut.runtime.draw",
+    "StreamSegmenter": "walkcut.stream",
 }
 
 __all__ = ["__version__", *_EXPORTS]

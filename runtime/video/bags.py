@@ -399,9 +399,10 @@ class BagWriter:
             logger.info("--copy-topics: %s", line)
         self._copy_connections = {(cid, id(owner)): conn for (cid, owner), conn in connmap.items()}
 
-    def write_frame(self, frame: Frame, ids: np.ndarray, picture_bgr: np.ndarray) -> None:
-        """Write one frame's tracked ids (mono16) and overlay (JPEG), with its stamp and frame id."""
-        info = frame.info
+    def write_frame(self, tracked, picture_bgr: np.ndarray) -> None:
+        """Write one frame's tracked ids (mono16) and overlay (JPEG), with its stamp and frame id
+        (``tracked``: a :class:`~walkcut.runtime.video.frames.TrackedFrame`)."""
+        info, ids = tracked.frame.info, tracked.ids
         if info is None:
             raise ValueError("a bag output needs frames read from a bag (their stamps and frame ids)")
         types = self.typestore.types

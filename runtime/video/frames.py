@@ -89,10 +89,12 @@ class WorkerFailed:
 
 @dataclass(frozen=True, eq=False)
 class TrackedFrame:
-    """A frame in order with its tracked ids, ready to draw and write."""
+    """A frame in order with its tracked ids, ready to draw and write, and its seconds per stage
+    (the segmentation's, ``track``, then ``encode`` and ``latency`` once written)."""
 
     frame: Frame
     ids: np.ndarray  # (H, W) ids consistent across frames
+    timings: dict = field(default_factory=dict)
 
 
 class ReorderBuffer:

@@ -11,7 +11,9 @@ pair, chosen by the command from the input and output kinds):
   yielding :class:`~walkcut.runtime.video.frames.Frame` (RGB, converted once, here), ``lost`` (a
   live source stopped), ``failed`` (``(name, reason)`` of frames that could not be decoded and were
   skipped) and ``close()``;
-* writer: a context manager with ``write_frame(frame, ids, picture_bgr)``, ``path`` and ``frames``.
+* writer: a context manager with ``write_frame(tracked, picture_bgr)`` (a
+  :class:`~walkcut.runtime.video.frames.TrackedFrame`: the frame and its ids; the call the pipeline's
+  sinks get too), ``path`` and ``frames``.
 """
 
 from __future__ import annotations
@@ -197,8 +199,8 @@ class VideoWriter:
         self._writer.write(frame_bgr)
         self.frames += 1
 
-    def write_frame(self, frame: Frame, ids: np.ndarray, picture_bgr: np.ndarray) -> None:
-        """The pipeline's call: a video keeps the overlay picture only."""
+    def write_frame(self, tracked, picture_bgr: np.ndarray) -> None:
+        """The pipeline's call (a TrackedFrame and its overlay): a video keeps the overlay picture only."""
         self.write(picture_bgr)
 
     def __exit__(self, *exc) -> None:

@@ -177,7 +177,8 @@ class VideoPipeline:
 
     # --- the run ---------------------------------------------------------------------------------
     def run(self, reader: VideoReader, writer: VideoWriter | None = None, *, live: bool | None = None,
-            labels_dir=None, show: bool = False, on_frame=None, max_frames: int | None = None) -> VideoSummary:
+            labels_dir=None, show: bool = False, on_frame=None, max_frames: int | None = None,
+            sinks=()) -> VideoSummary:
         """Process ``reader`` to the end (or until stopped) and return the summary.
 
         ``reader`` and ``writer`` are a video file's, camera's or stream's (:mod:`.io`) or a ROS bag's
@@ -185,15 +186,18 @@ class VideoPipeline:
         ``writer`` must be entered already (``with VideoWriter(...) as w``); its exit finalises the
         file whatever happens here. ``on_frame(index, ids, picture_bgr)`` is called for each frame in
         order (from the encoder thread; used by benchmarks and tests; what it raises stops the run as
-        if raised here). KeyboardInterrupt (and the command's SIGTERM) stop the run cleanly: the
-        summary's ``stop_reason`` says so and the exception is not re-raised.
+        if raised here). Each of ``sinks`` (e.g. a :class:`~walkcut.runtime.rerun_log.RerunLog`) gets
+        ``sink.write_frame(tracked, picture_bgr)``, a
+        :class:`~walkcut.runtime.video.frames.TrackedFrame` with its timings, for each frame in order,
+        from the same thread, before ``on_frame``. KeyboardInterrupt (and the command's SIGTERM) stop
+        the run cleanly: the summary's ``stop_reason`` says so and the exception is not re-raised.
         """
         live = reader.source.live if live is None else live
         self.stop.clear()
         if labels_dir is not None:
             Path(labels_dir).mkdir(parents=True, exist_ok=True)
         run = _Run(self, reader, writer, live=live, labels_dir=labels_dir, show=show, on_frame=on_frame,
-                   max_frames=max_frames)
+                   max_frames=max_frames, sinks=sinks)
         run.start()
         try:
             self._collect(run)
@@ -240,8 +244,9 @@ class VideoPipeline:
         t0 = time.perf_counter()
         labels = result.segmentation.labels
         ids = self.tracker.update(labels) if self.tracker is not None else labels
-        run.stages["track"].append(time.perf_counter() - t0)
-        tracked = TrackedFrame(result.frame, ids)
+        t_track = time.perf_counter() - t0
+        run.stages["track"].append(t_track)
+        tracked = TrackedFrame(result.frame, ids, {**result.segmentation.timings, "track": t_track})
         if run.encoder is not None:
             return put_until_stopped(run.encoded, tracked, self.stop)
         return run.show(self._emit(tracked, run))
@@ -336,7 +341,7 @@ class VideoPipeline:
         # The one conversion back to BGR, for the writer and the window.
         picture = cv2.cvtColor(overlay(frame.rgb, ids, colors=ID_COLORS), cv2.COLOR_RGB2BGR)
         if run.writer is not None:
-            run.writer.write_frame(frame, ids, picture)
+            run.writer.write_frame(tracked, picture)
         if run.labels_dir is not None:
             atomic_write_bytes(Path(run.labels_dir) / f"{frame.index:06d}.png",
                                encode_png(np.minimum(ids, 65535).astype(np.uint16), rgb=False))
@@ -345,6 +350,10 @@ class VideoPipeline:
         run.stages["latency"].append(t2 - frame.t_read)
         run.summary.frames_written += 1
         run.counters.count_written(frame)
+        if run.sinks:
+            tracked.timings.update(encode=t2 - t1, latency=t2 - frame.t_read)
+            for sink in run.sinks:
+                sink.write_frame(tracked, picture)
         if run.on_frame is not None:
             run.on_frame(frame.index, ids, picture)
         return picture
@@ -374,8 +383,9 @@ class _Run:
     """
 
     def __init__(self, pipeline: VideoPipeline, reader: VideoReader, writer: VideoWriter | None, *, live: bool,
-                 labels_dir, show: bool, on_frame, max_frames: int | None) -> None:
+                 labels_dir, show: bool, on_frame, max_frames: int | None, sinks=()) -> None:
         self.pipeline, self.reader, self.writer = pipeline, reader, writer
+        self.sinks = tuple(sinks)
         self.live, self.labels_dir, self.on_frame, self.max_frames = live, labels_dir, on_frame, max_frames
         self.stop = pipeline.stop
         self.stages = {k: collections.deque(maxlen=MAX_SAMPLES) for k in STAGES}

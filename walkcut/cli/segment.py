@@ -29,6 +29,7 @@ from walkcut.cli.errors import (
     is_disk_full,
     plural,
 )
+from walkcut.cli.rerun_option import add_rerun_argument, check_rerun, rerun_log
 from walkcut.inputs import IMAGE_EXTENSIONS, InputError, InputImage, collect_images
 from walkcut.outputs import (
     DONE,
@@ -102,6 +103,7 @@ def register(sub) -> None:
     p.add_argument("--color-labels", action="store_true",
                    help=f"also write NAME{COLOR_SUFFIX}, the label map with a colour per segment")
     add_pixel_limit_argument(p)
+    add_rerun_argument(p)
     add_source_arguments(p)
     add_cut_arguments(p)
     p.set_defaults(func=run)
@@ -168,6 +170,12 @@ def encode_outputs(image: np.ndarray, labels16: np.ndarray, suffixes: tuple[str,
 
 
 def run(args) -> int:
+    check_rerun(args)
+    with rerun_log(args, timeline="image", wrap=None, jpeg_quality=None) as log:
+        return _segment(args, log)
+
+
+def _segment(args, log) -> int:
     if args.labels_format == "index8" and (args.max_segments or 0) > 256:
         raise UsageError(f"--labels-format index8 holds at most 256 segments, --max-segments is {args.max_segments}")
     suffixes = output_suffixes(args)
@@ -212,6 +220,8 @@ def run(args) -> int:
                 del result  # huge images: free the int64 labels before drawing
                 pictures = encode_outputs(image, labels16, suffixes, labels_format=args.labels_format)
                 write_all_or_none([(outputs[s], png_with_record(data, record)) for s, data in pictures.items()])
+                if log is not None:
+                    log.log(done, image, labels16, t, name=str(path))
             except Exception as exc:
                 if is_disk_full(exc):
                     # Every later image would fail the same way: stop, say how far the run got.

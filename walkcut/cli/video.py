@@ -37,6 +37,7 @@ from walkcut.cli.errors import (
     note,
     plural,
 )
+from walkcut.cli.rerun_option import add_rerun_argument, check_rerun, rerun_log
 from walkcut.runtime.defaults import VIDEO_LABEL_SIDE, VIDEO_MAX_SEGMENTS
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ def register(sub) -> None:
                         "storage): a folder name or NAME.mcap, with <topic>/walkcut/labels (mono16 ids) and "
                         "<topic>/walkcut/overlay (JPEG) per frame; optional")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out video or bag (never the input) and clear the frames an "
-                        "earlier run wrote in --labels-dir")
+                   help="replace an existing --out video or bag (never the input) or --rerun recording, and "
+                        "clear the frames an earlier run wrote in --labels-dir")
     p.add_argument("--topic", default=None,
                    help="bag input: the image topic (sensor_msgs/Image or CompressedImage); without it the "
                         "error lists the bag's image topics")
@@ -97,6 +98,7 @@ def register(sub) -> None:
                    help="also write each frame's ids as uint16 PNG (NNNNNN.png; the folder is marked with "
                         ".walkcut-frames.json, and frames of another run are cleared only with --overwrite)")
     p.add_argument("--show", action="store_true", help="show the overlay with FPS (when a display exists)")
+    add_rerun_argument(p)
     p.add_argument("--live", action="store_true",
                    help="treat INPUT as live: drop frames when segmenting is slower than the input "
                         "(default for cameras and URLs; files never drop frames otherwise)")
@@ -141,11 +143,12 @@ def run(args) -> int:
     from walkcut.runtime.video.bags import BagError, BagReader, BagWriter, is_bag
     from walkcut.runtime.video.workers import available_cores
 
-    if args.out is None and args.labels_dir is None and not args.show:
-        raise UsageError("nothing to write: give --out, --labels-dir or --show")
+    if args.out is None and args.labels_dir is None and not args.show and args.rerun is None:
+        raise UsageError("nothing to write: give --out, --labels-dir, --rerun or --show")
     bag_in, bag_out = is_bag(args.input), is_bag_output(args.out)
     check_bag_arguments(args, bag_in, bag_out)
     check_outputs(args)
+    check_rerun(args, inputs=[args.input] if Path(args.input).exists() else [])
     live = True if args.live or args.max_latency is not None else None
     try:
         if bag_in:
@@ -237,7 +240,8 @@ def run(args) -> int:
             raise CommandError(f"disk full: stopped after {plural(summary.frames_written, 'frame')} (those "
                                f"are complete); free space and run again")
         raise CommandError(error_text)
-    if summary.frames_written == 0 and (args.out is not None or args.labels_dir is not None):
+    if summary.frames_written == 0 and (args.out is not None or args.labels_dir is not None
+                                        or args.rerun is not None):
         why = f" ({', '.join(f'{n} {k}' for k, n in summary.drops.items() if n)})" if summary.dropped else ""
         raise CommandError(f"{args.input}: {plural(summary.frames_read, 'frame')} read, none written: every frame "
                            f"was dropped{why}; nothing was written" + (
@@ -370,6 +374,9 @@ def codec_available(suffix: str) -> bool:
 def _run(pipeline, reader, writer, args, show):
     from tqdm import tqdm
 
+    from walkcut.runtime.video.pipeline import ID_COLORS
+    from walkcut.runtime.video.stamps import StampedReader
+
     live = True if args.live or args.max_latency is not None else None
     total = reader.frame_count
     if args.max_frames is not None:
@@ -377,8 +384,16 @@ def _run(pipeline, reader, writer, args, show):
     # Frames, frame rate and elapsed time on a terminal only (a log file gets the summary alone).
     bar = tqdm(total=total, unit="frame", desc="video", disable=not sys.stderr.isatty(), leave=False,
                bar_format="{desc}: {n_fmt}" + ("/{total_fmt}" if total else "") + " frames, {rate_fmt}, {elapsed}")
+    stamped = StampedReader(reader) if args.rerun is not None else None  # frame times for its timeline
     try:
-        return pipeline.run(reader, writer, live=live, labels_dir=args.labels_dir, show=show,
-                            max_frames=args.max_frames, on_frame=lambda index, ids, picture: bar.update(1))
+        with rerun_log(args, timeline="frame", wrap=len(ID_COLORS), clock=stamped and stamped.pop) as log:
+            summary = pipeline.run(stamped or reader, writer, live=live, labels_dir=args.labels_dir, show=show,
+                                   max_frames=args.max_frames, on_frame=lambda index, ids, picture: bar.update(1),
+                                   sinks=(log,) if log is not None else ())
     finally:
         bar.close()
+    if log is not None:
+        made = log.frames or log.target.path is None  # a file with no frame is not created
+        print(f"rerun: {plural(log.frames, 'frame')}" + (f" -> {log.target}" if made else f"; {log.target} not created"),
+              file=sys.stderr)
+    return summary
