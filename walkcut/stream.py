@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ from walkcut.runtime import defaults as _d
 from walkcut.runtime.segmenter import resolve_cut_settings
 from walkcut.runtime.sources.pixels import PixelSource
 from walkcut.runtime.sources.spec import source_spec
+from walkcut.runtime.video.frames import Frame
 from walkcut.runtime.video.io import VideoInput
 from walkcut.runtime.video.pipeline import ID_COLORS, VideoPipeline, VideoSummary
 from walkcut.runtime.video.workers import SegmenterSpec, plan_workers, worker_factory
@@ -82,11 +84,12 @@ class StreamResult:
 
 
 class _PushReader:
-    """The video pipeline's reader (``source``, ``frames()``, ``lost``) over pushed frames."""
+    """The video pipeline's reader (``source``, ``frames()``, ``lost``, ``failed``) over pushed frames."""
 
     def __init__(self, *, live: bool, stop: threading.Event) -> None:
         self.source = VideoInput("stream", live, "pushed frames")
         self.lost = False
+        self.failed: list[tuple[str, str]] = []  # pushed frames are decoded already: none fails here
         self.fps = 0.0  # unknown: frames come when they come
         self.frames_in: queue.Queue = queue.Queue(maxsize=1)  # the pipeline's own queue does the buffering
         self._stop = stop
@@ -99,7 +102,9 @@ class _PushReader:
                 continue
             if item is _END:
                 return
-            yield item  # (index, frame_bgr)
+            index, frame_bgr = item
+            # The reader's one conversion to RGB (the pipeline's contract: readers yield Frames).
+            yield Frame(index, cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB), time.perf_counter())
 
 
 class StreamSegmenter:

@@ -1,8 +1,17 @@
-"""Video: input and output (:mod:`.io`), the pipelined run (:mod:`.pipeline`), the messages between
-its threads (:mod:`.frames`), its workers (:mod:`.workers`), the model stage that overlaps the engine
-and the cuts (:mod:`.overlap`), id tracking (:mod:`.tracking`)."""
+"""Video: input and output (:mod:`.io`; ROS bags: :mod:`.bags`, with the ``ros`` extra), the pipelined
+run (:mod:`.pipeline`), the messages between its threads (:mod:`.frames`), its workers
+(:mod:`.workers`), the model stage that overlaps the engine and the cuts (:mod:`.overlap`), id
+tracking (:mod:`.tracking`)."""
 
-from walkcut.runtime.video.frames import Frame, FrameResult, ReorderBuffer, RunCounters, SourcedFrame, TrackedFrame
+from walkcut.runtime.video.frames import (
+    Frame,
+    FrameInfo,
+    FrameResult,
+    ReorderBuffer,
+    RunCounters,
+    SourcedFrame,
+    TrackedFrame,
+)
 from walkcut.runtime.video.io import (
     Terminated,
     VideoInput,
@@ -28,6 +37,7 @@ from walkcut.runtime.video.workers import (
 
 __all__ = [
     "Frame",
+    "FrameInfo",
     "FrameResult",
     "FrameSegmentation",
     "IdTracker",

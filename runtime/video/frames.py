@@ -25,13 +25,36 @@ import numpy as np
 END = object()
 
 
+@dataclass(frozen=True)
+class FrameInfo:
+    """Where a frame came from, carried from the reader to the writer: a bag message's header stamp,
+    its frame id and the time it was logged (nanoseconds)."""
+
+    stamp_ns: int
+    frame_id: str = ""
+    log_time_ns: int = 0
+
+    @property
+    def name(self) -> str:
+        """The stamp as ROS prints it: ``seconds.nanoseconds``."""
+        seconds, nanoseconds = divmod(self.stamp_ns, 1_000_000_000)
+        return f"{seconds}.{nanoseconds:09d}"
+
+
 @dataclass(frozen=True, eq=False)
 class Frame:
-    """One decoded frame: its position in the stream, its pixels (RGB) and when it was read."""
+    """One decoded frame: its position in the stream, its pixels (RGB), when it was read and, from a
+    bag, where it came from (``info``)."""
 
     index: int
     rgb: np.ndarray  # (H, W, 3) uint8 RGB
     t_read: float  # time.perf_counter() when decoded
+    info: FrameInfo | None = None
+
+    @property
+    def name(self) -> str:
+        """How the summary names this frame: its stamp (bags) or its index."""
+        return self.info.name if self.info is not None else f"frame {self.index}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,12 +133,18 @@ class ReorderBuffer:
 
 class RunCounters:
     """Counts of one run that several threads update: frames read, drops by reason, and how the
-    reader ended (``error``: its message; ``lost``: a live source stopped delivering)."""
+    reader ended (``error``: its message; ``lost``: a live source stopped delivering).
+
+    Frames that carry :class:`FrameInfo` (bags: finite, named by stamp) are also remembered from
+    :meth:`count_read` until :meth:`count_written`, so the summary can name every frame that was
+    read but never written (dropped, overtaken, or in flight when the run stopped).
+    """
 
     def __init__(self, reasons: tuple[str, ...]) -> None:
         self._lock = threading.Lock()
         self._read = 0
         self._drops = dict.fromkeys(reasons, 0)
+        self._unwritten: dict[int, str] = {}
         self.error: str | None = None
         self.lost = False
 
@@ -124,9 +153,20 @@ class RunCounters:
         with self._lock:
             return self._read
 
-    def count_read(self) -> None:
+    def count_read(self, frame: Frame | None = None) -> None:
         with self._lock:
             self._read += 1
+            if frame is not None and frame.info is not None:
+                self._unwritten[frame.index] = frame.name
+
+    def count_written(self, frame: Frame) -> None:
+        with self._lock:
+            self._unwritten.pop(frame.index, None)
+
+    def unwritten(self) -> list[str]:
+        """Names of the named frames read but not written, in stream order."""
+        with self._lock:
+            return [self._unwritten[i] for i in sorted(self._unwritten)]
 
     def drop(self, reason: str, n: int = 1) -> None:
         with self._lock:

@@ -3,6 +3,17 @@
 The writer writes to a temporary name renamed on exit, whatever the exit (end of stream, error,
 Ctrl-C, SIGTERM turned into an exception by the command): the output is either a finalised, playable
 file or absent (no frames).
+
+What the pipeline asks of a reader and a writer (:mod:`walkcut.runtime.video.bags` has the ROS bag
+pair, chosen by the command from the input and output kinds):
+
+* reader: ``source`` (a :class:`VideoInput`: ``live``, ``label``), ``fps``, ``size``, ``frames()``
+  yielding :class:`~walkcut.runtime.video.frames.Frame` (RGB, converted once, here), ``lost`` (a
+  live source stopped), ``failed`` (``(name, reason)`` of frames that could not be decoded and were
+  skipped) and ``close()``;
+* writer: a context manager with ``write_frame(tracked, picture_bgr)`` (a
+  :class:`~walkcut.runtime.video.frames.TrackedFrame`: the frame and its ids; the call the pipeline's
+  sinks get too), ``path`` and ``frames``.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from walkcut.runtime.video.frames import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +73,7 @@ class VideoInput:
 
 
 class VideoReader:
-    """Frames from an OpenCV ``VideoCapture`` as a generator of ``(index, frame_bgr)``.
+    """Frames from an OpenCV ``VideoCapture`` as a generator of :class:`Frame` (RGB).
 
     A file ends at its last frame. A live source that stops delivering (camera unplugged, stream
     gone) is retried ``retries`` times, then the reader stops with ``lost = True`` and a clear log
@@ -72,6 +84,7 @@ class VideoReader:
         self.source = source
         self.retries = retries
         self.lost = False
+        self.failed: list[tuple[str, str]] = []  # OpenCV skips nothing it could not decode: it stops
         # ``capture``: anything with OpenCV's isOpened/read/get/release (tests pass a fake camera).
         self.cap = cv2.VideoCapture(source.target) if capture is None else capture
         if not self.cap.isOpened():
@@ -102,7 +115,7 @@ class VideoReader:
                 time.sleep(0.05 * failures)
                 continue
             failures = 0
-            yield index, frame
+            yield Frame(index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), time.perf_counter())
             index += 1
 
     def close(self) -> None:
@@ -185,6 +198,10 @@ class VideoWriter:
             self._open()
         self._writer.write(frame_bgr)
         self.frames += 1
+
+    def write_frame(self, tracked, picture_bgr: np.ndarray) -> None:
+        """The pipeline's call (a TrackedFrame and its overlay): a video keeps the overlay picture only."""
+        self.write(picture_bgr)
 
     def __exit__(self, *exc) -> None:
         self._entered = False

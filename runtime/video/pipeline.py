@@ -7,7 +7,10 @@ Pipeline (threads, bounded queues, so memory stays flat on an endless stream)::
      to RGB once)      call in flight)   threads or processes)          track ids)          label PNGs)
 
 Messages are the dataclasses of :mod:`walkcut.runtime.video.frames`. A frame is converted to RGB
-once, by the reader, and back to BGR once, where its overlay is drawn for the writer.
+once, by the reader, and back to BGR once, where its overlay is drawn for the writer. The reader and
+the writer are chosen by the command from the input and output kinds (a video file, camera or stream
+and :class:`~walkcut.runtime.video.io.VideoWriter`; a ROS bag, :mod:`walkcut.runtime.video.bags`);
+everything between them is the same for every kind.
 
 - File mode: the reader blocks when the frame queue is full; no frame is ever dropped.
 - Live mode (camera, stream URL, or ``live=True``): the reader never waits; when the queue is full
@@ -43,7 +46,6 @@ from walkcut.runtime.imageio import atomic_write_bytes, encode_png
 from walkcut.runtime.video.io import Terminated, VideoReader, VideoWriter
 from walkcut.runtime.video.frames import (
     END,
-    Frame,
     FrameResult,
     ReorderBuffer,
     RunCounters,
@@ -66,6 +68,8 @@ ID_COLORS = palette(64)
 MAX_SAMPLES = 10_000
 #: Drop reasons, in the order the summary lists them.
 DROP_REASONS = ("replaced by a newer frame", "older than --max-latency", "overtaken")
+#: Frames named one by one in the summary before "and N more".
+NAMED_FRAMES = 10
 #: Stages timed per frame, in the order the summary lists them.
 STAGES = ("decode", "source", "preprocess", "engine", "cuts", "upsample", "track", "encode", "latency")
 
@@ -85,6 +89,8 @@ class VideoSummary:
     workers: str = ""  # how the workers were chosen
     error: BaseException | None = None  # what stopped the run, when an exception did
     engine: ModelStats | None = None
+    failed: list = field(default_factory=list)  # (name, reason) of frames the reader could not decode
+    unwritten: list = field(default_factory=list)  # names of named (bag) frames read but not written
 
     @property
     def fps(self) -> float:
@@ -99,8 +105,13 @@ class VideoSummary:
         why = ", ".join(f"{n} {k}" for k, n in self.drops.items() if n)
         out = [f"{self.frames_written} frames written of {self.frames_read} read, {self.dropped} dropped"
                + (f" ({why})" if why else "")
+               + (f", {len(self.failed)} failed" if self.failed else "")
                + f", {self.seconds:.1f} s, {self.fps:.1f} FPS ({self.stop_reason})"
                + (f" -> {self.output}" if self.output else "")]
+        if self.failed:
+            out.append("failed (not decoded, skipped): " + _named([f"{n} ({why})" for n, why in self.failed]))
+        if self.unwritten:
+            out.append("read, not written: " + _named(self.unwritten))
         table = self.percentiles()
         if table:
             out.append("latency ms (p50 / p90): " + ", ".join(f"{k} {a:.1f}/{b:.1f}" for k, (a, b) in table.items()))
@@ -109,6 +120,11 @@ class VideoSummary:
         if self.workers:
             out.append(f"workers: {self.workers}")
         return out
+
+
+def _named(names: list[str]) -> str:
+    more = len(names) - NAMED_FRAMES
+    return ", ".join(names[:NAMED_FRAMES]) + (f" and {more} more" if more > 0 else "")
 
 
 class VideoPipeline:
@@ -165,6 +181,8 @@ class VideoPipeline:
             sinks=()) -> VideoSummary:
         """Process ``reader`` to the end (or until stopped) and return the summary.
 
+        ``reader`` and ``writer`` are a video file's, camera's or stream's (:mod:`.io`) or a ROS bag's
+        (:mod:`.bags`): the contract is in :mod:`walkcut.runtime.video.io`'s docstring.
         ``writer`` must be entered already (``with VideoWriter(...) as w``); its exit finalises the
         file whatever happens here. ``on_frame(index, ids, picture_bgr)`` is called for each frame in
         order (from the encoder thread; used by benchmarks and tests; what it raises stops the run as
@@ -235,18 +253,17 @@ class VideoPipeline:
 
     # --- stage threads -------------------------------------------------------------------------
     def _read(self, run: _Run, frames: queue.Queue, consumers: int) -> None:
-        """Reader thread: decode, convert to RGB (once), queue; live input replaces waiting frames."""
+        """Reader thread: decode (to RGB, once, in the reader), queue; live input replaces waiting frames."""
         reader, counters = run.reader, run.counters
         newest_only = run.live and self.max_latency is not None
         try:
             t = time.perf_counter()
-            for index, frame_bgr in run.reader.frames():
+            for frame in run.reader.frames():  # RGB, converted once by the reader
                 if run.max_frames is not None and counters.read >= run.max_frames:
                     break
-                counters.count_read()
+                counters.count_read(frame)
                 if self.stop.is_set():
                     break
-                frame = Frame(index, cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB), time.perf_counter())
                 run.stages["decode"].append(frame.t_read - t)
                 if newest_only:  # only the newest frame waits: work never starts on an old one
                     self._discard_waiting(frames, counters)
@@ -324,7 +341,7 @@ class VideoPipeline:
         # The one conversion back to BGR, for the writer and the window.
         picture = cv2.cvtColor(overlay(frame.rgb, ids, colors=ID_COLORS), cv2.COLOR_RGB2BGR)
         if run.writer is not None:
-            run.writer.write(picture)
+            run.writer.write_frame(tracked, picture)
         if run.labels_dir is not None:
             atomic_write_bytes(Path(run.labels_dir) / f"{frame.index:06d}.png",
                                encode_png(np.minimum(ids, 65535).astype(np.uint16), rgb=False))
@@ -332,6 +349,7 @@ class VideoPipeline:
         run.stages["encode"].append(t2 - t1)
         run.stages["latency"].append(t2 - frame.t_read)
         run.summary.frames_written += 1
+        run.counters.count_written(frame)
         if run.sinks:
             tracked.timings.update(encode=t2 - t1, latency=t2 - frame.t_read)
             for sink in run.sinks:
@@ -460,6 +478,8 @@ class _Run:
             counters.drop("older than --max-latency", self.pipeline.engine.stats.stale)
         summary.drops = counters.drops()
         summary.dropped = sum(summary.drops.values())
+        summary.failed = list(self.reader.failed)
+        summary.unwritten = counters.unwritten()
         if counters.error and summary.stop_reason == "end of stream":
             summary.stop_reason = f"error: {counters.error}"
         elif counters.lost and summary.stop_reason == "end of stream":

@@ -3,7 +3,7 @@
 The pipeline numbers frames; :class:`StampedReader` wraps a reader (the same ``frames()``,
 ``source``, ``fps``, ``lost``, ...) and records each frame's time as it is decoded: for a file the
 decoder's position of that frame (``CAP_PROP_POS_MSEC``; ``index / fps`` when the container gives
-none), for a live source the wall-clock time it was read. A consumer takes a frame's time with
+none), for a live source the wall-clock time it was read, for a ROS bag's frame its header stamp. A consumer takes a frame's time with
 :meth:`StampedReader.pop` when the frame comes out of the pipeline, in frame order; times of frames
 dropped on the way are discarded then, so the table stays small on an endless stream.
 """
@@ -44,15 +44,18 @@ class StampedReader:
         live = self.reader.source.live
         cap = getattr(self.reader, "cap", None)
         fps = getattr(self.reader, "fps", None) or 25.0
-        for index, frame in self.reader.frames():
-            if live:
+        for frame in self.reader.frames():
+            index = frame.index
+            if frame.info is not None:  # a bag's frame: its header stamp
+                seconds = frame.info.stamp_ns / 1e9
+            elif live:
                 seconds = time.time()
             else:
                 ms = cap.get(cv2.CAP_PROP_POS_MSEC) if cap is not None else -1.0
                 seconds = ms / 1e3 if ms is not None and (ms > 0 or index == 0) else index / fps
             with self._lock:
                 self._times[index] = seconds
-            yield index, frame
+            yield frame
 
     def pop(self, index: int) -> float | None:
         """The time of frame ``index`` (None if unknown); forgets it and every earlier frame's."""

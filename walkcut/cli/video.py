@@ -1,7 +1,13 @@
-"""``walkcut video INPUT --out OUT.mp4``: segment a video file, camera or stream with stable ids."""
+"""``walkcut video INPUT --out OUT.mp4``: segment a video file, camera, stream or ROS bag with stable ids.
+
+The input and output kinds choose the frame reader and the writer (a video file, camera or stream:
+:mod:`walkcut.runtime.video.io`; a ROS bag: :mod:`walkcut.runtime.video.bags`); the pipeline between
+them is the same for every kind.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import logging
@@ -38,6 +44,30 @@ logger = logging.getLogger(__name__)
 
 #: Codec written for each accepted output extension (the file name is never changed).
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+#: Bag files walkcut reads but does not write (it writes ROS 2 bags in MCAP storage).
+NOT_WRITTEN_BAGS = (".bag", ".db3")
+
+
+def output_path(text: str) -> Path:
+    """``type=`` for --out: a video file (.mp4, .avi), a ROS 2 bag file (.mcap) or a bag folder (a name
+    without a suffix)."""
+    path = Path(text)
+    suffix = path.suffix.lower()
+    if suffix in CODECS:
+        return output_file(*CODECS)(text)
+    if suffix == ".mcap":
+        return output_file(".mcap")(text)
+    if suffix in NOT_WRITTEN_BAGS:
+        raise argparse.ArgumentTypeError(f"{text}: walkcut writes ROS 2 bags in MCAP storage; give a bag folder "
+                                          f"name (no suffix) or NAME.mcap")
+    if suffix and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: the output must end in .mp4, .avi or .mcap, or name a bag "
+                                          f"folder (no suffix)")
+    return output_dir(text)
+
+
+def is_bag_output(path: Path | str | None) -> bool:
+    return path is not None and Path(path).suffix.lower() not in CODECS
 
 
 def _milliseconds(text: str) -> float:
@@ -45,15 +75,25 @@ def _milliseconds(text: str) -> float:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("video", help="segment a video file, camera or stream (consistent ids)",
-                       description="Segment every frame of a video file, camera index or stream URL; segments "
-                                   "keep their id and colour across frames. Writes an overlay video.")
-    p.add_argument("input", metavar="INPUT", help="video file, camera index (0, 1, ...) or stream URL")
-    p.add_argument("--out", "-o", type=output_file(*CODECS), default=None,
-                   help="output video: .mp4 (mp4v codec) or .avi (MJPG); optional")
+    p = sub.add_parser("video", help="segment a video file, camera, stream or ROS bag (consistent ids)",
+                       description="Segment every frame of a video file, camera index, stream URL or ROS bag "
+                                   "image topic; segments keep their id and colour across frames. Writes an "
+                                   "overlay video, or from a bag a ROS 2 bag of ids and overlays.")
+    p.add_argument("input", metavar="INPUT",
+                   help="video file, camera index (0, 1, ...), stream URL, or ROS bag (a ROS 2 bag folder, "
+                        ".mcap, .db3, or ROS 1 .bag; needs the ros extra)")
+    p.add_argument("--out", "-o", type=output_path, default=None,
+                   help="output video: .mp4 (mp4v codec) or .avi (MJPG); or, from a bag, a ROS 2 bag (MCAP "
+                        "storage): a folder name or NAME.mcap, with <topic>/walkcut/labels (mono16 ids) and "
+                        "<topic>/walkcut/overlay (JPEG) per frame; optional")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out video (never the input) or --rerun recording, and clear the "
-                        "frames an earlier run wrote in --labels-dir")
+                   help="replace an existing --out video or bag (never the input) or --rerun recording, and "
+                        "clear the frames an earlier run wrote in --labels-dir")
+    p.add_argument("--topic", default=None,
+                   help="bag input: the image topic (sensor_msgs/Image or CompressedImage); without it the "
+                        "error lists the bag's image topics")
+    p.add_argument("--copy-topics", nargs="*", default=None, metavar="TOPIC",
+                   help="bag output: also copy these input topics (no names: every topic)")
     p.add_argument("--labels-dir", type=output_dir, default=None,
                    help="also write each frame's ids as uint16 PNG (NNNNNN.png; the folder is marked with "
                         ".walkcut-frames.json, and frames of another run are cleared only with --overwrite)")
@@ -100,20 +140,27 @@ def run(args) -> int:
         worker_factory,
     )
     from walkcut.runtime.sources.backends import default_threads
+    from walkcut.runtime.video.bags import BagError, BagReader, BagWriter, is_bag
     from walkcut.runtime.video.workers import available_cores
 
     if args.out is None and args.labels_dir is None and not args.show and args.rerun is None:
         raise UsageError("nothing to write: give --out, --labels-dir, --rerun or --show")
+    bag_in, bag_out = is_bag(args.input), is_bag_output(args.out)
+    check_bag_arguments(args, bag_in, bag_out)
     check_outputs(args)
     check_rerun(args, inputs=[args.input] if Path(args.input).exists() else [])
+    live = True if args.live or args.max_latency is not None else None
     try:
-        live = True if args.live or args.max_latency is not None else None
-        spec = VideoInput.parse(args.input, live=live)
-        reader = VideoReader(spec)
-    except VideoInputError as exc:
+        if bag_in:
+            reader = BagReader(args.input, args.topic, live=bool(live))
+        else:
+            spec = VideoInput.parse(args.input, live=live)
+            reader = VideoReader(spec)
+    except (VideoInputError, BagError) as exc:
         raise CommandError(str(exc), code=2) from exc
     try:
-        check_is_video(spec, reader)
+        if not bag_in:
+            check_is_video(spec, reader)
         # The source opens in the parent: model problems are reported before any work, and an
         # engine runs here, in the pipeline's model stage, one call in flight ahead of the cut workers.
         engine = bool(args.engine)
@@ -154,10 +201,17 @@ def run(args) -> int:
     try:
         with reader:
             if args.out is not None:
-                with VideoWriter(args.out, reader.fps, reader.size, fourcc=CODECS[args.out.suffix.lower()]) as writer:
+                writer = (BagWriter(args.out, args.topic) if bag_out else
+                          VideoWriter(args.out, reader.fps, reader.size, fourcc=CODECS[args.out.suffix.lower()]))
+                with writer:
+                    if args.copy_topics is not None:
+                        try:
+                            writer.copy_from(reader, args.copy_topics)
+                        except BagError as exc:
+                            raise CommandError(str(exc), code=2) from exc
                     summary = _run(pipeline, reader, writer, args, show)
                 summary.output = str(writer.path) if writer.frames else None
-                if summary.output is not None:
+                if summary.output is not None and not bag_out:
                     check_written(writer.path, writer.frames)
             else:
                 summary = _run(pipeline, reader, None, args, show)
@@ -171,6 +225,8 @@ def run(args) -> int:
         summary.stop_reason = "stopped by an error"  # the error itself is the one line below
     for line in summary.lines():
         print(line, file=sys.stderr)
+    if summary.frames_read == 0 and bag_in:
+        raise CommandError(f"{args.input}: no message of {args.topic} could be decoded; nothing was written")
     if summary.frames_read == 0:
         raise CommandError(f"{args.input}: no frames could be decoded (not a video, or an empty one); "
                            f"nothing was written")
@@ -190,14 +246,30 @@ def run(args) -> int:
         raise CommandError(f"{args.input}: {plural(summary.frames_read, 'frame')} read, none written: every frame "
                            f"was dropped{why}; nothing was written" + (
                                "; drop --max-latency for files" if args.max_latency is not None else ""))
+    if summary.failed:  # bag messages that could not be decoded: named in the summary above
+        raise CommandError(f"{plural(len(summary.failed), 'frame')} of {args.topic} could not be decoded and "
+                           f"{'was' if len(summary.failed) == 1 else 'were'} skipped (named above); "
+                           f"{plural(summary.frames_written, 'frame')} written")
     expected = reader.frame_count
-    if (expected is not None and spec.is_file and summary.stop_reason == "end of stream"
+    if (expected is not None and not bag_in and spec.is_file and summary.stop_reason == "end of stream"
             and (args.max_frames is None or summary.frames_read < args.max_frames)
             and summary.frames_read < expected - max(1, expected // 100)):
         raise CommandError(f"{args.input}: only {summary.frames_read} of the {expected} frames its container "
                            f"announces could be decoded (the file is truncated or damaged); the output holds "
                            f"those {summary.frames_read}")
     return 0
+
+
+def check_bag_arguments(args, bag_in: bool, bag_out: bool) -> None:
+    """Options that need a bag input or output (usage errors)."""
+    if not bag_in and args.topic is not None:
+        raise UsageError(f"--topic: {args.input} is not a ROS bag (a folder with metadata.yaml, .mcap, .db3 or "
+                         f".bag)")
+    if bag_out and not bag_in:
+        raise UsageError(f"--out {args.out}: a bag output needs a ROS bag input (its stamps and frame ids); "
+                         f"give --out NAME.mp4")
+    if args.copy_topics is not None and not bag_out:
+        raise UsageError("--copy-topics needs a bag --out (a folder name or NAME.mcap)")
 
 
 #: Free bytes below which a short video file is put down to a full disk.
@@ -236,14 +308,32 @@ def check_outputs(args) -> None:
     from walkcut.outputs import check_frames_dir, check_output
 
     inputs = [args.input] if Path(args.input).exists() else []
-    if args.out is not None:
+    if args.out is not None and is_bag_output(args.out) and args.out.suffix.lower() != ".mcap":
+        check_bag_folder(args.out, overwrite=args.overwrite, inputs=inputs)
+    elif args.out is not None:
         check_output(args.out, overwrite=args.overwrite, flag="--out", inputs=inputs)
     if args.labels_dir is not None:
         check_frames_dir(args.labels_dir, overwrite=args.overwrite)
-    if args.out is not None and not codec_available(args.out.suffix.lower()):
+    if args.out is not None and args.out.suffix.lower() in CODECS and not codec_available(args.out.suffix.lower()):
         other = ".avi" if args.out.suffix.lower() == ".mp4" else ".mp4"
         raise UsageError(f"this OpenCV build cannot write {args.out.suffix} ({CODECS[args.out.suffix.lower()]}); "
                          f"give --out {args.out.with_suffix(other)}")
+
+
+def check_bag_folder(path: Path, *, overwrite: bool, inputs) -> None:
+    """The output policy for a bag folder (``walkcut.outputs.check_output`` is for files): never an
+    input nor a folder holding one; an existing one only with --overwrite, and only if it is a bag."""
+    from walkcut.outputs import OutputError, same_file, shown
+
+    for item in inputs:
+        if same_file(path, item) or path.resolve() in Path(item).resolve().parents:
+            raise OutputError(f"--out {shown(path)} would replace the input {shown(item)}; walkcut never replaces "
+                              f"an input, --overwrite or not: choose another --out")
+    if path.is_dir() and not (path / "metadata.yaml").is_file() and any(path.iterdir()):
+        raise OutputError(f"--out {shown(path)} is a folder that is not a ROS 2 bag (no metadata.yaml); walkcut "
+                          f"replaces only a bag folder: choose another --out")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{shown(path)} already exists; add --overwrite to replace it, or choose another --out")
 
 
 #: What FFmpeg "decodes" from files that are not videos: text (its tty demuxer renders .txt files
