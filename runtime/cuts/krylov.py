@@ -102,7 +102,7 @@ def orthonormalize(S: np.ndarray, against: list[np.ndarray]) -> np.ndarray:
 
 
 def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps: int, n_ritz: int,
-                    check: int = _d.LANCZOS_CHECK, relative: bool = False):
+                    check: int = _d.LANCZOS_CHECK, relative: bool = False, basis: bool = False):
     """Top eigenpair of the symmetric operator ``op`` on the complement of ``u`` by Lanczos with full
     reorthogonalisation (``op`` maps an (m, k) block to an (m, k) block: ``M``, or a shift-invert
     operator of the sparse solver).
@@ -124,9 +124,9 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
         w = op(V[j][:, None])[:, 0]
         a = float(V[j] @ w)
         alpha.append(a)
-        basis = V[: j + 1]
+        done = V[: j + 1]
         for _ in range(2):  # full reorthogonalisation, twice (Kahan-Parlett)
-            w -= (basis @ w) @ basis
+            w -= (done @ w) @ done
             w -= u * (u @ w)
         b = float(np.linalg.norm(w))
         scale = max(abs(a), 1e-300) if relative else 1.0  # breakdown is judged against the operator's size
@@ -140,7 +140,17 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
             break
         beta.append(b)
         V[j + 1] = w / b
-    _, S = sla.eigh_tridiagonal(np.array(alpha), np.array(beta[: len(alpha) - 1]), check_finite=False)
+    a, b_ = np.array(alpha), np.array(beta[: len(alpha) - 1])
+    _, S = sla.eigh_tridiagonal(a, b_, check_finite=False)
     k = min(n_ritz, len(alpha))
     ritz = V[: len(alpha)].T @ S[:, ::-1][:, :k]  # (m, k), descending Ritz values
-    return ritz[:, 0], ritz, converged
+    if not basis:
+        return ritz[:, 0], ritz, converged
+    j1 = len(alpha)
+    Vb = V[:j1]  # (j, m)
+    images = a[:, None] * Vb  # op(v_i) = beta_{i-1} v_{i-1} + alpha_i v_i + beta_i v_{i+1}
+    if j1 > 1:
+        images[1:] += b_[:, None] * Vb[:-1]
+        images[:-1] += b_[:, None] * Vb[1:]
+    images[-1] += w  # the last step's residual (before normalisation)
+    return ritz[:, 0], ritz, converged, (Vb.T, images.T)
