@@ -285,7 +285,8 @@ class FastNodeSolver:
         size, m = parent.block.shape[0], local.size
         # The larger child's start block: its products follow from the parent's (parent.images) and
         # the off-diagonal block, which is smaller than the child's own block.
-        use_off = parent.images is not None and size - m < m
+        big = m > _d.DENSE_MAX_NODES  # small children are solved by dense eigh: no start block
+        use_off = big and parent.images is not None and size - m < m
         other = None
         if use_off:
             mask = np.ones(size, dtype=bool)
@@ -293,7 +294,7 @@ class FastNodeSolver:
             other = np.flatnonzero(mask)
         sub, d, off = gather_block(parent.block, local, other)
         block = images = None
-        if parent.ritz is not None and (d > 0).all():
+        if big and parent.ritz is not None and (d > 0).all():
             # the parent's generalised Ritz vectors y restricted, in the child's symmetric form
             Y = parent.ritz / parent.sqrt_d[:, None]
             sqrt_dc = np.sqrt(d)
