@@ -58,6 +58,25 @@ def top_eigenvector(A: np.ndarray) -> np.ndarray:
     return vec[:, 0]
 
 
+def tridiagonal_eigh(alpha: np.ndarray, beta: np.ndarray):
+    """``(theta, S)``: eigenvalues (ascending) and eigenvectors of the symmetric tridiagonal matrix
+    with diagonal ``alpha`` and off-diagonal ``beta``.
+
+    LAPACK ``?stevd`` called directly: the routine and arguments ``sla.eigh_tridiagonal`` picks
+    (bit for bit), without its per-call wrappers, which cost more than the solve on the small
+    tridiagonal matrices of a Lanczos convergence check.
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    beta = np.asarray(beta, dtype=np.float64)
+    if alpha.size == 1:
+        return alpha.copy(), np.ones((1, 1))
+    stevd = sla.get_lapack_funcs("stevd", (alpha, beta))
+    theta, S, info = stevd(alpha, beta, compute_v=1)
+    if info != 0:
+        return sla.eigh_tridiagonal(alpha, beta, check_finite=False)
+    return theta, S
+
+
 def arpack_top(M, v0: np.ndarray, tol: float) -> np.ndarray:
     """Top eigenvector of ``M`` (array or LinearOperator) by ARPACK; its best partial vector when it
     does not converge but has one (logged), else :class:`~scipy.sparse.linalg.ArpackNoConvergence`."""
@@ -144,7 +163,7 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
         scale = max(abs(a), 1e-300) if relative else 1.0  # breakdown is judged against the operator's size
         last = j + 1 == steps or b < 1e-12 * scale
         if (j + 1) % check == 0 or last:
-            theta, S = sla.eigh_tridiagonal(np.array(alpha), np.array(beta), check_finite=False)
+            theta, S = tridiagonal_eigh(np.array(alpha), np.array(beta))
             if b * abs(S[-1, -1]) < tol * (abs(theta[-1]) if relative else 1.0) or b < 1e-12 * scale:
                 converged = True
                 break
@@ -153,7 +172,7 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
         beta.append(b)
         V[j + 1] = w / b
     a, b_ = np.array(alpha), np.array(beta[: len(alpha) - 1])
-    _, S = sla.eigh_tridiagonal(a, b_, check_finite=False)
+    _, S = tridiagonal_eigh(a, b_)
     k = min(n_ritz, len(alpha))
     ritz = V[: len(alpha)].T @ S[:, ::-1][:, :k]  # (m, k), descending Ritz values
     if not basis:
