@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     print("| image | Python ms | C++ ms | Python / C++ | ARI | segments Py / C++ |")
     print("|---|---|---|---|---|---|")
     total_py = total_cc = 0.0
+    ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         for f in files:
             tr = PixelSource().transition(read_image(f))
@@ -74,12 +75,14 @@ def main(argv=None) -> int:
             cc, lc = cpp_ms(args.demo, Path(tmp), tr.P, tr.stationary, args.repeat)
             total_py += py
             total_cc += cc
+            ratios.append(py / cc)
             ari = adjusted_rand_index(contingency_table(lp, lc))
             print(f"| {f.stem} | {py:.1f} | {cc:.1f} | {py / cc:.2f} | {ari:.3f} | {lp.max() + 1} / {lc.max() + 1} |",
                   flush=True)
     n = len(files)
     print(f"\nmean per image: Python {total_py / n:.1f} ms, C++ {total_cc / n:.1f} ms; "
-          f"Python / C++ = {total_py / total_cc:.2f} (same run); load {os.getloadavg()}")
+          f"Python / C++ = {total_py / total_cc:.2f} (sums), median per image {statistics.median(ratios):.2f} "
+          f"(same run); load {os.getloadavg()}")
     return 0
 
 
