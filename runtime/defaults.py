@@ -201,8 +201,11 @@ FAST_STATIONARY_TOL = 1e-4
 STATIONARY_RESIDUAL_FACTOR = 0.1
 #: Residual checked every this many products (an eigen-solve of the small Hessenberg matrix each).
 STATIONARY_CHECK = 2
-#: Products before the Arnoldi gives up (logged) and returns its best vector.
-STATIONARY_MAX_STEPS = 120
+#: Products of the unrestarted Arnoldi; a walk that mixes more slowly (BSDS500 dense image walks:
+#: 48-120+ products) continues in ARPACK (restarted, STATIONARY_NCV vectors) from its best vector,
+#: which keeps the Hessenberg eigen-solves of the checks small (at 120 steps they cost more than
+#: the products).
+STATIONARY_MAX_STEPS = 40
 #: Vectors handed from a node to its children (its top Ritz vectors). 16 covers the leading
 #: eigenvectors of the children of a node several levels down.
 BLOCK_SIZE = 16
@@ -228,8 +231,9 @@ RANDOM_COLUMNS = 4
 #: LOBPCG stays in the reference solver's fallback chain).
 LANCZOS_MAX_STEPS = 300
 LANCZOS_CHECK = 4
-#: Dense nodes of at least this many members check the residual after every step: a product of a
-#: 1024 x 1024 float32 block costs several tridiagonal solves of the check.
+#: Dense nodes of at least this many members check the residual after every step while the check
+#: is cheap against a product (the full tridiagonal eigen-solve of step j costs ~j^3: every step while
+#: 8 j^3 <= m^2, i.e. up to j = 50 at m = 1024 and 128 at m = 4096; then every LANCZOS_CHECK steps).
 LANCZOS_CHECK_EVERY_STEP_NODES = 1024
 #: Bytes of the row chunks a dense node block is gathered in (runtime/cuts/nodes.py ``gather_block``):
 #: the chunk is split into the child's columns and summed while it sits in a 1 MB L2 cache.

@@ -162,7 +162,10 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
         b = float(np.linalg.norm(w))
         scale = max(abs(a), 1e-300) if relative else 1.0  # breakdown is judged against the operator's size
         last = j + 1 == steps or b < 1e-12 * scale
-        if (j + 1) % check == 0 or last:
+        # check == 1 (large dense nodes): every step while the tridiagonal solve is cheap against a
+        # product (LANCZOS_CHECK_EVERY_STEP_NODES), then every LANCZOS_CHECK steps
+        every = check if check != 1 or 8 * (j + 1) ** 3 <= m * m else _d.LANCZOS_CHECK
+        if (j + 1) % every == 0 or last:
             theta, S = tridiagonal_eigh(np.array(alpha), np.array(beta))
             if b * abs(S[-1, -1]) < tol * (abs(theta[-1]) if relative else 1.0) or b < 1e-12 * scale:
                 converged = True

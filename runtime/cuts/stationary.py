@@ -23,7 +23,7 @@ import logging
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
-from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigs
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigs
 from walkcut.runtime import defaults as _d
 from walkcut.runtime.cuts.counts import tally
 
@@ -141,9 +141,25 @@ def stationary_and_second(P, *, start=None, tol: float = _d.FAST_STATIONARY_TOL,
         if breakdown:
             break
         V[j + 1] = w / b
+    # Slowly mixing walks: ARPACK's restarted Arnoldi, from the best vector found, finishes the job
+    # (an unrestarted basis would grow, and its Hessenberg eigen-solves with it).
+    logger.info("stationary distribution: Arnoldi not converged after %d products; restarting with ARPACK", steps)
+    start_vec = np.full(n, 1.0 / n) if pi is None else pi
+
+    def matvec(x):
+        tally("stationary pi", P.nbytes, calls=1)
+        x = np.asarray(x, dtype=np.float64).ravel()
+        return (x if scale is None else x * scale).astype(np.float32) @ P
+
+    op = LinearOperator((n, n), matvec=matvec, dtype=np.float32)
+    try:
+        _, vec = eigs(op, k=1, which="LR", v0=start_vec + 1e-3 / n, tol=tol, ncv=min(n - 1, _d.STATIONARY_NCV))
+        cand = np.abs(vec[:, 0].real).astype(np.float64)
+        if cand.sum() > 0:
+            return cand / cand.sum(), phi
+    except (ArpackNoConvergence, ArpackError) as exc:
+        logger.warning("stationary distribution: ARPACK failed (%s); using the last Arnoldi vector", exc)
     if pi is None:
-        logger.warning("stationary distribution: Arnoldi failed; using the reference solver")
         dense = P.astype(np.float64)
         return stationary_distribution(dense if scale is None else dense * scale[:, None]), None
-    logger.info("stationary distribution: Arnoldi stopped after %d products above its tolerance", steps)
     return pi, phi
