@@ -140,7 +140,9 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
 
     Stops when the Ritz residual ``beta_j |s_j|`` of the top pair is below ``tol`` (times the top
     Ritz value when ``relative``), checked every ``check`` steps. Returns ``(v, ritz, converged)``:
-    the Ritz vector (m,) and the top ``n_ritz`` Ritz vectors (m, k) for the children.
+    the Ritz vector (m,) and the top ``n_ritz`` Ritz vectors (m, k) for the children. With ``basis``,
+    also ``(ritz, images)``: those Ritz vectors and ``op(ritz)`` rebuilt from the three-term relation
+    ``op V = V T + r e_j^T`` (no product; exact up to rounding and the reorthogonalisation terms).
     """
     m = v0.size
     steps = min(max_steps, m - 1)
@@ -177,7 +179,8 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
     a, b_ = np.array(alpha), np.array(beta[: len(alpha) - 1])
     _, S = tridiagonal_eigh(a, b_)
     k = min(n_ritz, len(alpha))
-    ritz = V[: len(alpha)].T @ S[:, ::-1][:, :k]  # (m, k), descending Ritz values
+    Sk = S[:, ::-1][:, :k]
+    ritz = V[: len(alpha)].T @ Sk  # (m, k), descending Ritz values
     if not basis:
         return ritz[:, 0], ritz, converged
     j1 = len(alpha)
@@ -187,4 +190,4 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
         images[1:] += b_[:, None] * Vb[:-1]
         images[:-1] += b_[:, None] * Vb[1:]
     images[-1] += w  # the last step's residual (before normalisation)
-    return ritz[:, 0], ritz, converged, (Vb.T, images.T)
+    return ritz[:, 0], ritz, converged, (ritz, images.T @ Sk)

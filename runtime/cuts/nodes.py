@@ -385,7 +385,7 @@ class FastNodeSolver:
 
         Lanczos runs from the best vector of one Rayleigh-Ritz step on the start block (``images``,
         ``M block``, saves its products when the caller has it). The Ritz vectors handed on come from
-        the start block and the Lanczos basis together, whose images are known without a product
+        the start block and the Lanczos Ritz vectors together, whose images are known without a product
         (the Lanczos relation), so a node that converged in a few steps still hands its children a
         full block."""
         m = W.shape[0]

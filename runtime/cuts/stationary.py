@@ -156,10 +156,12 @@ def stationary_and_second(P, *, start=None, tol: float = _d.FAST_STATIONARY_TOL,
         _, vec = eigs(op, k=1, which="LR", v0=start_vec + 1e-3 / n, tol=tol, ncv=min(n - 1, _d.STATIONARY_NCV))
         cand = np.abs(vec[:, 0].real).astype(np.float64)
         if cand.sum() > 0:
-            return cand / cand.sum(), phi
+            # No second vector here: on walks this slow the short basis's guess made the root's
+            # Lanczos and the tree below it dearer (BSDS500 dense image walks), not cheaper.
+            return cand / cand.sum(), None
     except (ArpackNoConvergence, ArpackError) as exc:
         logger.warning("stationary distribution: ARPACK failed (%s); using the last Arnoldi vector", exc)
     if pi is None:
         dense = P.astype(np.float64)
         return stationary_distribution(dense if scale is None else dense * scale[:, None]), None
-    return pi, phi
+    return pi, None
