@@ -86,9 +86,10 @@ def stationary_and_second(P, *, start=None, tol: float = _d.FAST_STATIONARY_TOL,
     Arnoldi with full reorthogonalisation on ``P^T`` (products ``x @ P`` in float32, the basis in
     float64) from the uniform vector or ``start``, stopped when the L1 residual
     ``|pi P - pi|_1`` of the normalised top Ritz vector is below ``tol * STATIONARY_RESIDUAL_FACTOR``
-    (checked every ``STATIONARY_CHECK`` products; at most ``STATIONARY_MAX_STEPS``). The same Krylov
-    basis holds the walk's slow modes: its second Ritz vector, divided by ``pi``, is the start of the
-    root's eigen-solve (for a reversible walk the Krylov space of ``P^T`` scaled by ``pi^-1/2`` is
+    (checked every ``STATIONARY_CHECK`` products; after ``STATIONARY_MAX_STEPS`` ARPACK's restarted
+    Arnoldi finishes from the best vector, and ``phi`` is ``None``). The same Krylov basis holds the
+    walk's slow modes: its second Ritz vector, divided by ``pi``, is the start of the root's
+    eigen-solve (for a reversible walk the Krylov space of ``P^T`` scaled by ``pi^-1/2`` is
     a Krylov space of the root's symmetric matrix). On the bench's walks this took 16-26 products
     where ten power steps and ARPACK took 27-35, at the same error against the float64 solve.
 
