@@ -4,7 +4,10 @@ Graphs: the weight-free pixel walk of a bundled example image (sparse), and dens
 attention-like walks (softmax of noisy features with planted regions, like aggregated self-attention),
 at R = 32 (n = 1024) and R = 64 (n = 4096). Times are also given in units of one single-thread
 float32 n x n matrix-vector product timed in the same process (the machines are shared; ratios in
-one run are what repeat). Also times a dense-``eigh`` reference of the same recursion structure as
+one run are what repeat), and the work of one cut is counted without a clock: "counted mat-vecs" are
+the bytes the cut streams through dense n x n matrices and node blocks over 4 n^2 (one float32
+mat-vec), a product with k vectors counting k (:mod:`walkcut.runtime.cuts.counts`; fast method only,
+sparse graphs count only their dense small nodes). Also times a dense-``eigh`` reference of the same recursion structure as
 DiffCut's published code (one full eigendecomposition per node, 100-threshold split search) on
 cosine^10 colour/position affinities, for the speed ratio, and the peak RSS of a fresh process that
 runs one fast n = 4096 dense cut.
@@ -25,6 +28,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 from walkcut.runtime import cut_affinity, cut_transition_matrix
+from walkcut.runtime.cuts.counts import counting
 from walkcut.runtime.imageio import read_image
 from walkcut.runtime.sources.pixels import PixelSource, grid_cell_colors
 
@@ -65,6 +69,13 @@ def matvec_seconds(n: int, repeat: int = 50) -> float:
         A @ x
         ts.append(time.perf_counter() - t)
     return float(np.median(ts))
+
+
+def counted(fn, n: int) -> float:
+    """Work of one call of ``fn`` in counted single float32 n x n mat-vecs (load-independent)."""
+    with counting() as c:
+        fn()
+    return c.total_units(n)
 
 
 def ari(a, b) -> float:
@@ -110,8 +121,9 @@ def main(argv=None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}; max_segments={args.max_segments}; threshold=auto-ncut; "
           f"load {os.getloadavg()}")
-    print("| graph | n | fast ms (p90) | reference ms | fast / mat-vec | reference / mat-vec | speed-up | ARI | segments |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| graph | n | fast ms (p90) | reference ms | fast / mat-vec | reference / mat-vec | speed-up | ARI | segments "
+          "| fast counted mat-vecs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for R in (32, 64):
         n = R * R
         tr = PixelSource(grid=R).transition(image)
@@ -125,14 +137,18 @@ def main(argv=None) -> int:
                                                       max_segments=args.max_segments, method=method), args.repeat)
             mv = 0.5 * (mv + matvec_seconds(n))  # before and after: the load drifts
             f, e = res["fast"], res["reference"]
+            work = counted(functools.partial(cut_transition_matrix, P, stationary=st,
+                                             max_segments=args.max_segments), n)
             print(f"| {name} | {n} | {1e3 * f[0]:.1f} ({1e3 * f[1]:.1f}) | {1e3 * e[0]:.1f} | {f[0] / mv:.0f} | "
                   f"{e[0] / mv:.0f} | {e[0] / f[0]:.1f}x | {ari(f[2].labels, e[2].labels):.3f} | "
-                  f"{f[2].n_segments}/{e[2].n_segments} |", flush=True)
+                  f"{f[2].n_segments}/{e[2].n_segments} | {work:.0f} |", flush=True)
     if not args.skip_reference:
         W = cosine_color_position(image, 32)
         med_ref, _, ref = timed(lambda: dense_recursive_ncut(W, 0.9), 1)
         med, _, r = timed(lambda: cut_affinity(W, threshold=0.9, max_segments=64), args.repeat)
         med_x, _, rx = timed(lambda: cut_affinity(W, threshold=0.9, max_segments=64, method="reference"), args.repeat)
+        med_ref2, _, _ = timed(lambda: dense_recursive_ncut(W, 0.9), 1)  # again: the load drifts
+        med_ref = 0.5 * (med_ref + med_ref2)
         print(f"\ncosine^10 colour/position graph, n=1024, tau=0.9: dense-eigh reference {1e3 * med_ref:.0f} ms "
               f"({ref.max() + 1} segments); fast {1e3 * med:.1f} ms ({r.n_segments} segments), speed-up "
               f"{med_ref / med:.0f}x; reference {1e3 * med_x:.1f} ms ({rx.n_segments} segments), speed-up "

@@ -2,6 +2,9 @@
 
 Runs ``cut_transition_matrix`` once under cProfile per method and graph and sums the cumulative time
 of the stage functions (a function called inside another stage counts in the innermost listed one).
+For the fast method it also prints the load-independent work per stage: the bytes each stage streams
+through dense matrices over 4 n^2 (counted mat-vecs, :mod:`walkcut.runtime.cuts.counts`) and its
+products (``calls``).
 
     python bench/bench_cuts_profile.py [--grids 32,64]
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 from walkcut.runtime import cut_transition_matrix
+from walkcut.runtime.cuts.counts import counting
 from walkcut.runtime.imageio import read_image
 from walkcut.runtime.sources.pixels import PixelSource
 
@@ -30,8 +34,8 @@ from bench_cuts import matvec_seconds
 #: solver's fiedler_vector also runs inside the fast solver's fallbacks: counted twice there, rare)
 STAGES = {
     "validation": [("graph.py", "check_transition_matrix")],
-    "stationary pi": [("stationary.py", "stationary_distribution"), ("stationary.py", "stationary_distribution_fast")],
-    "graph W": [("graph.py", "affinity_and_stationary")],
+    "stationary pi": [("stationary.py", "stationary_distribution"), ("stationary.py", "stationary_and_second")],
+    "graph W": [("graph.py", "build_graph")],
     "node blocks + bookkeeping": [("hierarchy.py", "add")],
     "eigen-solves": [("spectral.py", "fiedler_vector"), ("nodes.py", "_dense_vector"),
                      ("nodes.py", "_recycled_lanczos"), ("nodes.py", "_shift_invert_vector")],
@@ -51,7 +55,7 @@ def profile(P, st, method):
     for (file, _, name), (_, _, _, ct, _) in stats.items():
         cum[(os.path.basename(file), name)] = cum.get((os.path.basename(file), name), 0.0) + ct
     out = {stage: sum(cum.get(key, 0.0) for key in keys) for stage, keys in STAGES.items()}
-    # Nesting: affinity_and_stationary holds validation, pi and W; hierarchy.add holds the node work
+    # Nesting: build_graph holds validation, pi and W; hierarchy.add holds the node work
     # (gathers, eigen-solves, sweeps, per-node bookkeeping).
     out["graph W"] -= out["stationary pi"] + out["validation"]
     out["node blocks + bookkeeping"] -= out["eigen-solves"] + out["sweeps"]
@@ -80,6 +84,15 @@ def main(argv=None) -> int:
             print("|---|---|---|")
             for stage in rows["reference"]:
                 print(f"| {stage} | {rows['reference'][stage] / mv:.0f} | {rows['fast'][stage] / mv:.0f} |")
+            with counting() as c:
+                cut_transition_matrix(P, stationary=st)
+            units = c.units(n)
+            print(f"\n{name}, n = {n}, fast method, counted work (no clock): "
+                  f"{c.total_units(n):.1f} mat-vecs in all")
+            print("| stage | counted mat-vecs | calls |")
+            print("|---|---|---|")
+            for stage in sorted(units):
+                print(f"| {stage} | {units[stage]:.1f} | {c.calls.get(stage, 0)} |")
     print(f"load {os.getloadavg()}")
     return 0
 

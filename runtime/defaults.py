@@ -220,8 +220,17 @@ PRESETS: dict[str, dict[str, dict]] = {
 #: Residual tolerance of the float32 stationary solve: partitions were identical to the float64
 #: tolerance-1e-9 solve on every dense walk measured, at a third of the products.
 FAST_STATIONARY_TOL = 1e-4
-#: Power steps tried before Arnoldi (fast-mixing walks converge in a few).
-STATIONARY_POWER_STEPS = 10
+#: The fast method's Arnoldi on ``P^T`` (runtime/cuts/stationary.py ``stationary_and_second``) stops at an
+#: L1 residual ``|pi P - pi|_1`` below FAST_STATIONARY_TOL x this: 0.1 gave errors against the float64
+#: solve (6e-5 to 2e-4 L1 on the bench's n = 4096 walks) like v2's power steps + ARPACK at 1e-4.
+STATIONARY_RESIDUAL_FACTOR = 0.1
+#: Residual checked every this many products (an eigen-solve of the small Hessenberg matrix each).
+STATIONARY_CHECK = 2
+#: Products of the unrestarted Arnoldi; a walk that mixes more slowly (BSDS500 dense image walks:
+#: 48-120+ products) continues in ARPACK (restarted, STATIONARY_NCV vectors) from its best vector,
+#: which keeps the Hessenberg eigen-solves of the checks small (at 120 steps they cost more than
+#: the products).
+STATIONARY_MAX_STEPS = 40
 #: Vectors handed from a node to its children (its top Ritz vectors). 16 covers the leading
 #: eigenvectors of the children of a node several levels down.
 BLOCK_SIZE = 16
@@ -247,8 +256,17 @@ RANDOM_COLUMNS = 4
 #: LOBPCG stays in the reference solver's fallback chain).
 LANCZOS_MAX_STEPS = 300
 LANCZOS_CHECK = 4
-#: Elements per chunk of the sweep's masked row sums (about 4 MB of float32): fits in L2/L3.
-SWEEP_CHUNK_ELEMENTS = 1 << 20
+#: Dense nodes of at least this many members check the residual after every step while the check
+#: is cheap against a product (the full tridiagonal eigen-solve of step j costs ~j^3: every step while
+#: 8 j^3 <= m^2, i.e. up to j = 50 at m = 1024 and 128 at m = 4096; then every LANCZOS_CHECK steps).
+LANCZOS_CHECK_EVERY_STEP_NODES = 1024
+#: Bytes of the row chunks a dense node block is gathered in (runtime/cuts/nodes.py ``gather_block``):
+#: the chunk is split into the child's columns and summed while it sits in a 1 MB L2 cache.
+GATHER_CHUNK_BYTES = 1 << 18
+#: Elements per chunk of the sweep's masked row sums: 64 K (256 KB of float32, its mask and the rows)
+#: stay in a 1 MB L2 cache, so the sweep reads the node's block once from memory (4 M elements, the
+#: v2 value, streamed the mask and its float copy through L3/memory: 3.5 block passes at n = 4096).
+SWEEP_CHUNK_ELEMENTS = 1 << 16
 #: Tile side of the in-place symmetrisation of ``W`` (OpenCV transposes): 256 (256 KB of float32)
 #: measured best at n = 4096 (8.7 single mat-vecs; 128: 10.0, 512: 10.1) and within 3% of 128 at n = 1024.
 SYMMETRIZE_TILE = 256

@@ -2,9 +2,12 @@
 
 Imports run one way, from the bottom:
 
+- :mod:`.counts`: load-independent work counts of a cut (bytes of dense matrices streamed per stage,
+  in single float32 mat-vecs); every module below may report to it.
 - :mod:`.krylov`: eigen-solvers of one node (dense ``eigh``, ARPACK, LOBPCG, full-reorthogonalisation
   Lanczos).
-- :mod:`.stationary`: the stationary distribution of a walk (float64 reference, float32 fast).
+- :mod:`.stationary`: the stationary distribution of a walk (float64 reference; float32 Arnoldi for
+  the fast method, which also returns the walk's second left Ritz vector, the root's start).
 - :mod:`.sweep`: the exact one-pass NCut sweep along a vector (gathered and chunked).
 - :mod:`.graph`: transition-matrix checks, ``walk`` / ``dot`` / ``cosine`` graphs (uses ``stationary``).
 - :mod:`.spectral`: the reference Fiedler vector and bipartition (uses ``krylov``, ``sweep``).

@@ -30,11 +30,13 @@ Meila & Shi, "A Random Walks View of Spectral Segmentation", AISTATS 2001.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from walkcut.runtime import defaults as _d
-from walkcut.runtime.cuts.stationary import stationary_distribution, stationary_distribution_fast
+from walkcut.runtime.cuts.counts import tally
+from walkcut.runtime.cuts.stationary import stationary_and_second, stationary_distribution
 
 MODES = ("walk", "dot", "cosine")
 
@@ -77,7 +79,10 @@ def check_transition_matrix(P, *, row_tol: float = _d.ROW_TOL, name: str = "P"):
     if not sp.issparse(P):
         checked = _dense_checked_copy(P, name, row_tol)
         if checked is not None:
-            return checked
+            unscaled, scale = checked
+            tally("validation", 2 * unscaled.nbytes)  # the row scaling, read and write
+            unscaled *= scale.astype(np.float32)[:, None]
+            return unscaled
     finite = np.isfinite(values)
     if not finite.all():
         bad = int((~finite).sum())
@@ -108,8 +113,10 @@ def check_transition_matrix(P, *, row_tol: float = _d.ROW_TOL, name: str = "P"):
     return P
 
 
-def _dense_checked_copy(P: np.ndarray, name: str, row_tol: float) -> np.ndarray | None:
-    """The dense case of :func:`check_transition_matrix` in one pass over ``P`` by row blocks.
+def _dense_checked_copy(P: np.ndarray, name: str, row_tol: float):
+    """The dense case of :func:`check_transition_matrix` in one pass over ``P`` by row blocks:
+    ``(clipped float32 copy, row scale)``, the rows not yet scaled (the fast walk folds the
+    scale into the graph's own pass over the matrix).
 
     Each block is read once while it is in cache (its extremes, the clipped float32 copy, the row
     sums) instead of once per check: the checks cost about a third of what separate whole-matrix
@@ -129,12 +136,12 @@ def _dense_checked_copy(P: np.ndarray, name: str, row_tol: float) -> np.ndarray 
         o = out[r0:r1]
         np.maximum(block, 0, out=o, casting="same_kind")
         rows[r0:r1] = o.sum(axis=1, dtype=np.float64)
+    tally("validation", P.nbytes + out.nbytes)  # one pass reading P, writing the copy
     nonzero = rows > 0
     off = np.abs(rows[nonzero] - 1.0)
     if off.size and off.max() > row_tol:
         return None
-    out *= np.where(nonzero, 1.0 / np.where(nonzero, rows, 1.0), 0.0).astype(np.float32)[:, None]
-    return out
+    return out, np.where(nonzero, 1.0 / np.where(nonzero, rows, 1.0), 0.0)
 
 
 def matrix_power(P, t: int):
@@ -153,8 +160,14 @@ def matrix_power(P, t: int):
     return sp.csr_matrix(result) if sp.issparse(result) else result
 
 
-def walk_affinity_inplace(P: np.ndarray, pi: np.ndarray, *, tile: int = _d.SYMMETRIZE_TILE) -> np.ndarray:
+def walk_affinity_inplace(P: np.ndarray, pi: np.ndarray, *, tile: int = _d.SYMMETRIZE_TILE,
+                          degrees: np.ndarray | None = None) -> np.ndarray:
     """``W = (Pi P + P^T Pi) / 2`` written over ``P`` (an array the caller owns), in square tiles.
+
+    ``pi`` weights the rows (pass ``pi / row sums`` to normalise unscaled rows in the same pass);
+    ``degrees``, a float64 ``(n,)`` array, receives the row sums of ``W``. The weighting, the
+    symmetrisation and the row sums happen tile by tile while a tile is in cache: one read and one
+    write of the matrix.
 
     The fast method's walk graph: one n x n buffer, no transposed temporary. The tile transposes and
     the weighted sums are OpenCV's (``cv2.transpose``, ``cv2.addWeighted``: blocked SIMD kernels):
@@ -166,21 +179,36 @@ def walk_affinity_inplace(P: np.ndarray, pi: np.ndarray, *, tile: int = _d.SYMME
     import cv2
 
     n = P.shape[0]
-    P *= pi.astype(P.dtype)[:, None]
+    weights = pi.astype(P.dtype)[:, None]  # (n, 1)
     if P.dtype != np.float32:  # the fast method's walks are float32; anything else takes numpy
+        tally("graph W", 6 * P.nbytes)
+        P *= weights
         P += P.T.copy()
         P *= 0.5
+        if degrees is not None:
+            degrees[:] = P.sum(axis=1, dtype=np.float64)
         return P
+    tally("graph W", 2 * P.nbytes)  # each tile read and written once
+    if degrees is not None:
+        degrees[:] = 0.0
     for i in range(0, n, tile):
         i1 = min(i + tile, n)
         d = P[i:i1, i:i1]
+        d *= weights[i:i1]
         cv2.addWeighted(d, 0.5, cv2.transpose(d), 0.5, 0.0, dst=d)
+        if degrees is not None:
+            degrees[i:i1] += d.sum(axis=1, dtype=np.float64)
         for j in range(i1, n, tile):
             j1 = min(j + tile, n)
             upper = P[i:i1, j:j1]
             lower = P[j:j1, i:i1]
+            upper *= weights[i:i1]
+            lower *= weights[j:j1]
             cv2.addWeighted(upper, 0.5, cv2.transpose(lower), 0.5, 0.0, dst=upper)
             lower[...] = cv2.transpose(upper)
+            if degrees is not None:
+                degrees[i:i1] += upper.sum(axis=1, dtype=np.float64)
+                degrees[j:j1] += upper.sum(axis=0, dtype=np.float64)
     return P
 
 
@@ -212,13 +240,34 @@ def affinity_and_stationary(P, *, mode: str = _d.MODE, power: int = _d.POWER, st
         ``cosine`` only: affinities are raised to this power (sharpening, as in DiffCut).
     method : {"reference", "fast"}, default "reference"
         The cut method the graph is built for. ``fast`` solves ``pi`` in single precision
-        (:func:`~walkcut.runtime.cuts.stationary.stationary_distribution_fast`, started from
+        (:func:`~walkcut.runtime.cuts.stationary.stationary_and_second`, started from
         ``stationary_start`` when given) and builds a dense float32 ``walk`` graph in place
         (:func:`walk_affinity_inplace`); ``reference`` solves ``pi`` in double precision and
         symmetrises with numpy.
     stationary_start : (n,) array, optional
         ``fast`` only: a guess of ``pi`` (the previous frame's) to start the solve from.
     """
+    graph = build_graph(P, mode=mode, power=power, stationary=stationary, exponent=exponent, method=method,
+                        stationary_start=stationary_start)
+    return graph.W, graph.pi
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """What :func:`build_graph` made: the affinity ``W``, ``pi`` (``walk`` mode), and what the fast
+    method's building found on the way: the row sums of a dense ``W`` (``degrees``) and a guess of
+    the root's generalised Fiedler vector (``root_hint``: ``phi / pi`` with ``phi`` the walk's second
+    left Ritz vector from the stationary solve; ``P^t`` has the eigenvectors of ``P``)."""
+
+    W: object
+    pi: np.ndarray | None = None
+    degrees: np.ndarray | None = None
+    root_hint: np.ndarray | None = None
+
+
+def build_graph(P, *, mode: str = _d.MODE, power: int = _d.POWER, stationary=None, exponent: float = 1.0,
+                method: str = "reference", stationary_start=None) -> Graph:
+    """:func:`affinity_and_stationary` as a :class:`Graph` (same parameters)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if method not in _d.METHODS:
@@ -226,11 +275,26 @@ def affinity_and_stationary(P, *, mode: str = _d.MODE, power: int = _d.POWER, st
     if not (isinstance(exponent, (int, float)) and exponent > 0 and np.isfinite(exponent)):
         raise ValueError(f"exponent must be a positive finite number, got {exponent!r}")
     fast = method == "fast"
-    P = check_transition_matrix(P)
+    scale = checked = None
+    if fast and mode == "walk" and power == 1 and isinstance(P, np.ndarray):
+        # The fast walk keeps the clipped copy unscaled: the row scale is folded into the
+        # stationary products (on the vector) and into the graph's tile pass.
+        if P.ndim == 2 and P.shape[0] == P.shape[1] >= 2 and P.dtype.kind in "fiub":
+            checked = _dense_checked_copy(P, "P", _d.ROW_TOL)
+    if checked is not None:
+        P, scale = checked
+    else:
+        P = check_transition_matrix(P)
     Pt = matrix_power(P, power) if power != 1 else P
     if mode == "walk":
+        hint = None
         if stationary is None:
-            pi = stationary_distribution_fast(P, start=stationary_start) if fast else stationary_distribution(P)
+            if fast:
+                pi, phi = stationary_and_second(P, start=stationary_start, row_scale=scale)
+                if phi is not None and (pi > 0).all():
+                    hint = phi / pi
+            else:
+                pi = stationary_distribution(P)
         else:
             pi = np.asarray(stationary, dtype=np.float64).ravel()
             if pi.shape != (P.shape[0],) or not np.isfinite(pi).all() or (pi < 0).any() or pi.sum() <= 0:
@@ -240,28 +304,37 @@ def affinity_and_stationary(P, *, mode: str = _d.MODE, power: int = _d.POWER, st
             pi = pi / pi.sum()
         if sp.issparse(Pt):
             flow = sp.diags(pi) @ Pt
-            return sp.csr_matrix((flow + flow.T) * 0.5), pi
+            return Graph(sp.csr_matrix((flow + flow.T) * 0.5), pi)
         if fast and Pt.dtype == np.float32:
             # Pt is our own validated copy (or power of it) and is not needed afterwards.
-            return walk_affinity_inplace(Pt, pi), pi
+            degrees = np.empty(Pt.shape[0])
+            weights = pi if scale is None else pi * scale
+            return Graph(walk_affinity_inplace(Pt, weights, degrees=degrees), pi, degrees, hint)
         flow = Pt * pi[:, None].astype(Pt.dtype)
         flow += flow.T
         flow *= 0.5
-        return flow, pi
+        return Graph(flow, pi)
     F = Pt.toarray() if sp.issparse(Pt) else Pt
     if mode == "dot":
-        return F @ F.T, None
+        return Graph(F @ F.T)
     norms = np.linalg.norm(F, axis=1)
     Fn = F / np.where(norms > 0, norms, 1.0)[:, None]
     W = np.maximum(Fn @ Fn.T, 0.0)
     if exponent != 1.0:
         W **= exponent
-    return W, None
+    return Graph(W)
 
 
-def zero_degree_nodes(W) -> np.ndarray:
-    """Indices of nodes whose affinity row is all zero (no edges, not even to themselves)."""
-    deg = np.asarray(W.sum(axis=1, dtype=np.float64)).ravel()
+def zero_degree_nodes(W, *, degrees: bool = False, known: np.ndarray | None = None):
+    """Indices of nodes whose affinity row is all zero (no edges, not even to themselves); with
+    ``degrees``, also the row sums (float64) it read them from (``known``: row sums the caller
+    already has, e.g. from building ``W``)."""
+    if known is not None and np.shape(known) == (W.shape[0],):
+        deg = np.asarray(known, dtype=np.float64)
+    else:
+        deg = np.asarray(W.sum(axis=1, dtype=np.float64)).ravel()
+        if not sp.issparse(W):
+            tally("degrees", W.nbytes)
     zero = np.flatnonzero(deg <= 0)
     if zero.size:
         warnings.warn(
@@ -270,4 +343,4 @@ def zero_degree_nodes(W) -> np.ndarray:
             DisconnectedGraphWarning,
             stacklevel=3,
         )
-    return zero
+    return (zero, deg) if degrees else zero

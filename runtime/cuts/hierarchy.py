@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import ThreadpoolController
 from walkcut.runtime import defaults as _d
-from walkcut.runtime.cuts.graph import affinity_and_stationary, zero_degree_nodes
+from walkcut.runtime.cuts.graph import build_graph, zero_degree_nodes
 from walkcut.runtime.cuts.nodes import NodeCut, NodeSolver, node_solver
 
 logger = logging.getLogger(__name__)
@@ -206,16 +206,19 @@ def _warm_parts(warm_start):
 
 
 def build_hierarchy(W, *, min_size: int, max_segments: int, nodes: NodeSolver, seed: int = 0,
-                    warm_start=None) -> Hierarchy:
+                    warm_start=None, degrees: np.ndarray | None = None) -> Hierarchy:
     """Grow the cut hierarchy of a symmetric affinity ``W`` best-first (see module docstring).
 
     Every node's split comes from the node solver ``nodes`` (:func:`~walkcut.runtime.cuts.nodes.node_solver`):
-    the tree is the same whichever solver computes the Fiedler vectors.
+    the tree is the same whichever solver computes the Fiedler vectors. ``degrees``: the row sums
+    of ``W`` when the caller has them (a pass over a dense ``W`` saved).
     """
     n = W.shape[0]
-    isolated = zero_degree_nodes(W)
+    isolated, degrees = zero_degree_nodes(W, degrees=True, known=degrees)
     active = np.setdiff1d(np.arange(n), isolated)
     graph = nodes.prepare(W)
+    if graph is not W:  # converted (e.g. to float32): its row sums are not the ones read above
+        degrees = None
     grown: list[_Growing] = []
     warm_vector, warm_block, _ = _warm_parts(warm_start)
     root_vector = None
@@ -225,7 +228,8 @@ def build_hierarchy(W, *, min_size: int, max_segments: int, nodes: NodeSolver, s
         nonlocal root_vector, root_block
         node = _Growing(members=members, parent=parent, depth=depth)
         if parent < 0:
-            cut = nodes.root(graph, members, min_size=min_size, seed=seed, start=warm_vector, block=warm_block)
+            cut = nodes.root(graph, members, min_size=min_size, seed=seed, start=warm_vector, block=warm_block,
+                             degrees=degrees if members.size == n else None)
             root_block = cut.ritz
             root_vector = None if cut.split is None else cut.split.vector
         else:
@@ -356,7 +360,7 @@ def cut_affinity(
 
 
 def _cut(W, nodes: NodeSolver, *, threshold, min_size, max_segments, seed, blas_threads, warm_start,
-         stationary) -> CutResult:
+         stationary, degrees=None) -> CutResult:
     n = W.shape[0]
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise ValueError(f"W must be square, got shape {W.shape}")
@@ -366,7 +370,7 @@ def _cut(W, nodes: NodeSolver, *, threshold, min_size, max_segments, seed, blas_
         raise ValueError(f"threshold must be a number or one of {AUTO_RULES}, got {threshold!r}")
     with _blas_limit(blas_threads):
         tree = build_hierarchy(W, min_size=min_size, max_segments=max_segments, nodes=nodes, seed=seed,
-                               warm_start=warm_start)
+                               warm_start=warm_start, degrees=degrees)
     if stationary is not None:
         tree = dataclasses.replace(tree, stationary=stationary)
     cost, tau = resolve_threshold(tree, threshold)
@@ -451,11 +455,14 @@ def cut_transition_matrix(
     nodes = node_solver(method, solver=solver)
     _, _, warm_pi = _warm_parts(warm_start)
     with _blas_limit(blas_threads):
-        W, stationary = affinity_and_stationary(
+        graph = build_graph(
             P, mode=mode, power=_check_int("power", power, 1), stationary=stationary, exponent=exponent,
             method=method if isinstance(method, str) else nodes.name, stationary_start=warm_pi,
         )
+    if warm_start is None and graph.root_hint is not None:
+        # No previous graph: the stationary solve's second left Ritz vector starts the root instead.
+        warm_start = graph.root_hint
     return _cut(
-        W, nodes, threshold=threshold, min_size=min_size, max_segments=max_segments, seed=seed,
-        blas_threads=blas_threads, warm_start=warm_start, stationary=stationary,
+        graph.W, nodes, threshold=threshold, min_size=min_size, max_segments=max_segments, seed=seed,
+        blas_threads=blas_threads, warm_start=warm_start, stationary=graph.pi, degrees=graph.degrees,
     )

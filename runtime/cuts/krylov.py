@@ -40,10 +40,41 @@ def top_eigenvector(A: np.ndarray) -> np.ndarray:
     default ``"evr"`` can return no vector for a one-index subset; then the full ``eigh`` decides.
     """
     m = A.shape[0]
-    _, vec = sla.eigh(A, subset_by_index=[m - 1, m - 1], driver="evx", check_finite=False)
+    vec = np.zeros((m, 0))
+    if A.dtype in (np.float32, np.float64) and m > 1:
+        # LAPACK ?syevx called directly: the same routine and arguments as
+        # sla.eigh(subset_by_index=[m-1, m-1], driver="evx") (bit for bit), without its per-call
+        # checks, which cost a quarter of a small node's solve.
+        syevx, syevx_lwork = sla.get_lapack_funcs(("syevx", "syevx_lwork"), (A,))
+        work, _ = syevx_lwork(m, lower=1)  # the workspace query sla.eigh makes
+        lwork = max(1, int(np.ceil(float(np.real(work)))))
+        _, v, found, _, info = syevx(A, compute_v=1, range="I", il=m, iu=m, lower=1, lwork=lwork)
+        if info == 0 and found == 1:
+            vec = v[:, :1]
+    else:
+        _, vec = sla.eigh(A, subset_by_index=[m - 1, m - 1], driver="evx", check_finite=False)
     if vec.shape[1] == 0:
         vec = sla.eigh(A, check_finite=False)[1][:, -1:]
     return vec[:, 0]
+
+
+def tridiagonal_eigh(alpha: np.ndarray, beta: np.ndarray):
+    """``(theta, S)``: eigenvalues (ascending) and eigenvectors of the symmetric tridiagonal matrix
+    with diagonal ``alpha`` and off-diagonal ``beta``.
+
+    LAPACK ``?stevd`` called directly: the routine and arguments ``sla.eigh_tridiagonal`` picks
+    (bit for bit), without its per-call wrappers, which cost more than the solve on the small
+    tridiagonal matrices of a Lanczos convergence check.
+    """
+    alpha = np.asarray(alpha, dtype=np.float64)
+    beta = np.asarray(beta, dtype=np.float64)
+    if alpha.size == 1:
+        return alpha.copy(), np.ones((1, 1))
+    stevd = sla.get_lapack_funcs("stevd", (alpha, beta))
+    theta, S, info = stevd(alpha, beta, compute_v=1)
+    if info != 0:
+        return sla.eigh_tridiagonal(alpha, beta, check_finite=False)
+    return theta, S
 
 
 def arpack_top(M, v0: np.ndarray, tol: float) -> np.ndarray:
@@ -102,14 +133,16 @@ def orthonormalize(S: np.ndarray, against: list[np.ndarray]) -> np.ndarray:
 
 
 def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps: int, n_ritz: int,
-                    check: int = _d.LANCZOS_CHECK, relative: bool = False):
+                    check: int = _d.LANCZOS_CHECK, relative: bool = False, basis: bool = False):
     """Top eigenpair of the symmetric operator ``op`` on the complement of ``u`` by Lanczos with full
     reorthogonalisation (``op`` maps an (m, k) block to an (m, k) block: ``M``, or a shift-invert
     operator of the sparse solver).
 
     Stops when the Ritz residual ``beta_j |s_j|`` of the top pair is below ``tol`` (times the top
     Ritz value when ``relative``), checked every ``check`` steps. Returns ``(v, ritz, converged)``:
-    the Ritz vector (m,) and the top ``n_ritz`` Ritz vectors (m, k) for the children.
+    the Ritz vector (m,) and the top ``n_ritz`` Ritz vectors (m, k) for the children. With ``basis``,
+    also ``(ritz, images)``: those Ritz vectors and ``op(ritz)`` rebuilt from the three-term relation
+    ``op V = V T + r e_j^T`` (no product; exact up to rounding and the reorthogonalisation terms).
     """
     m = v0.size
     steps = min(max_steps, m - 1)
@@ -124,15 +157,18 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
         w = op(V[j][:, None])[:, 0]
         a = float(V[j] @ w)
         alpha.append(a)
-        basis = V[: j + 1]
+        done = V[: j + 1]
         for _ in range(2):  # full reorthogonalisation, twice (Kahan-Parlett)
-            w -= (basis @ w) @ basis
+            w -= (done @ w) @ done
             w -= u * (u @ w)
         b = float(np.linalg.norm(w))
         scale = max(abs(a), 1e-300) if relative else 1.0  # breakdown is judged against the operator's size
         last = j + 1 == steps or b < 1e-12 * scale
-        if (j + 1) % check == 0 or last:
-            theta, S = sla.eigh_tridiagonal(np.array(alpha), np.array(beta), check_finite=False)
+        # check == 1 (large dense nodes): every step while the tridiagonal solve is cheap against a
+        # product (LANCZOS_CHECK_EVERY_STEP_NODES), then every LANCZOS_CHECK steps
+        every = check if check != 1 or 8 * (j + 1) ** 3 <= m * m else _d.LANCZOS_CHECK
+        if (j + 1) % every == 0 or last:
+            theta, S = tridiagonal_eigh(np.array(alpha), np.array(beta))
             if b * abs(S[-1, -1]) < tol * (abs(theta[-1]) if relative else 1.0) or b < 1e-12 * scale:
                 converged = True
                 break
@@ -140,7 +176,18 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
             break
         beta.append(b)
         V[j + 1] = w / b
-    _, S = sla.eigh_tridiagonal(np.array(alpha), np.array(beta[: len(alpha) - 1]), check_finite=False)
+    a, b_ = np.array(alpha), np.array(beta[: len(alpha) - 1])
+    _, S = tridiagonal_eigh(a, b_)
     k = min(n_ritz, len(alpha))
-    ritz = V[: len(alpha)].T @ S[:, ::-1][:, :k]  # (m, k), descending Ritz values
-    return ritz[:, 0], ritz, converged
+    Sk = S[:, ::-1][:, :k]
+    ritz = V[: len(alpha)].T @ Sk  # (m, k), descending Ritz values
+    if not basis:
+        return ritz[:, 0], ritz, converged
+    j1 = len(alpha)
+    Vb = V[:j1]  # (j, m)
+    images = a[:, None] * Vb  # op(v_i) = beta_{i-1} v_{i-1} + alpha_i v_i + beta_i v_{i+1}
+    if j1 > 1:
+        images[1:] += b_[:, None] * Vb[:-1]
+        images[:-1] += b_[:, None] * Vb[1:]
+    images[-1] += w  # the last step's residual (before normalisation)
+    return ritz[:, 0], ritz, converged, (ritz, images.T @ Sk)

@@ -40,6 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 from walkcut.runtime import defaults as _d
 from walkcut.runtime.cuts import krylov, sparse, spectral
+from walkcut.runtime.cuts.counts import tally
 from walkcut.runtime.cuts.sweep import Bipartition, sweep_ncut_chunked
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class NodeCut:
     split: Bipartition | None
     block: object = None
     ritz: np.ndarray | None = None
+    #: Fast solver, dense nodes: ``M ritz`` (from the Lanczos relation, no product) and ``sqrt(d)``,
+    #: so the larger child's start block needs products with the off-diagonal block only.
+    images: np.ndarray | None = None
+    sqrt_d: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -72,9 +77,10 @@ class NodeSolver(Protocol):
         were found)."""
 
     def root(self, W, members: np.ndarray, *, min_size: int, seed: int, start: np.ndarray | None = None,
-             block: np.ndarray | None = None) -> NodeCut:
+             block: np.ndarray | None = None, degrees: np.ndarray | None = None) -> NodeCut:
         """Cut the root (``members``: the non-isolated nodes of the prepared graph ``W``), optionally
-        from a previous graph's root vector ``start`` and Ritz block ``block``."""
+        from a previous graph's root vector ``start`` and Ritz block ``block``; ``degrees`` are the
+        row sums of the whole ``W`` when the caller has them (a pass over ``W`` saved)."""
 
     def child(self, W, parent: NodeCut, members: np.ndarray, local: np.ndarray, *, min_size: int,
               seed: int) -> NodeCut:
@@ -113,7 +119,7 @@ class ReferenceNodeSolver:
     def prepare(self, W):
         return sp.csr_matrix(W) if sp.issparse(W) else W
 
-    def root(self, W, members, *, min_size, seed, start=None, block=None) -> NodeCut:
+    def root(self, W, members, *, min_size, seed, start=None, block=None, degrees=None) -> NodeCut:
         return self._cut(W, members, min_size=min_size, seed=seed, start=start)
 
     def child(self, W, parent, members, local, *, min_size, seed) -> NodeCut:
@@ -145,8 +151,10 @@ class _Operator:
         self.products += X.shape[1]
         Y = self.s[:, None] * X
         if sp.issparse(self.W):
+            tally("eigen-solves (sparse)", 0, calls=X.shape[1])
             out = self.W @ Y
         else:
+            tally("eigen-solves", X.shape[1] * self.W.nbytes, calls=X.shape[1])
             out = self.W @ Y.astype(self.W.dtype)
         return self.s[:, None] * np.asarray(out, dtype=np.float64)
 
@@ -159,12 +167,47 @@ def sub_block(W, idx: np.ndarray):
         if idx.size <= _d.DENSE_MAX_NODES:
             return sub.toarray().astype(np.float32)
         return sub
-    return W.take(idx, axis=0).take(idx, axis=1)  # two takes: faster than one np.ix_ gather
+    return gather_block(W, idx)[0]
+
+
+def gather_block(W: np.ndarray, idx: np.ndarray, other: np.ndarray | None = None):
+    """``(W[idx][:, idx], its row sums, W[idx][:, other] or None)`` of a dense ``W``, in one pass.
+
+    Row chunks of about ``GATHER_CHUNK_BYTES`` are taken from ``W`` (the only read of ``W``) and
+    split into their columns while they sit in cache, where the row sums (float64) are also taken:
+    the block is written once and not read again.
+    """
+    m, size = idx.size, W.shape[0]
+    block = np.empty((m, m), dtype=W.dtype)
+    off = None if other is None else np.empty((m, other.size), dtype=W.dtype)
+    d = np.empty(m, dtype=np.float64)
+    rows = max(1, _d.GATHER_CHUNK_BYTES // max(1, size * W.itemsize))
+    for r0 in range(0, m, rows):
+        r1 = min(r0 + rows, m)
+        chunk = W.take(idx[r0:r1], axis=0)
+        chunk.take(idx, axis=1, out=block[r0:r1])
+        d[r0:r1] = block[r0:r1].sum(axis=1, dtype=np.float64)
+        if off is not None:
+            chunk.take(other, axis=1, out=off[r0:r1])
+    tally("node gathers", W.itemsize * (m * size + m * m + (0 if other is None else m * other.size)))
+    return block, d, off
+
+
+def _orthonormal_pair(Z: np.ndarray, MZ: np.ndarray):
+    """``(Q, M Q)`` with ``Q = Z C`` orthonormal, from ``Z`` and its image ``M Z`` (no product):
+    ``C`` from the eigen-decomposition of the Gram matrix, dropping directions ``Z`` barely holds."""
+    G = Z.T @ Z
+    lam, U = np.linalg.eigh((G + G.T) * 0.5)
+    keep = lam > 1e-10 * max(float(lam[-1]), 1e-300)
+    C = U[:, keep] / np.sqrt(lam[keep])
+    return Z @ C, MZ @ C
 
 
 def _dense_vector(W, sqrt_d: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Top eigenvector of the small deflated ``M - u u^T``, formed in double precision."""
     s = 1.0 / sqrt_d
+    if not sp.issparse(W):
+        tally("small dense eigh", W.nbytes, calls=1)
     M = (s[:, None] * np.asarray(W.toarray() if sp.issparse(W) else W, dtype=np.float64)) * s[None, :]
     M -= np.outer(u, u)
     return krylov.top_eigenvector(M)
@@ -218,26 +261,64 @@ class FastNodeSolver:
         # (walks from cut_transition_matrix are float32 already; this serves cut_affinity's callers).
         return W if W.dtype == np.float32 else np.asarray(W, dtype=np.float32)
 
-    def root(self, W, members, *, min_size, seed, start=None, block=None) -> NodeCut:
+    def root(self, W, members, *, min_size, seed, start=None, block=None, degrees=None) -> NodeCut:
         dense = not sp.issparse(W)
         # A dense W is used as it is (no copy of the whole matrix); a sparse one becomes a dense
         # float32 block up to DENSE_MAX_NODES, as every other node does.
-        sub = W if dense and members.size == W.shape[0] else sub_block(W, members)
+        d = None
+        if dense and members.size == W.shape[0]:
+            sub = W
+            if degrees is not None and np.shape(degrees) == (members.size,):
+                d = np.asarray(degrees, dtype=np.float64)
+        elif dense:
+            sub, d, _ = gather_block(W, members)
+        else:
+            sub = sub_block(W, members)
         if block is not None and block.shape[0] != members.size:
             block = None
-        return self._cut(sub, min_size=min_size, seed=seed, block=block, start=start, recycle=dense)
+        return self._cut(sub, d=d, min_size=min_size, seed=seed, block=block, start=start, recycle=dense)
 
     def child(self, W, parent, members, local, *, min_size, seed) -> NodeCut:
-        sub = sub_block(parent.block, local)
-        block = None if parent.ritz is None else parent.ritz[local]
-        return self._cut(sub, min_size=min_size, seed=seed, block=block, start=None, recycle=not sp.issparse(W))
+        if sp.issparse(W) or sp.issparse(parent.block):
+            return self._cut(sub_block(parent.block, local), d=None, min_size=min_size, seed=seed, block=None,
+                             start=None, recycle=False)
+        size, m = parent.block.shape[0], local.size
+        # The larger child's start block: its products follow from the parent's (parent.images) and
+        # the off-diagonal block, which is smaller than the child's own block.
+        big = m > _d.DENSE_MAX_NODES  # small children are solved by dense eigh: no start block
+        use_off = big and parent.images is not None and size - m < m
+        other = None
+        if use_off:
+            mask = np.ones(size, dtype=bool)
+            mask[local] = False
+            other = np.flatnonzero(mask)
+        sub, d, off = gather_block(parent.block, local, other)
+        block = images = None
+        if big and parent.ritz is not None and (d > 0).all():
+            # the parent's generalised Ritz vectors y restricted, in the child's symmetric form
+            Y = parent.ritz / parent.sqrt_d[:, None]
+            sqrt_dc = np.sqrt(d)
+            block = Y[local] * sqrt_dc[:, None]
+            if use_off:
+                k = Y.shape[1]
+                tally("eigen-solves", k * off.nbytes, calls=k)
+                WY = parent.images[local] * parent.sqrt_d[local, None] - off @ Y[other].astype(off.dtype)
+                images = WY / sqrt_dc[:, None]
+        return self._cut(sub, d=d, min_size=min_size, seed=seed, block=block, images=images, start=None,
+                         recycle=True)
 
-    def _cut(self, sub, *, min_size, seed, block, start, recycle) -> NodeCut:
-        volume = float(sub.sum(dtype=np.float64))
-        split, ritz = self.bipartition(sub, min_size=min_size, seed=seed, block=block, start=start, recycle=recycle)
+    def _cut(self, sub, *, d, min_size, seed, block, start, recycle, images=None) -> NodeCut:
+        if d is None:
+            d = np.asarray(sub.sum(axis=1, dtype=np.float64)).ravel()
+            if not sp.issparse(sub):
+                tally("degrees", sub.nbytes)
+        volume = float(d.sum())
+        split, ritz, extra = self._bipartition(sub, d, min_size=min_size, seed=seed, block=block, start=start,
+                                               recycle=recycle, images=images)
         if split is None:
             return NodeCut(volume=volume, split=None)
-        return NodeCut(volume=volume, split=split, block=sub, ritz=ritz)
+        return NodeCut(volume=volume, split=split, block=sub, ritz=ritz, images=extra,
+                       sqrt_d=None if extra is None else np.sqrt(d))
 
     def bipartition(self, W, *, min_size: int, seed: int, block: np.ndarray | None = None,
                     start: np.ndarray | None = None, recycle: bool = True):
@@ -259,27 +340,36 @@ class FastNodeSolver:
         (Bipartition or None, Ritz block or None)
             The split (with ``vector`` set) and the Ritz vectors to hand to the children.
         """
+        d = np.asarray(W.sum(axis=1, dtype=np.float64)).ravel()
+        split, ritz, _ = self._bipartition(W, d, min_size=min_size, seed=seed, block=block, start=start,
+                                           recycle=recycle)
+        return split, ritz
+
+    def _bipartition(self, W, d, *, min_size, seed, block=None, start=None, recycle=True, images=None):
+        """:meth:`bipartition` with the degrees ``d`` known; also returns ``M ritz`` (or ``None``)
+        and takes ``images``, ``M block`` when the caller has it."""
         m = W.shape[0]
         if m < max(2, 2 * min_size):
-            return None, None
-        d = np.asarray(W.sum(axis=1, dtype=np.float64)).ravel()
+            return None, None, None
         if not (d > 0).all():  # rare: nodes with no edges inside this block; the reference solver handles them
-            return spectral.bipartition(W, min_size=min_size, seed=seed, start=start, tol=self.reference_tol), None
+            split = spectral.bipartition(W, min_size=min_size, seed=seed, start=start, tol=self.reference_tol)
+            return split, None, None
         if sp.issparse(W) and m > _d.DENSE_MAX_NODES:
             y = self._shift_invert_vector(W, d, seed=seed, start=start)
-            return _with_sweep(W, d, y, min_size), None
+            return _with_sweep(W, d, y, min_size), None, None
         if not recycle:
             y = spectral.fiedler_vector(W, d, seed=seed, start=start, tol=self.reference_tol)
-            return _with_sweep(W, d, y, min_size), None
+            return _with_sweep(W, d, y, min_size), None, None
         sqrt_d = np.sqrt(d)
         u = sqrt_d / np.linalg.norm(sqrt_d)
         if m <= _d.DENSE_MAX_NODES:
-            v, ritz = _dense_vector(W, sqrt_d, u), None
+            v, ritz, extra = _dense_vector(W, sqrt_d, u), None, None
         else:
-            v, ritz = self._recycled_lanczos(W, d, sqrt_d, u, seed=seed, block=block, start=start)
+            v, ritz, extra = self._recycled_lanczos(W, d, sqrt_d, u, seed=seed, block=block, start=start,
+                                                    images=images)
         y = krylov.fix_sign(v / sqrt_d)
         split = _with_sweep(W, d, y, min_size)
-        return (None, None) if split is None else (split, ritz)
+        return (None, None, None) if split is None else (split, ritz, extra)
 
     def _shift_invert_vector(self, W, d, *, seed, start) -> np.ndarray:
         m = W.shape[0]
@@ -289,31 +379,56 @@ class FastNodeSolver:
             y = spectral.fiedler_vector(W, d, seed=seed, start=y, tol=self.reference_tol)
         return krylov.fix_sign(y)
 
-    def _recycled_lanczos(self, W, d, sqrt_d, u, *, seed, block, start):
-        """``(v, ritz)``: the top eigenvector of ``M - u u^T`` (symmetric form) and the top Ritz
-        vectors, by Lanczos from the best vector of the recycled start block."""
+    def _recycled_lanczos(self, W, d, sqrt_d, u, *, seed, block, start, images=None):
+        """``(v, ritz, M ritz)``: the top eigenvector of ``M - u u^T`` (symmetric form), the top
+        Ritz vectors for the children and their images under ``M``.
+
+        Lanczos runs from the best vector of one Rayleigh-Ritz step on the start block (``images``,
+        ``M block``, saves its products when the caller has it). The Ritz vectors handed on come from
+        the start block and the Lanczos Ritz vectors together, whose images are known without a product
+        (the Lanczos relation), so a node that converged in a few steps still hands its children a
+        full block."""
         m = W.shape[0]
         rng = np.random.default_rng(seed)
         op = _Operator(W, 1.0 / sqrt_d)
         tol = self.tol if sp.issparse(W) or W.dtype == np.float64 else self.tol_f32
-        cols = []
-        if start is not None and np.shape(start) == (m,) and np.isfinite(start).all():
-            cols.append((np.asarray(start, dtype=np.float64) * sqrt_d)[:, None])
         k = min(self.block_size, max(2, (m - 1) // 4))
+        cols, imgs = [], []
+        if start is not None and np.shape(start) == (m,) and np.isfinite(start).all():
+            c = (np.asarray(start, dtype=np.float64) * sqrt_d)[:, None]
+            cols.append(c)
+            imgs.append(op(c))
         if block is not None and block.shape[0] == m and np.isfinite(block).all():
-            cols.append(np.asarray(block[:, : max(0, k - self.random_columns)], dtype=np.float64))
+            take = max(0, k - self.random_columns)
+            B = np.asarray(block[:, :take], dtype=np.float64)
+            if B.shape[1]:
+                cols.append(B)
+                ok_images = images is not None and images.shape == block.shape and np.isfinite(images).all()
+                imgs.append(np.asarray(images[:, :take], dtype=np.float64) if ok_images else op(B))
         v0 = rng.uniform(-1.0, 1.0, m)
+        Q = MQ = None
         if cols:  # one Rayleigh-Ritz step on the recycled vectors: the best start they hold
-            X = krylov.orthonormalize(np.hstack(cols), [u[:, None]])
-            if X.shape[1]:
-                G = X.T @ op(X)
-                best = X @ np.linalg.eigh((G + G.T) * 0.5)[1][:, -1]
+            X = np.hstack(cols)
+            ux = u @ X
+            Q, MQ = _orthonormal_pair(X - np.outer(u, ux), np.hstack(imgs) - np.outer(u, ux))  # M u = u
+            if Q.shape[1]:
+                G = Q.T @ MQ
+                best = Q @ np.linalg.eigh((G + G.T) * 0.5)[1][:, -1]
                 v0 = best + 1e-3 / np.sqrt(m) * v0  # keep every direction present
-        v, ritz, ok = krylov.lanczos_fiedler(op, u, v0, tol=tol, max_steps=self.max_steps, n_ritz=k)
+        # On a large node a product costs far more than the tridiagonal solve of a convergence check.
+        check = 1 if m >= _d.LANCZOS_CHECK_EVERY_STEP_NODES else _d.LANCZOS_CHECK
+        v, ritz, ok, (V, MV) = krylov.lanczos_fiedler(op, u, v0, tol=tol, max_steps=self.max_steps, n_ritz=k,
+                                                      check=check, basis=True)
+        if Q is not None and Q.shape[1]:
+            V, MV = np.hstack([Q, V]), np.hstack([MQ, MV])
+        Z, MZ = _orthonormal_pair(V, MV)
+        G = Z.T @ MZ
+        S = np.linalg.eigh((G + G.T) * 0.5)[1][:, ::-1][:, :k]  # descending Ritz values
+        ritz, ritz_images = Z @ S, MZ @ S
         if not ok:
             logger.info("Lanczos did not converge on %d nodes; using the reference solver", m)
             v = spectral.fiedler_vector(W, d, seed=seed, start=v / sqrt_d, tol=self.reference_tol) * sqrt_d
-        return v, ritz
+        return v, ritz, ritz_images
 
 
 def node_solver(method="fast", *, solver: str = "auto") -> NodeSolver:

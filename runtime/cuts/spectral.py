@@ -66,6 +66,19 @@ def _solve_dense(M, v0: np.ndarray, tol: float) -> np.ndarray:
 _SOLVER_FUNCS = {"arpack": krylov.arpack_top, "lobpcg": krylov.lobpcg_top, "dense": _solve_dense}
 
 
+def _start_vector(m: int, seed: int, start, sqrt_d: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The iterative solvers' start: seeded random, or the guess ``start`` (a ``y``) with a little
+    noise, orthogonal to the known top eigenvector ``u``."""
+    v0 = np.random.default_rng(seed).uniform(-1.0, 1.0, m)
+    if start is not None and start.shape == (m,) and np.all(np.isfinite(start)):
+        guess = np.asarray(start, dtype=np.float64) * sqrt_d  # y -> v of the symmetric problem
+        guess -= u * (u @ guess)
+        if np.linalg.norm(guess) > 1e-8 * np.linalg.norm(sqrt_d):
+            v0 = guess + 1e-3 * np.linalg.norm(guess) / np.sqrt(m) * v0  # keep every direction present
+    v0 -= u * (u @ v0)  # start orthogonal to the known top eigenvector
+    return v0
+
+
 def fiedler_vector(
     W, d: np.ndarray, *, solver: str = "auto", seed: int = 0, tol: float = _d.EIGEN_TOL, start: np.ndarray | None = None
 ) -> np.ndarray:
@@ -102,15 +115,12 @@ def fiedler_vector(
     else:
         first = "arpack" if solver == "auto" else solver
         chain = [first] + [s for s in ("arpack", "lobpcg") if s != first] + ["dense"]
-    v0 = np.random.default_rng(seed).uniform(-1.0, 1.0, m)
-    if start is not None and start.shape == (m,) and np.all(np.isfinite(start)):
-        guess = np.asarray(start, dtype=np.float64) * sqrt_d  # y -> v of the symmetric problem
-        guess -= u * (u @ guess)
-        if np.linalg.norm(guess) > 1e-8 * np.linalg.norm(sqrt_d):
-            v0 = guess + 1e-3 * np.linalg.norm(guess) / np.sqrt(m) * v0  # keep every direction present
-    v0 -= u * (u @ v0)  # start orthogonal to the known top eigenvector
-    if isinstance(M, np.ndarray):
-        v0 = v0.astype(M.dtype)
+    if chain == ["dense"]:  # the dense solve needs no start vector (small nodes: skip making one)
+        v0 = None
+    else:
+        v0 = _start_vector(m, seed, start, sqrt_d, u)
+        if isinstance(M, np.ndarray):
+            v0 = v0.astype(M.dtype)
     errors = []
     for name in chain:
         try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from walkcut.runtime import defaults as _d
+from walkcut.runtime.cuts.counts import tally
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,11 @@ def best_prefix_split(order: np.ndarray, lower: np.ndarray, diag: np.ndarray, d:
     total = vol[-1]
     cut = np.maximum(vol - assoc, 0.0)
     k = np.arange(min_size - 1, m - min_size)  # prefix sizes min_size .. m - min_size (0-based end)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ncut = cut[k] / vol[k] + cut[k] / (total - vol[k])
+    # Divisions only where the volume is positive (inf elsewhere): the same numbers as dividing under
+    # np.errstate and mapping non-finite results to inf, without the context manager's per-call cost.
+    ck, va, vb = cut[k], vol[k], total - vol[k]
+    ncut = np.divide(ck, va, out=np.full(k.size, np.inf), where=va > 0)
+    ncut += np.divide(ck, vb, out=np.full(k.size, np.inf), where=vb > 0)
     ncut = np.where(np.isfinite(ncut), ncut, np.inf)
     best = int(np.argmin(ncut))
     kb = int(k[best])
@@ -90,8 +94,12 @@ def sweep_ncut_chunked(W, d: np.ndarray, y: np.ndarray, *, min_size: int = 1,
         lower = np.bincount(row_rank[lower_mask], weights=W.data[lower_mask], minlength=m)
         diag = W.diagonal().astype(np.float64)[order]
     else:
-        lower_orig = np.empty(m, dtype=np.float64)
+        # the block, read once; each chunk's rank mask and its float copy stay in cache
+        # (SWEEP_CHUNK_ELEMENTS), except where a chunk is larger than that (one row of a huge node)
         rows = max(1, chunk_elements // m)
+        spill = rows * m > _d.SWEEP_CHUNK_ELEMENTS
+        tally("sweeps", m * m * (W.itemsize + (2 + 2 * W.itemsize if spill else 0)), calls=1)
+        lower_orig = np.empty(m, dtype=np.float64)
         for r0 in range(0, m, rows):
             r1 = min(r0 + rows, m)
             block = W[r0:r1]  # contiguous rows, no gather
