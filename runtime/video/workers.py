@@ -148,7 +148,8 @@ class SegmenterSpec:
         """Whether the workers warm-start each frame's cut (``warm_start``, or its automatic choice)."""
         if self.warm_start is not None:
             return self.warm_start
-        return not isinstance(self.source, PixelSource)
+        # Handed transitions come from a model stage: a model source, whatever ``source`` says.
+        return self.handed or not isinstance(self.source, PixelSource)
 
     def open_source(self):
         """The source of one worker (a model is loaded here: once per process)."""
