@@ -19,27 +19,17 @@ import re
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from walkcut.runtime import cut_transition_matrix
 from walkcut.runtime.imageio import read_image
 from walkcut.runtime.sources.pixels import PixelSource
 
 from walkcut.eval.datasets import default_data_root
 from walkcut.eval.metrics import adjusted_rand_index, contingency_table
 
-
-def python_ms(P, pi, repeat: int):
-    cut_transition_matrix(P, stationary=pi)  # warm-up
-    times, labels = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        labels = cut_transition_matrix(P, stationary=pi).labels
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times), labels
+from bench_cpp import python_cuts  # the same timed Python cut as bench_cpp.py (this folder)
 
 
 def cpp_ms(demo: Path, work: Path, P, pi, repeat: int):
@@ -71,7 +61,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for f in files:
             tr = PixelSource().transition(read_image(f))
-            py, lp = python_ms(tr.P, tr.stationary, args.repeat)
+            py, lp = python_cuts(tr.P, tr.stationary, args.repeat)
             cc, lc = cpp_ms(args.demo, Path(tmp), tr.P, tr.stationary, args.repeat)
             total_py += py
             total_cc += cc
