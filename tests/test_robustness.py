@@ -168,7 +168,9 @@ def test_12000_square_image_keeps_memory_bounded(tmp_path):
     path.write_bytes(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 70])[1].tobytes())
     del img
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", BIG, "segment", str(path), "--out", str(out)],
+    # 144 Mpx is above the default pixel limit (89.5 Mpx): raised, as a user with such photos would.
+    proc = subprocess.run([sys.executable, "-c", BIG, "segment", str(path), "--out", str(out),
+                           "--max-pixels", str(side * side)],
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     peak_mb = int(proc.stdout.split("PEAK_MB")[1])
