@@ -359,25 +359,24 @@ def _task_rows(jobs: deque, cfg: BatchConfig, *, resources: dict, fault: str | N
     task = ray.remote(segment_block).options(num_cpus=cfg.cpus_per_task, max_retries=cfg.max_retries)
     source_ref = ray.put(source)  # pickled once, not once per block
     in_flight = 2 * cpus + 2  # enough queued blocks that no core waits for the driver
+    # No ray.cancel of the blocks in flight on an interrupt: a cancelled task whose reply is already on
+    # its way aborts the driver inside Ray 2.x's task manager ("Tried to complete task that was not
+    # pending"), 1 run in 2 here. Ray ends a driver's tasks when the driver disconnects (ray.shutdown).
     pending: list = []
-    try:
-        while True:
-            while len(pending) < in_flight:
-                block = _take(jobs, per_block)
-                if not block:
-                    break
-                pending.append(task.remote(block, source=source_ref, options=cfg.options, fault=fault))
-            if not pending:
-                return
-            done, pending = ray.wait(pending, num_returns=1)
-            if on_running is not None:
-                on_running()
-                on_running = None
-            for ref in done:
-                yield from ray.get(ref)
-    finally:
-        for ref in pending:  # interrupted: a joined cluster would otherwise finish the queued blocks
-            ray.cancel(ref)
+    while True:
+        while len(pending) < in_flight:
+            block = _take(jobs, per_block)
+            if not block:
+                break
+            pending.append(task.remote(block, source=source_ref, options=cfg.options, fault=fault))
+        if not pending:
+            return
+        done, pending = ray.wait(pending, num_returns=1)
+        if on_running is not None:
+            on_running()
+            on_running = None
+        for ref in done:
+            yield from ray.get(ref)
 
 
 class DriverHead(threading.Thread):
