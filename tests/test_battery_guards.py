@@ -12,7 +12,6 @@ the label outputs (--no-overlay, --labels-format index8, --color-labels).
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import signal
 import struct
@@ -28,6 +27,8 @@ import cv2
 import numpy as np
 import pytest
 
+from file_snapshot import assert_unchanged, snapshot
+from test_cli import two_regions
 from walkcut.cli import main
 from walkcut.runtime import defaults
 
@@ -35,27 +36,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals, 
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-def snapshot(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``root`` (links recorded as their target, never followed)."""
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = Path(folder) / name
-            rel = p.relative_to(root).as_posix()
-            if p.is_symlink():
-                out[rel] = "link:" + os.readlink(p)
-            elif p.is_file():
-                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-def assert_untouched(before: dict[str, str], root: Path) -> None:
-    """Every file of ``before`` is still there with the same bytes."""
-    after = snapshot(root)
-    changed = [k for k, v in before.items() if after.get(k) != v]
-    assert not changed, f"changed or removed: {changed}"
-
 
 def error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.strip()]
@@ -73,11 +53,7 @@ def one_line(err: str, *needles: str) -> str:
 
 def picture(h=48, w=64, seed=0) -> np.ndarray:
     """BGR: two colour regions, lightly noisy (two clear segments)."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w, 3), np.float64)
-    img[:, : w // 2] = (30, 30, 200)
-    img[:, w // 2:] = (200, 60, 30)
-    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    return two_regions(h, w, seed)
 
 
 def write_image(path: Path, img: np.ndarray | None = None, **kw) -> Path:
@@ -174,7 +150,7 @@ def test_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path, capsys
     assert rc == 1
     one_line(capsys.readouterr().err, "big.png", "10000 x 10000", "100.0 Mpx", "89.5 Mpx", "--max-pixels")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tif", ".webp", ".ppm"])
@@ -198,7 +174,7 @@ def test_pixel_limit_is_raised_by_flag_or_environment(tmp_path, capsys, monkeypa
     monkeypatch.setenv("WALKCUT_MAX_PIXELS", "lots")
     assert main(["segment", str(img), "--out", str(tmp_path / "d"), "--grid", "8"]) == 2
     one_line(capsys.readouterr().err, "WALKCUT_MAX_PIXELS", "--max-pixels")
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 # --- 2. walks that cannot loop ---------------------------------------------------------------------------
@@ -226,7 +202,7 @@ def test_symlink_loops_end_fast_and_each_file_once(arg, tmp_path):
     n, names, seconds = done.stdout.rsplit(" ", 1)[0].split(" ", 1)[0], done.stdout, float(done.stdout.split()[-1])
     assert int(n) == 2 and "'x.png'" in names and "'y.png'" in names
     assert seconds < 2.0
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_segment_through_symlink_loops_writes_each_image_once(tmp_path, capsys):
@@ -237,7 +213,7 @@ def test_segment_through_symlink_loops_writes_each_image_once(tmp_path, capsys):
     assert "segmented 2 of 2 images" in out.out and not out.err
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
     assert written == ["a/sub/x_labels.png", "a/sub/x_overlay.png", "b/y_labels.png", "b/y_overlay.png"]
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 # --- 3. grid range, memory estimate, workers -------------------------------------------------------
@@ -248,7 +224,7 @@ def test_grid_above_the_range_is_a_usage_error(tmp_path, capsys):
     assert main(["segment", str(img), "--out", str(tmp_path / "out"), "--grid", str(defaults.MAX_GRID + 1)]) == 2
     one_line(capsys.readouterr().err, f"from {defaults.MIN_GRID} to {defaults.MAX_GRID}", "walkcut segment --help")
     assert not (tmp_path / "out").exists()
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_grid_that_does_not_fit_memory_is_refused_with_the_estimate(tmp_path, capsys, monkeypatch):
@@ -265,7 +241,7 @@ def test_grid_that_does_not_fit_memory_is_refused_with_the_estimate(tmp_path, ca
     one_line(capsys.readouterr().err, "--grid 96 needs about", "GiB", "0.2 GiB available", "smaller --grid")
     assert not (tmp_path / "out").exists()
     assert main(["segment", str(img), "--out", str(tmp_path / "out"), "--grid", "16"]) == 0
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_workers_above_the_cores_are_capped_with_a_note(tmp_path, capsys):
@@ -285,7 +261,7 @@ def test_workers_above_the_cores_are_capped_with_a_note(tmp_path, capsys):
     assert notes == [f"walkcut: --workers {many} is more than the {available_cores()} "
                      f"core{'s' if available_cores() > 1 else ''} here: using {available_cores()}"]
     assert len(list((tmp_path / "labels").glob("*.png"))) == 3
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 # --- 4. a full disk stops the run --------------------------------------------------------------------------
@@ -312,7 +288,7 @@ def test_disk_full_stops_segment_at_once_with_the_count(tmp_path, capsys, monkey
     assert ".part" not in line and "Errno" not in line
     assert len(calls) == 2  # stopped at the first ENOSPC, not tried on every later image
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x0_labels.png", "x0_overlay.png"]
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def _tmpfs(path: Path, size: str = "64k") -> Path:
@@ -340,7 +316,7 @@ def test_disk_full_on_a_real_tiny_tmpfs_stops_segment(tmp_path, capsys):
         assert len(left) % 2 == 0 and len(left) < 12
     finally:
         subprocess.run(["umount", str(disk)], check=False)
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_disk_full_stops_video_with_the_count(tmp_path, capsys, monkeypatch):
@@ -365,7 +341,7 @@ def test_disk_full_stops_video_with_the_count(tmp_path, capsys, monkeypatch):
     assert errors == ["walkcut: error: disk full: stopped after 3 frames (those are complete); free space and run again"]
     assert "Errno" not in "\n".join(lines)
     assert len(list((tmp_path / "labels").glob("*.png"))) == 3
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 @pytest.mark.slow  # starts a local Ray
@@ -384,7 +360,7 @@ def test_disk_full_on_a_real_tiny_tmpfs_stops_batch(tmp_path):
         assert len(errors) == 1 and "disk full" in errors[0] and "stopped after" in errors[0], done.stderr
     finally:
         subprocess.run(["umount", str(disk)], check=False)
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 # --- 5. signals and exits ----------------------------------------------------------------------------------
@@ -406,7 +382,7 @@ def test_segment_stops_with_130_and_its_summary(sig, tmp_path):
     line = one_line(err, "segmented", f"of {len(images)} images", "interrupted")
     assert ("SIGTERM" in line) == (sig == signal.SIGTERM)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 @pytest.mark.slow
@@ -420,7 +396,7 @@ def test_video_stops_with_130_and_its_summary_on_sigint(tmp_path):
     rc, _, err = finish(proc)
     assert rc == 130, err
     assert "frames written of" in err and "(interrupted)" in err
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def _fake_bsds(root: Path, n: int) -> Path:
@@ -456,7 +432,7 @@ def test_eval_stops_with_130(sig, tmp_path):
     assert lines[0].startswith(head) and lines[0].endswith(
         " of 60 images: no scores and nothing was written (--json and --gallery are written at the end)"), lines
     assert not (tmp_path / "r.json").exists()
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 @pytest.mark.slow
@@ -471,7 +447,7 @@ def test_bench_stops_with_130(sig, tmp_path):
     assert rc == 130, err
     assert "walkcut: bench interrupted" in err
     assert not (tmp_path / "b.json").exists()
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 @pytest.mark.slow
@@ -487,7 +463,7 @@ def test_export_stops_with_130(tmp_path):
     assert rc == 130, err
     assert "walkcut: export interrupted by SIGTERM" in err
     assert not out.exists()
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 @pytest.mark.slow  # starts a local Ray in the child
@@ -506,7 +482,7 @@ def test_batch_stops_with_130_and_its_summary_on_sigint(tmp_path):
     assert [line for line in err.splitlines() if "interrupted after" in line], err
     # Ray's own lines stay off the terminal without -v
     assert not [line for line in err.splitlines() if "INFO" in line or "Started a local Ray" in line], err
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_video_that_writes_nothing_fails(tmp_path, capsys):
@@ -523,7 +499,7 @@ def test_video_that_writes_nothing_fails(tmp_path, capsys):
     assert len(errors) == 1 and "none written" in errors[0] and "--max-latency" in errors[0], err
     assert not [line for line in err.splitlines() if "WARNING" in line or "ERROR" in line], err
     assert not (tmp_path / "o.avi").exists()
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_truncated_video_says_so(tmp_path, capsys):
@@ -541,7 +517,7 @@ def test_truncated_video_says_so(tmp_path, capsys):
     assert "truncated" in errors[0]
     # FFmpeg's own lines ("[mjpeg @ 0x...] ...") stay off the terminal
     assert not [line for line in proc.stderr.splitlines() if line.startswith("[")], proc.stderr
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_truncated_image_is_one_line_without_codec_noise(tmp_path):
@@ -555,7 +531,7 @@ def test_truncated_image_is_one_line_without_codec_noise(tmp_path):
                                str(tmp_path / "out"), "--grid", "8"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 1
         one_line(proc.stderr, name, "not a readable image")
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_native_error_texts_become_one_readable_line():
@@ -593,7 +569,7 @@ def test_subcommand_errors_point_at_that_subcommands_help(argv, command, tmp_pat
     before = snapshot(tmp_path)
     assert main(argv) == 2
     one_line(capsys.readouterr().err, "--no-such-flag", f"`walkcut {command} --help`")
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_eval_without_data_says_where_to_get_it(tmp_path, capsys, monkeypatch):
@@ -604,7 +580,7 @@ def test_eval_without_data_says_where_to_get_it(tmp_path, capsys, monkeypatch):
     assert str(tmp_path / "nothing" / "bsds500") in line
     assert main(["eval", "camvid", "--root", str(tmp_path / "none")]) == 2
     one_line(capsys.readouterr().err, "camvid", "--root", "WALKCUT_DATA", "get it from")
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 # --- 6. a flat image is one segment ---------------------------------------------------------------------
@@ -620,7 +596,7 @@ def test_flat_image_is_one_segment(kind, tmp_path, capsys):
     assert "flat.png: 1 segment ->" in capsys.readouterr().out
     labels = cv2.imread(str(tmp_path / "out" / "flat_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (120, 160) and not labels.any()
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_contrast_test_leaves_natural_images_unchanged(monkeypatch):
@@ -665,7 +641,7 @@ def test_no_overlay_index8_and_color_labels(tmp_path, capsys):
     assert main(["segment", str(img), "--out", str(tmp_path / "c"), "--labels-format", "index8",
                  "--max-segments", "300"]) == 2
     one_line(capsys.readouterr().err, "index8", "256")
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_video_progress_only_on_a_terminal(tmp_path, capsys, monkeypatch):
@@ -677,7 +653,7 @@ def test_video_progress_only_on_a_terminal(tmp_path, capsys, monkeypatch):
     assert main(["video", str(clip), "--labels-dir", str(tmp_path / "l2"), "--grid", "8", "--threads"]) == 0
     err = capsys.readouterr().err
     assert "video: 0/4 frames" in err and "/4 frames, " in err and "frame/s" in err  # frames, rate, elapsed
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_numeric_extremes_are_usage_errors_and_warnings_one_line(tmp_path, capsys, caplog):
@@ -700,7 +676,7 @@ def test_numeric_extremes_are_usage_errors_and_warnings_one_line(tmp_path, capsy
     with caplog.at_level("WARNING"):
         assert run_command(warns, argparse.Namespace(command="segment")) == 0
     assert [r.getMessage() for r in caplog.records] == ["RuntimeWarning: overflow encountered in divide"]
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_disk_full_under_the_video_writer_is_reported_on_a_real_tiny_tmpfs(tmp_path, capsys):
@@ -720,7 +696,7 @@ def test_disk_full_under_the_video_writer_is_reported_on_a_real_tiny_tmpfs(tmp_p
         assert not list(disk.iterdir())  # no broken video, no temporary file
     finally:
         subprocess.run(["umount", str(disk)], check=False)
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_eval_honours_the_pixel_limit(tmp_path, capsys):
@@ -730,7 +706,7 @@ def test_eval_honours_the_pixel_limit(tmp_path, capsys):
                "--thresholds", "none"])
     assert rc == 1
     one_line(capsys.readouterr().err, "0.jpg", "240 x 160", "--max-pixels 38400")
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)
 
 
 def test_batch_num_cpus_above_the_cores_is_capped_with_a_note(tmp_path, capsys, monkeypatch):
@@ -753,4 +729,4 @@ def test_batch_num_cpus_above_the_cores_is_capped_with_a_note(tmp_path, capsys, 
     assert notes == [f"walkcut: --num-cpus {cores + 5} is more than the {cores} core{'s' if cores > 1 else ''} "
                      f"here: using {cores}"]
     assert seen["num_cpus"] == cores
-    assert_untouched(before, tmp_path)
+    assert_unchanged(before, tmp_path)

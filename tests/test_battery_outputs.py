@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from file_snapshot import assert_unchanged, snapshot
 from walkcut.cli import main
 from walkcut.outputs import FRAMES_MARKER, png_with_record, read_record
 
@@ -22,25 +23,6 @@ GRID = ["--grid", "16"]  # 256-node graphs: each image cuts in a fraction of a s
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (links followed as files), by relative path, with its bytes."""
-    files = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            p = Path(folder, name)
-            if p.is_file():
-                files[os.fsdecode(p.relative_to(root))] = p.read_bytes()
-    return files
-
-
-def assert_unchanged(before: dict[str, bytes], root: Path) -> None:
-    """Every file of ``before`` is still there with the same bytes (new files are allowed)."""
-    after = snapshot(root)
-    lost = [k for k in before if k not in after]
-    changed = [k for k in before if k in after and after[k] != before[k]]
-    assert not lost and not changed, f"lost {lost}, changed {changed}"
-
 
 def one_error(err: str) -> str:
     """The single ``walkcut: error:`` line of ``err`` (and there is exactly one)."""
