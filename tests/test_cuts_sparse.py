@@ -41,6 +41,36 @@ def test_csr_sub_block_equals_scipy_indexing():
         assert got.shape == ref.shape
         np.testing.assert_array_equal(got.toarray(), ref.toarray())
         assert got.has_sorted_indices or got.nnz == 0
+        # the small nodes' dense float32 block: the same numbers without the sparse matrix between
+        dense = sparse.dense_sub_block(W, idx)
+        assert dense.dtype == np.float32
+        np.testing.assert_array_equal(dense, ref.toarray().astype(np.float32))
+
+
+def test_row_sums_are_scipys_bit_for_bit():
+    W = random_symmetric(200, 0.05, seed=2).tolil()
+    W[7, :] = 0  # an empty row
+    W[:, 7] = 0
+    W = sp.csr_matrix(W)
+    got = sparse.row_sums(W)
+    ref = np.asarray(W.sum(axis=1, dtype=np.float64)).ravel()
+    assert got.dtype == np.float64 and got[7] == 0.0
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_sparse_sweep_reads_the_diagonal_where_it_is_stored():
+    # some self-weights present, some absent: the sweep of the sparse matrix equals the dense one
+    W = random_symmetric(120, 0.08, seed=3).tolil()
+    for i in range(0, 120, 3):
+        W[i, i] = 0.5 + i / 240
+    W = sp.csr_matrix(W)
+    W.eliminate_zeros()
+    d = np.asarray(W.sum(axis=1)).ravel()
+    y = np.random.default_rng(4).standard_normal(120)
+    a = sweep_ncut_chunked(W, d, y, min_size=3)
+    b = sweep_ncut_chunked(W.toarray(), d, y, min_size=3)
+    np.testing.assert_array_equal(a.side, b.side)
+    assert a.ncut == pytest.approx(b.ncut, rel=1e-12) and a.cut == pytest.approx(b.cut, rel=1e-12)
 
 
 def weakly_joined_chains(seed: int = 0) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -163,10 +163,10 @@ def sub_block(W, idx: np.ndarray):
     """``W[idx][:, idx]`` as a contiguous block; sparse blocks small enough for dense ``eigh``
     (``DENSE_MAX_NODES``) become dense float32, larger ones stay sparse for shift-invert."""
     if sp.issparse(W):
-        sub = sparse.csr_sub_block(sp.csr_matrix(W), idx)
+        W = W if sp.isspmatrix_csr(W) else sp.csr_matrix(W)
         if idx.size <= _d.DENSE_MAX_NODES:
-            return sub.toarray().astype(np.float32)
-        return sub
+            return sparse.dense_sub_block(W, idx)
+        return sparse.csr_sub_block(W, idx)
     return gather_block(W, idx)[0]
 
 
@@ -308,7 +308,9 @@ class FastNodeSolver:
                          recycle=True)
 
     def _cut(self, sub, *, d, min_size, seed, block, start, recycle, images=None) -> NodeCut:
-        if d is None:
+        if d is None and sp.isspmatrix_csr(sub):
+            d = sparse.row_sums(sub)
+        elif d is None:
             d = np.asarray(sub.sum(axis=1, dtype=np.float64)).ravel()
             if not sp.issparse(sub):
                 tally("degrees", sub.nbytes)

@@ -38,6 +38,46 @@ from walkcut.runtime.cuts.krylov import lanczos_fiedler
 
 logger = logging.getLogger(__name__)
 
+# LAPACK's banded Cholesky factor and solve, looked up once: the routines scipy's
+# ``cholesky_banded`` / ``cho_solve_banded`` call (bit for bit), without their per-call wrappers
+# (batch dispatch, shape checks), which cost as much as the solve itself on these small nodes.
+_PBTRF, _PBTRS = sla.get_lapack_funcs(("pbtrf", "pbtrs"), (np.zeros((1, 1)),))
+
+
+def row_sums(W: sp.csr_matrix) -> np.ndarray:
+    """Row sums of a CSR matrix in float64: the reduction ``W.sum(axis=1)`` makes (bit for bit)
+    without its wrappers, a tenth of its cost on a node's block."""
+    d = np.zeros(W.shape[0])
+    nonempty = np.flatnonzero(np.diff(W.indptr))
+    if nonempty.size:
+        d[nonempty] = np.add.reduceat(W.data, W.indptr[nonempty])
+    return d
+
+
+def _gather(W: sp.csr_matrix, idx: np.ndarray):
+    """``(rows, cols, values)`` of ``W[idx][:, idx]`` for sorted ``idx``: the entries in row order,
+    row and column numbers among ``idx``.
+
+    A child holding a large share of its parent's rows is cut out by one mask over all entries;
+    a small one reads only its own rows.
+    """
+    n, m = W.shape[0], idx.size
+    indptr, indices = W.indptr, W.indices
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[idx] = np.arange(m)
+    if 4 * m >= n:
+        rows = np.repeat(pos, np.diff(indptr))
+        cols = pos[indices]
+        keep = (cols >= 0) & (rows >= 0)
+        return rows[keep], cols[keep], W.data[keep]
+    starts = indptr[idx].astype(np.int64)
+    counts = indptr[idx + 1] - starts
+    ends = np.cumsum(counts)
+    take = np.repeat(starts - (ends - counts), counts) + np.arange(int(ends[-1]) if m else 0)
+    cols = pos[indices[take]]
+    keep = cols >= 0
+    return np.repeat(np.arange(m), counts)[keep], cols[keep], W.data[take[keep]]
+
 
 def csr_sub_block(W: sp.csr_matrix, idx: np.ndarray) -> sp.csr_matrix:
     """``W[idx][:, idx]`` for a CSR matrix and sorted indices, gathered with a handful of numpy calls.
@@ -45,20 +85,23 @@ def csr_sub_block(W: sp.csr_matrix, idx: np.ndarray) -> sp.csr_matrix:
     scipy's two-step fancy indexing costs ~1 ms per call in index checks and format conversions on
     these small graphs, which is a third of a node's solve; this reads each selected row once.
     """
-    indptr, indices = W.indptr, W.indices
     idx = np.asarray(idx, dtype=np.int64)
-    pos = np.full(W.shape[0], -1, dtype=np.int64)
-    pos[idx] = np.arange(idx.size)
-    starts = indptr[idx].astype(np.int64)
-    counts = indptr[idx + 1].astype(np.int64) - starts
-    ends = np.cumsum(counts)
-    take = np.repeat(starts - (ends - counts), counts) + np.arange(int(ends[-1]) if idx.size else 0)
-    cols = pos[indices[take]]
-    keep = cols >= 0
-    row_of = np.repeat(np.arange(idx.size), counts)[keep]
+    rows, cols, values = _gather(W, idx)
     new_ptr = np.zeros(idx.size + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row_of, minlength=idx.size), out=new_ptr[1:])
-    return sp.csr_matrix((W.data[take[keep]], cols[keep], new_ptr), shape=(idx.size, idx.size))
+    np.cumsum(np.bincount(rows, minlength=idx.size), out=new_ptr[1:])
+    return sp.csr_matrix((values, cols, new_ptr), shape=(idx.size, idx.size))
+
+
+def dense_sub_block(W: sp.csr_matrix, idx: np.ndarray) -> np.ndarray:
+    """``W[idx][:, idx]`` as a dense float32 array (the small nodes' dense ``eigh``): the entries
+    scattered straight into it, the numbers ``csr_sub_block(W, idx).toarray().astype(np.float32)``
+    gives without the sparse matrix in between."""
+    idx = np.asarray(idx, dtype=np.int64)
+    m = idx.size
+    rows, cols, values = _gather(W, idx)
+    block = np.zeros((m, m), dtype=np.float32)
+    block.reshape(-1)[rows * m + cols] = values
+    return block
 
 
 class _ShiftInvert:
@@ -77,6 +120,9 @@ class _ShiftInvert:
         W.sum_duplicates()  # a no-op on the canonical matrices the cuts build
         rows = np.repeat(np.arange(m), np.diff(W.indptr))
         cols = W.indices
+        on_diag = cols == rows
+        diag = np.zeros(m)
+        diag[rows[on_diag]] = W.data[on_diag]  # W.diagonal(), without its wrapper
         self.u = u
         self.products = 0
         self.banded = None
@@ -92,13 +138,14 @@ class _ShiftInvert:
             band = np.zeros((m, bandwidth + 1))
             flat = band.reshape(-1)  # a view; flat indices scatter ~2.5x faster than 2-D fancy indexing
             flat[r * bandwidth + (c + bandwidth)] = -W.data[lower] * s[c] * s[r]  # band[r, bw + c - r]: off-diagonal of L
-            flat[bandwidth::bandwidth + 1] = -W.diagonal() * s * s  # band[:, bw]: the diagonal
+            flat[bandwidth::bandwidth + 1] = -diag * s * s  # band[:, bw]: the diagonal
             band[:, bandwidth] += 1.0 + sigma
-            try:
-                self.banded = sla.cholesky_banded(band.T, overwrite_ab=True, check_finite=False)
+            factor, info = _PBTRF(band.T, lower=0, overwrite_ab=1)
+            if info == 0:
+                self.banded = factor
                 return
-            except np.linalg.LinAlgError:  # not positive definite in rounding: let SuperLU pivot
-                logger.info("banded Cholesky failed on %d nodes; using SuperLU", m)
+            # not positive definite in rounding (info > 0): let SuperLU pivot
+            logger.info("banded Cholesky failed on %d nodes (LAPACK info %d); using SuperLU", m, info)
         values = -W.data * s[rows] * s[cols]  # off-diagonal of L; its diagonal gets 1 + sigma below
         # W is symmetric, so its CSR arrays read as CSC describe the same matrix.
         A = sp.csc_matrix((values, cols, W.indptr), shape=(m, m)) + sp.identity(m, format="csc") * (1.0 + sigma)
@@ -109,7 +156,9 @@ class _ShiftInvert:
         u = self.u[:, None]
         X = np.ascontiguousarray(X - u @ (u.T @ X))
         if self.banded is not None:
-            Z = sla.cho_solve_banded((self.banded, False), X, check_finite=False)
+            Z, info = _PBTRS(self.banded, X, lower=0, overwrite_b=1)
+            if info != 0:
+                raise ValueError(f"LAPACK pbtrs failed (info {info})")
         else:
             Z = self.lu.solve(X)
         return Z - u @ (u.T @ Z)
@@ -130,7 +179,7 @@ def shift_invert_fiedler(W: sp.csr_matrix, d: np.ndarray, *, seed: int = 0, star
     sqrt_d = np.sqrt(d)
     u = sqrt_d / np.linalg.norm(sqrt_d)
     try:
-        op = _ShiftInvert(sp.csr_matrix(W), 1.0 / sqrt_d, u, sigma, banded_max_entries=banded_max_entries)
+        op = _ShiftInvert(W if sp.isspmatrix_csr(W) else sp.csr_matrix(W), 1.0 / sqrt_d, u, sigma, banded_max_entries=banded_max_entries)
     except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:  # e.g. SuperLU's "exactly singular"
         logger.info("shift-invert factorisation failed on %d nodes (%s); using the reference solver", m, exc)
         return None, False

@@ -88,11 +88,14 @@ def sweep_ncut_chunked(W, d: np.ndarray, y: np.ndarray, *, min_size: int = 1,
     rank = np.empty(m, dtype=np.int64)
     rank[order] = np.arange(m)
     if sp.issparse(W):
-        W = sp.csr_matrix(W)
+        W = W if sp.isspmatrix_csr(W) else sp.csr_matrix(W)
         row_rank = np.repeat(rank, np.diff(W.indptr))
-        lower_mask = rank[W.indices] < row_rank
+        col_rank = rank[W.indices]
+        lower_mask = col_rank < row_rank
         lower = np.bincount(row_rank[lower_mask], weights=W.data[lower_mask], minlength=m)
-        diag = W.diagonal().astype(np.float64)[order]
+        on_diag = col_rank == row_rank
+        diag = np.zeros(m)
+        diag[row_rank[on_diag]] = W.data[on_diag]  # W.diagonal() in sweep order, without its wrapper
     else:
         # the block, read once; each chunk's rank mask and its float copy stay in cache
         # (SWEEP_CHUNK_ELEMENTS), except where a chunk is larger than that (one row of a huge node)
