@@ -272,6 +272,8 @@ class FastNodeSolver:
                 d = np.asarray(degrees, dtype=np.float64)
         elif dense:
             sub, d, _ = gather_block(W, members)
+        elif members.size == W.shape[0] > _d.DENSE_MAX_NODES and W.has_canonical_format:
+            sub = W  # every node: the gather would copy W entry for entry
         else:
             sub = sub_block(W, members)
         if block is not None and block.shape[0] != members.size:
