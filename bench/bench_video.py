@@ -207,7 +207,7 @@ def _make_pipeline(args, track=True):
     limit_blas_threads(1)
     plan = plan_workers()  # what `walkcut video` chooses on this machine
     spec = SegmenterSpec(source=PixelSource(grid=args.grid), label_side=VIDEO_LABEL_SIDE)
-    pipeline = VideoPipeline(worker_factory(spec, processes=plan.processes),
+    pipeline = VideoPipeline(worker_factory(spec, processes=plan.processes, in_process=plan.in_process),
                              cut_options={"max_segments": VIDEO_MAX_SEGMENTS}, workers=plan.workers, track=track)
     pipeline.describe_workers = plan.reason
     return pipeline

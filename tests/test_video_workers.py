@@ -34,7 +34,14 @@ def test_plan_uses_every_core_with_processes():
     assert (one.workers, one.processes) == (1, False)
     two = plan_workers(cores=2)
     assert (two.workers, two.processes) == (2, True) and "2 cores" in two.reason
+    # chosen automatically, the first worker runs in this process (one interpreter fewer to start)
+    assert two.in_process == 1 and "1 worker in this process, 1 worker process" in two.reason
+    assert plan_workers(cores=4).reason.endswith("1 worker in this process, 3 worker processes")
     assert plan_workers(cores=64).workers == 8  # capped: the parent's encode thread is the limit
+    # asked for processes, or an engine stage in this process: every worker is a process
+    assert plan_workers(cores=2, processes=True).in_process == 0
+    assert plan_workers(cores=4, engine=True).in_process == 0
+    assert plan_workers(cores=2, workers=1).in_process == 0
 
 
 def test_plan_leaves_a_core_to_the_engine_stage():
@@ -76,8 +83,13 @@ def test_thread_and_process_workers_are_built_the_same_way():
     assert isinstance(seg.source, PixelSource) and seg.source.grid == 8
     make = worker_factory(spec, processes=True)
     # The process worker runs the very same builder with the very same spec inside its child.
-    assert make.func is ProcessSegmenter
-    assert make.args[0].func is build_video_segmenter and make.args[0].args == (spec,)
+    assert make.process.func is ProcessSegmenter
+    assert make.process.args[0].func is build_video_segmenter and make.process.args[0].args == (spec,)
+    # ... and a worker kept in this process (WorkerPlan.in_process) the same builder in a thread
+    mixed = worker_factory(spec, processes=True, in_process=1)
+    assert mixed.thread.func is build_video_segmenter and mixed.thread.args[0] is spec
+    first = mixed.for_worker(0)
+    assert isinstance(first, Segmenter) and first.upsample == "nearest" and first.max_label_side == 128
 
 
 def test_thread_and_process_workers_give_the_same_labels():
@@ -202,7 +214,7 @@ def test_video_command_defaults_use_the_machine(tmp_path, capsys, monkeypatch):
     clip = write_clip(tmp_path / "c.mp4", n=5)
     assert main(["video", str(clip), "--out", str(tmp_path / "o.mp4"), "--grid", "8"]) == 0
     err = capsys.readouterr().err
-    assert "workers: 2 cores: 2 worker processes" in err
+    assert "workers: 2 cores: 1 worker in this process, 1 worker process" in err
     assert "5 frames written of 5 read, 0 dropped" in err
     assert count_frames(tmp_path / "o.mp4") == 5
     assert main(["video", str(clip), "--out", str(tmp_path / "o.mp4"), "--grid", "8", "--threads", "--overwrite"]) == 0
@@ -233,3 +245,22 @@ def test_pipeline_built_from_a_spec_matches_a_direct_run(tmp_path):
     cap.release()
     assert len(got) == 5
 
+
+
+def test_default_mixed_workers_write_the_labels_threads_write(tmp_path, capsys, monkeypatch):
+    # 2 cores, chosen automatically: one worker in this process, one in a child; the label frames
+    # are those of two thread workers (same Segmenter, same tracker, frames in order)
+    from walkcut.runtime.video import workers
+
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    clip = write_clip(tmp_path / "c.mp4", n=8)
+    for name, extra in (("mixed", []), ("threads", ["--threads"])):
+        assert main(["video", str(clip), "--out", str(tmp_path / f"{name}.mp4"), "--grid", "8",
+                     "--labels-dir", str(tmp_path / name), *extra]) == 0
+    assert "1 worker in this process, 1 worker process" in capsys.readouterr().err
+    mixed = sorted((tmp_path / "mixed").glob("*.png"))
+    assert len(mixed) == 8
+    for path in mixed:
+        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "threads" / path.name), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(a, b)

@@ -185,7 +185,7 @@ class StreamSegmenter:
         plan = plan_workers(engine=engine, workers=workers, processes=processes)
         source = spec.open()  # a model's problems are raised here, before any thread starts
         make = worker_factory(SegmenterSpec(source=spec, label_side=label_side, handed=engine),
-                              processes=plan.processes, source=source)
+                              processes=plan.processes, source=source, in_process=plan.in_process)
         self.pipeline = VideoPipeline(make, cut_options=self.cut_options, workers=plan.workers,
                                       queue_size=1 if latest_only and max_latency is None else queue_size,
                                       track=track, engine=source if engine else None, max_latency=max_latency)

@@ -295,10 +295,11 @@ class VideoPipeline:
             counters.drop("replaced by a newer frame")
             n += 1
 
-    def _segment(self, run: _Run, frames: queue.Queue, max_age: float | None) -> None:
-        """Worker thread: build a Segmenter, then segment frames until the end of the stream."""
+    def _segment(self, run: _Run, frames: queue.Queue, max_age: float | None, index: int = 0) -> None:
+        """Worker thread ``index``: build a Segmenter, then segment frames until the end of the stream."""
         try:
-            segmenter = self.make_segmenter()
+            make = self.make_segmenter
+            segmenter = make.for_worker(index) if hasattr(make, "for_worker") else make()
         except Exception as exc:  # noqa: BLE001 (handed to the main thread)
             put_until_stopped(run.results, WorkerFailed(exc), self.stop)
             put_until_stopped(run.results, END, self.stop)
@@ -422,7 +423,7 @@ class _Run:
                                             kwargs={"consumers": p.workers, "max_age": max_age},
                                             name="walkcut-engine", daemon=True))
             max_age = None  # the model stage already dropped the stale frames
-        threads += [threading.Thread(target=p._segment, args=(self, work, max_age), name=f"walkcut-segment-{i}",
+        threads += [threading.Thread(target=p._segment, args=(self, work, max_age, i), name=f"walkcut-segment-{i}",
                                      daemon=True) for i in range(p.workers)]
         return threads
 

@@ -64,6 +64,8 @@ class WorkerPlan:
     reason: str
     #: The ``workers`` asked for when it was more than the cores (then ``workers`` is the cores).
     capped_from: int | None = None
+    #: With ``processes``: how many workers (the first ones) run as threads of this process anyway.
+    in_process: int = 0
 
 
 def plan_workers(*, cores: int | None = None, engine: bool = False, workers: int | None = None,
@@ -91,13 +93,21 @@ def plan_workers(*, cores: int | None = None, engine: bool = False, workers: int
     # One worker process still pays off on several cores: the parent decodes, tracks and encodes
     # while the child cuts, with no interpreter lock between them.
     use_processes = (cores >= 2) if processes is None else bool(processes)
-    kind = ("process" if use_processes else "thread") + ("es" if use_processes and n != 1 else "")
+    # Chosen automatically, with the pixel source, the first of several workers runs in this process:
+    # one interpreter fewer to start (~0.9 CPU s of imports) and half the frames with no copy between
+    # processes; this process's own decode/track/encode work is a few ms a frame, so its interpreter
+    # lock is not the bottleneck it is with every worker a thread (bench/RESULTS.md, "Speed v3: the
+    # last quarter").
+    in_process = 1 if processes is None and use_processes and n >= 2 and not engine else 0
+    kind = ("process" if use_processes else "thread") + ("es" if use_processes and n - in_process != 1 else "")
     kind = kind if use_processes or n == 1 else kind + "s"
     overrides = [flag for flag, given in (("--workers", workers is not None),
                                           ("--processes/--threads", processes is not None)) if given]
+    what = f"1 worker in this process, {n - 1} worker {kind}" if in_process else f"{n} worker {kind}"
     reason = (f"{cores} core{'s' if cores != 1 else ''}{', engine stage in the parent' if engine else ''}: "
-              f"{n} worker {kind}" + (f" (set by {', '.join(overrides)})" if overrides else ""))
-    return WorkerPlan(workers=n, processes=use_processes, reason=reason, capped_from=capped_from)
+              f"{what}" + (f" (set by {', '.join(overrides)})" if overrides else ""))
+    return WorkerPlan(workers=n, processes=use_processes, reason=reason, capped_from=capped_from,
+                      in_process=in_process)
 
 
 @dataclass(frozen=True)
@@ -167,15 +177,34 @@ def build_video_segmenter(spec: SegmenterSpec, source=None):
                      warm_start=spec.warm, **limits)
 
 
-def worker_factory(spec: SegmenterSpec, *, processes: bool, source=None):
+def worker_factory(spec: SegmenterSpec, *, processes: bool, source=None, in_process: int = 0):
     """A callable building one worker: a :class:`ProcessSegmenter` or an in-thread Segmenter.
 
     Thread workers share ``source`` when given (an opened engine: one model in memory) and each get
-    their own Segmenter (per-frame state, warm starts); a :class:`GivenSource` is per worker.
+    their own Segmenter (per-frame state, warm starts); a :class:`GivenSource` is per worker. With
+    ``processes``, the first ``in_process`` workers are threads anyway (:attr:`WorkerPlan.in_process`):
+    the pipeline calls ``factory.for_worker(i)`` for worker ``i`` when the factory has it.
     """
-    if processes:
-        return functools.partial(ProcessSegmenter, functools.partial(build_video_segmenter, spec))
-    return functools.partial(build_video_segmenter, spec, None if spec.handed else source)
+    threads = functools.partial(build_video_segmenter, spec, None if spec.handed else source)
+    if not processes:
+        return threads
+    return _MixedFactory(functools.partial(ProcessSegmenter, functools.partial(build_video_segmenter, spec)),
+                         threads, int(in_process))
+
+
+@dataclass(frozen=True)
+class _MixedFactory:
+    """Process workers, except the first ``in_process`` (threads of this process)."""
+
+    process: functools.partial
+    thread: functools.partial
+    in_process: int = 0
+
+    def __call__(self):
+        return self.process()
+
+    def for_worker(self, index: int):
+        return self.thread() if index < self.in_process else self.process()
 
 
 def _child_loop(conn, factory) -> None:

@@ -111,7 +111,8 @@ def register(sub) -> None:
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--processes", dest="processes", action="store_const", const=True, default=None,
                       help="run each worker in its own process (default when 2 or more cores are available: "
-                           "threads share one interpreter lock)")
+                           "threads share one interpreter lock; except that by default the first worker "
+                           "runs in this process)")
     kind.add_argument("--threads", dest="processes", action="store_const", const=False,
                       help="run the workers as threads of this process")
     p.add_argument("--queue", type=positive_int, default=4, help="frames buffered between stages (default: 4)")
@@ -181,7 +182,8 @@ def run(args) -> int:
         raise
     limit_blas_threads(1)  # parallel across frames, not inside tiny matrix products
     segmenter_spec = SegmenterSpec(source=walk_spec, label_side=args.label_side, handed=engine)
-    make_segmenter = worker_factory(segmenter_spec, processes=plan.processes, source=source)
+    make_segmenter = worker_factory(segmenter_spec, processes=plan.processes, source=source,
+                                    in_process=plan.in_process)
     show = args.show and display_available()
     if args.show and not show:
         logger.warning("--show: no display (or an OpenCV build without GUI); running without a window")
