@@ -58,6 +58,28 @@ def top_eigenvector(A: np.ndarray) -> np.ndarray:
     return vec[:, 0]
 
 
+_SYEVX = {np.dtype(np.float32): sla.get_lapack_funcs("syevx", dtype=np.float32),
+          np.dtype(np.float64): sla.get_lapack_funcs("syevx", dtype=np.float64)}
+
+
+def top_eigenvector_small(A: np.ndarray) -> np.ndarray:
+    """:func:`top_eigenvector` for the fast method's small dense nodes (float32 or float64 ``A``).
+
+    LAPACK ``?syevx`` with its minimal workspace (``8 m``), which selects the unblocked tridiagonal
+    reduction: on the nodes of up to ``DENSE_MAX_NODES`` members that is 20-30% faster than the
+    blocked one the optimal workspace selects (measured at m = 20-160), and it skips the workspace
+    query. The same eigenvector up to rounding, not bit for bit: the pixel path keeps
+    :func:`top_eigenvector`.
+    """
+    m = A.shape[0]
+    syevx = _SYEVX.get(A.dtype)
+    if syevx is not None and m > 1:
+        _, v, found, _, info = syevx(A, compute_v=1, range="I", il=m, iu=m, lower=1, lwork=8 * m)
+        if info == 0 and found == 1:
+            return v[:, 0]
+    return top_eigenvector(A)
+
+
 def tridiagonal_eigh(alpha: np.ndarray, beta: np.ndarray):
     """``(theta, S)``: eigenvalues (ascending) and eigenvectors of the symmetric tridiagonal matrix
     with diagonal ``alpha`` and off-diagonal ``beta``.

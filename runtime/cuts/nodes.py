@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from walkcut.runtime import defaults as _d
 from walkcut.runtime.cuts import krylov, sparse, spectral
 from walkcut.runtime.cuts.counts import tally
-from walkcut.runtime.cuts.sweep import Bipartition, sweep_ncut_chunked
+from walkcut.runtime.cuts.sweep import Bipartition, sweep_ncut_chunked, sweep_ncut_dense
 
 logger = logging.getLogger(__name__)
 
@@ -182,13 +182,16 @@ def gather_block(W: np.ndarray, idx: np.ndarray, other: np.ndarray | None = None
     off = None if other is None else np.empty((m, other.size), dtype=W.dtype)
     d = np.empty(m, dtype=np.float64)
     rows = max(1, _d.GATHER_CHUNK_BYTES // max(1, size * W.itemsize))
+    ones = np.ones(m, dtype=W.dtype)
     for r0 in range(0, m, rows):
         r1 = min(r0 + rows, m)
         chunk = W.take(idx[r0:r1], axis=0)
-        chunk.take(idx, axis=1, out=block[r0:r1])
-        d[r0:r1] = block[r0:r1].sum(axis=1, dtype=np.float64)
+        # mode="clip" (the indices are valid): with the default "raise" numpy buffers every take
+        # into ``out`` through a temporary copy, which made the gather 3-6x slower (bench/RESULTS.md)
+        chunk.take(idx, axis=1, out=block[r0:r1], mode="clip")
+        d[r0:r1] = block[r0:r1] @ ones  # float32 mat-vec: a third of numpy's float64 reduction
         if off is not None:
-            chunk.take(other, axis=1, out=off[r0:r1])
+            chunk.take(other, axis=1, out=off[r0:r1], mode="clip")
     tally("node gathers", W.itemsize * (m * size + m * m + (0 if other is None else m * other.size)))
     return block, d, off
 
@@ -203,18 +206,21 @@ def _orthonormal_pair(Z: np.ndarray, MZ: np.ndarray):
     return Z @ C, MZ @ C
 
 
-def _dense_vector(W, sqrt_d: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Top eigenvector of the small deflated ``M - u u^T``, formed in double precision."""
-    s = 1.0 / sqrt_d
-    if not sp.issparse(W):
-        tally("small dense eigh", W.nbytes, calls=1)
-    M = (s[:, None] * np.asarray(W.toarray() if sp.issparse(W) else W, dtype=np.float64)) * s[None, :]
-    M -= np.outer(u, u)
-    return krylov.top_eigenvector(M)
+def _dense_vector(W: np.ndarray, sqrt_d: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Top eigenvector of the small deflated ``M - u u^T`` of a dense block, formed in the block's
+    precision (float32 on the fast path: the eigenvector's rounding, ~1e-7 over the eigengap, is
+    far below the Lanczos nodes' tolerance of 1e-5)."""
+    tally("small dense eigh", W.nbytes, calls=1)
+    s = (1.0 / sqrt_d).astype(W.dtype)
+    M = W * s[:, None]
+    M *= s[None, :]
+    uu = u.astype(W.dtype)
+    M -= uu[:, None] * uu[None, :]
+    return krylov.top_eigenvector_small(M).astype(np.float64)
 
 
-def _with_sweep(W, d: np.ndarray, y: np.ndarray, min_size: int) -> Bipartition | None:
-    split = sweep_ncut_chunked(W, d, y, min_size=min_size)
+def _with_sweep(W, d: np.ndarray, y: np.ndarray, min_size: int, sweep=sweep_ncut_chunked) -> Bipartition | None:
+    split = sweep(W, d, y, min_size=min_size)
     return None if split is None else Bipartition(split.side, split.ncut, split.cut, split.volume, vector=y)
 
 
@@ -360,6 +366,8 @@ class FastNodeSolver:
         if not recycle:
             y = spectral.fiedler_vector(W, d, seed=seed, start=start, tol=self.reference_tol)
             return _with_sweep(W, d, y, min_size), None, None
+        if sp.issparse(W):  # a small sparse block handed to bipartition(recycle=True)
+            W = W.toarray()
         sqrt_d = np.sqrt(d)
         u = sqrt_d / np.linalg.norm(sqrt_d)
         if m <= _d.DENSE_MAX_NODES:
@@ -368,7 +376,7 @@ class FastNodeSolver:
             v, ritz, extra = self._recycled_lanczos(W, d, sqrt_d, u, seed=seed, block=block, start=start,
                                                     images=images)
         y = krylov.fix_sign(v / sqrt_d)
-        split = _with_sweep(W, d, y, min_size)
+        split = _with_sweep(W, d, y, min_size, sweep_ncut_dense)
         return (None, None, None) if split is None else (split, ritz, extra)
 
     def _shift_invert_vector(self, W, d, *, seed, start) -> np.ndarray:
