@@ -124,6 +124,12 @@ def sweep_ncut_dense(W: np.ndarray, d: np.ndarray, y: np.ndarray, *, min_size: i
     if m < 2 * min_size or m < 2:
         return None
     order = np.argsort(y, kind="stable")
+    if m <= _d.SWEEP_SMALL_NODES:
+        # small nodes: assoc(A_k) is the k-th diagonal entry of the 2-D prefix sums of the permuted
+        # block (three numpy calls where the chunked form takes ten; Python dominates here)
+        S = W.take(order, axis=0).take(order, axis=1, mode="clip").cumsum(axis=0, dtype=np.float64)
+        tally("sweeps", W.nbytes, calls=1)
+        return _best_positive_split(order, np.diagonal(S.cumsum(axis=1)), d, min_size)
     # fewer, larger chunks than the masked sweep's: a chunk is read once by a mat-vec, so one larger
     # than L2 costs little, while each chunk costs ~25 us of Python
     rows = min(m, max(chunk_elements // m, _d.SWEEP_MIN_ROWS))
@@ -141,8 +147,13 @@ def sweep_ncut_dense(W: np.ndarray, d: np.ndarray, y: np.ndarray, *, min_size: i
         lower[r0:r1] += own.sum(axis=1, dtype=np.float64)
         seen[idx] = 1
     diag = np.diagonal(W).astype(np.float64)[order]
-    # best_prefix_split without its zero-volume guards: every prefix has positive volume
-    assoc = np.cumsum(2.0 * lower + diag)
+    return _best_positive_split(order, np.cumsum(2.0 * lower + diag), d, min_size)
+
+
+def _best_positive_split(order: np.ndarray, assoc: np.ndarray, d: np.ndarray, min_size: int) -> Bipartition:
+    """:func:`best_prefix_split` from the prefix associations ``assoc`` where every degree is positive
+    (no zero-volume guards: every prefix has positive volume)."""
+    m = order.size
     vol = np.cumsum(d[order])
     total = float(vol[-1])
     lo, hi = min_size - 1, m - min_size  # prefix ends min_size .. m - min_size (0-based)
