@@ -156,7 +156,12 @@ class _Operator:
             out = self.W @ Y
         else:
             tally("eigen-solves", X.shape[1] * self.W.nbytes, calls=X.shape[1])
-            out = self.W @ Y.astype(self.W.dtype)
+            if X.shape[1] > 1:
+                # W is symmetric: W Y = (Y^T W)^T, which OpenBLAS computes 1.4-1.5x faster for a few
+                # columns on large blocks (12 columns, m = 1413-2683)
+                out = (Y.T.astype(self.W.dtype) @ self.W).T
+            else:
+                out = self.W @ Y.astype(self.W.dtype)
         return self.s[:, None] * np.asarray(out, dtype=np.float64)
 
 
