@@ -155,7 +155,8 @@ def orthonormalize(S: np.ndarray, against: list[np.ndarray]) -> np.ndarray:
 
 
 def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps: int, n_ritz: int,
-                    check: int = _d.LANCZOS_CHECK, relative: bool = False, basis: bool = False):
+                    check: int = _d.LANCZOS_CHECK, relative: bool = False, basis: bool = False,
+                    fold_u: bool = False):
     """Top eigenpair of the symmetric operator ``op`` on the complement of ``u`` by Lanczos with full
     reorthogonalisation (``op`` maps an (m, k) block to an (m, k) block: ``M``, or a shift-invert
     operator of the sparse solver).
@@ -165,10 +166,17 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
     the Ritz vector (m,) and the top ``n_ritz`` Ritz vectors (m, k) for the children. With ``basis``,
     also ``(ritz, images)``: those Ritz vectors and ``op(ritz)`` rebuilt from the three-term relation
     ``op V = V T + r e_j^T`` (no product; exact up to rounding and the reorthogonalisation terms).
+    With ``fold_u``, ``u`` is held as the basis's first row, so each reorthogonalisation pass is one
+    projection instead of two (the same vectors up to rounding; the dense node solver's small nodes,
+    where a step's Python costs more than its product, use it; the sparse solver keeps the two).
     """
     m = v0.size
     steps = min(max_steps, m - 1)
-    V = np.empty((steps + 1, m))  # Lanczos basis, one vector per row
+    first = 1 if fold_u else 0
+    rows = np.empty((steps + 1 + first, m))
+    if fold_u:
+        rows[0] = u
+    V = rows[first:]  # Lanczos basis, one vector per row
     q = v0 - u * (u @ v0)
     q /= np.linalg.norm(q)
     V[0] = q
@@ -179,10 +187,11 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
         w = op(V[j][:, None])[:, 0]
         a = float(V[j] @ w)
         alpha.append(a)
-        done = V[: j + 1]
+        done = rows[: j + 1 + first]
         for _ in range(2):  # full reorthogonalisation, twice (Kahan-Parlett)
             w -= (done @ w) @ done
-            w -= u * (u @ w)
+            if not fold_u:
+                w -= u * (u @ w)
         b = float(np.linalg.norm(w))
         scale = max(abs(a), 1e-300) if relative else 1.0  # breakdown is judged against the operator's size
         last = j + 1 == steps or b < 1e-12 * scale

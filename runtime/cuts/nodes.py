@@ -147,11 +147,13 @@ class _Operator:
         self.W = W
         self.s = s
         self.products = 0
+        self._col = s[:, None]
+        self._sparse = sp.issparse(W)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:  # (m, k) -> (m, k) float64
         self.products += X.shape[1]
-        Y = self.s[:, None] * X
-        if sp.issparse(self.W):
+        Y = self._col * X
+        if self._sparse:
             tally("eigen-solves (sparse)", 0, calls=X.shape[1])
             out = self.W @ Y
         else:
@@ -162,7 +164,7 @@ class _Operator:
                 out = (Y.T.astype(self.W.dtype) @ self.W).T
             else:
                 out = self.W @ Y.astype(self.W.dtype)
-        return self.s[:, None] * np.asarray(out, dtype=np.float64)
+        return self._col * out  # float64 (the scale is), in one pass
 
 
 def sub_block(W, idx: np.ndarray):
@@ -444,7 +446,7 @@ class FastNodeSolver:
         # On a large node a product costs far more than the tridiagonal solve of a convergence check.
         check = 1 if m >= _d.LANCZOS_CHECK_EVERY_STEP_NODES else _d.LANCZOS_CHECK
         v, ritz, ok, (V, MV) = krylov.lanczos_fiedler(op, u, v0, tol=tol, max_steps=self.max_steps, n_ritz=k,
-                                                      check=check, basis=True)
+                                                      check=check, basis=True, fold_u=True)
         if Q is not None and Q.shape[1]:
             V, MV = np.hstack([Q, V]), np.hstack([MQ, MV])
         Z, MZ = _orthonormal_pair(V, MV)
