@@ -137,10 +137,11 @@ def sweep_ncut_dense(W: np.ndarray, d: np.ndarray, y: np.ndarray, *, min_size: i
     seen = np.zeros(m, dtype=W.dtype)  # 1 for the nodes of the chunks done
     strict = np.tri(rows, k=-1, dtype=W.dtype)  # strict lower triangle of a diagonal block
     lower = np.empty(m, dtype=np.float64)
+    buf = np.empty((rows, m), dtype=W.dtype)
     for r0 in range(0, m, rows):
         r1 = min(r0 + rows, m)
         idx = order[r0:r1]
-        chunk = W.take(idx, axis=0, mode="clip")  # (rows, m) in sweep order
+        chunk = W.take(idx, axis=0, out=buf[: r1 - r0], mode="clip")  # (rows, m) in sweep order
         own = chunk.take(idx, axis=1, mode="clip")  # its diagonal block
         own *= strict[: r1 - r0, : r1 - r0]
         lower[r0:r1] = chunk @ seen if r0 else 0.0
