@@ -135,7 +135,7 @@ def sweep_ncut_dense(W: np.ndarray, d: np.ndarray, y: np.ndarray, *, min_size: i
     rows = min(m, max(chunk_elements // m, _d.SWEEP_MIN_ROWS))
     tally("sweeps", W.nbytes, calls=1)  # one read of the block; the row chunks are re-read in cache
     seen = np.zeros(m, dtype=W.dtype)  # 1 for the nodes of the chunks done
-    strict = np.tri(rows, k=-1, dtype=W.dtype)  # strict lower triangle of a diagonal block
+    strict = _strict_lower(rows, W.dtype)  # strict lower triangle of a diagonal block
     lower = np.empty(m, dtype=np.float64)
     buf = np.empty((rows, m), dtype=W.dtype)
     for r0 in range(0, m, rows):
@@ -149,6 +149,22 @@ def sweep_ncut_dense(W: np.ndarray, d: np.ndarray, y: np.ndarray, *, min_size: i
         seen[idx] = 1
     diag = np.diagonal(W).astype(np.float64)[order]
     return _best_positive_split(order, np.cumsum(2.0 * lower + diag), d, min_size)
+
+
+_STRICT: dict = {}
+
+
+def _strict_lower(rows: int, dtype) -> np.ndarray:
+    """``np.tri(rows, k=-1)`` as a slice of one cached 256-row triangle (the default chunks have at
+    most 256 rows; a larger chunk, from a caller's ``chunk_elements``, gets its own)."""
+    key = np.dtype(dtype)
+    tri = _STRICT.get(key)
+    if tri is None or tri.shape[0] < rows:
+        if rows > 256:
+            return np.tri(rows, k=-1, dtype=dtype)
+        tri = _STRICT[key] = np.tri(256, k=-1, dtype=dtype)
+        tri.flags.writeable = False
+    return tri[:rows, :rows]
 
 
 def _best_positive_split(order: np.ndarray, assoc: np.ndarray, d: np.ndarray, min_size: int) -> Bipartition:
