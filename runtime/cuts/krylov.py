@@ -166,9 +166,11 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
     the Ritz vector (m,) and the top ``n_ritz`` Ritz vectors (m, k) for the children. With ``basis``,
     also ``(ritz, images)``: those Ritz vectors and ``op(ritz)`` rebuilt from the three-term relation
     ``op V = V T + r e_j^T`` (no product; exact up to rounding and the reorthogonalisation terms).
-    With ``fold_u``, ``u`` is held as the basis's first row, so each reorthogonalisation pass is one
-    projection instead of two (the same vectors up to rounding; the dense node solver's small nodes,
-    where a step's Python costs more than its product, use it; the sparse solver keeps the two).
+    With ``fold_u`` (the dense node solver, where a step's reorthogonalisation costs as much as a
+    product on the smaller nodes), ``u`` is held as the basis's first row and each step subtracts
+    the three-term recurrence, then makes one full pass over the basis (a second one only where that
+    pass shrank ``w`` below 1/sqrt(2) of its norm): the same vectors up to rounding, with half the
+    passes over the basis. The sparse solver keeps the two full passes.
     """
     m = v0.size
     steps = min(max_steps, m - 1)
@@ -185,14 +187,27 @@ def lanczos_fiedler(op, u: np.ndarray, v0: np.ndarray, *, tol: float, max_steps:
     j = 0
     for j in range(steps):
         w = op(V[j][:, None])[:, 0]
-        a = float(V[j] @ w)
-        alpha.append(a)
         done = rows[: j + 1 + first]
-        for _ in range(2):  # full reorthogonalisation, twice (Kahan-Parlett)
+        if fold_u:
+            # the three-term recurrence first, then one full pass that only removes rounding-level
+            # components; a second pass where that pass still removed much (Daniel-Gragg-Kaufman-Stewart)
+            if j:
+                w -= beta[-1] * V[j - 1]
+            a = float(V[j] @ w)
+            w -= a * V[j]
+            before = float(np.linalg.norm(w))
             w -= (done @ w) @ done
-            if not fold_u:
+            b = float(np.linalg.norm(w))
+            if b < 0.7071 * before:
+                w -= (done @ w) @ done
+                b = float(np.linalg.norm(w))
+        else:
+            a = float(V[j] @ w)
+            for _ in range(2):  # full reorthogonalisation, twice (Kahan-Parlett)
+                w -= (done @ w) @ done
                 w -= u * (u @ w)
-        b = float(np.linalg.norm(w))
+            b = float(np.linalg.norm(w))
+        alpha.append(a)
         scale = max(abs(a), 1e-300) if relative else 1.0  # breakdown is judged against the operator's size
         last = j + 1 == steps or b < 1e-12 * scale
         # check == 1 (large dense nodes): every step while the tridiagonal solve is cheap against a
