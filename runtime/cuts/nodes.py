@@ -305,20 +305,19 @@ class FastNodeSolver:
         # A dense W is used as it is (no copy of the whole matrix); a sparse one becomes a dense
         # float32 block up to DENSE_MAX_NODES, as every other node does.
         d = None
-        owned = False
         if dense and members.size == W.shape[0]:
             sub = W
             if degrees is not None and np.shape(degrees) == (members.size,):
                 d = np.asarray(degrees, dtype=np.float64)
         elif dense:
             sub, d, _ = gather_block(W, members)
-            owned = True
         else:
             sub = sub_block(W, members)
         if block is not None and block.shape[0] != members.size:
             block = None
-        return self._cut(sub, d=d, min_size=min_size, seed=seed, block=block, start=start, recycle=dense,
-                         owned=owned)
+        cut = self._cut(sub, d=d, min_size=min_size, seed=seed, block=block, start=start, recycle=dense)
+        cut.owned = dense and sub is not W  # a gathered copy, not the caller's graph
+        return cut
 
     def child(self, W, parent, members, local, *, min_size, seed) -> NodeCut:
         if sp.issparse(W) or sp.issparse(parent.block):
@@ -352,10 +351,12 @@ class FastNodeSolver:
                 tally("eigen-solves", k * off.nbytes, calls=k)
                 WY = parent.images[local] * parent.sqrt_d[local, None] - off @ Y[other].astype(off.dtype)
                 images = WY / sqrt_dc[:, None]
-        return self._cut(sub, d=d, min_size=min_size, seed=seed, block=block, images=images, start=None,
-                         recycle=True, owned=True)
+        cut = self._cut(sub, d=d, min_size=min_size, seed=seed, block=block, images=images, start=None,
+                        recycle=True)
+        cut.owned = True
+        return cut
 
-    def _cut(self, sub, *, d, min_size, seed, block, start, recycle, images=None, owned=False) -> NodeCut:
+    def _cut(self, sub, *, d, min_size, seed, block, start, recycle, images=None) -> NodeCut:
         if d is None:
             d = np.asarray(sub.sum(axis=1, dtype=np.float64)).ravel()
             if not sp.issparse(sub):
@@ -366,7 +367,7 @@ class FastNodeSolver:
         if split is None:
             return NodeCut(volume=volume, split=None)
         return NodeCut(volume=volume, split=split, block=sub, ritz=ritz, images=extra,
-                       sqrt_d=None if extra is None else np.sqrt(d), owned=owned)
+                       sqrt_d=None if extra is None else np.sqrt(d))
 
     def bipartition(self, W, *, min_size: int, seed: int, block: np.ndarray | None = None,
                     start: np.ndarray | None = None, recycle: bool = True):
