@@ -219,7 +219,8 @@ def gather_block(W: np.ndarray, idx: np.ndarray, other: np.ndarray | None = None
 
 def _orthonormal_pair(Z: np.ndarray, MZ: np.ndarray):
     """``(Q, M Q)`` with ``Q = Z C`` orthonormal, from ``Z`` and its image ``M Z`` (no product):
-    ``C`` from the eigen-decomposition of the Gram matrix, dropping directions ``Z`` barely holds."""
+    ``C = L^-T`` from the Cholesky factor ``L`` of the Gram matrix, or from its eigen-decomposition
+    (dropping directions ``Z`` barely holds) where ``Z`` is nearly rank-deficient."""
     G = Z.T @ Z
     G = (G + G.T) * 0.5
     # Cholesky first (a tenth of the eigen-decomposition's time on these 10-50 column blocks); the
