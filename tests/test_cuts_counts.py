@@ -88,37 +88,6 @@ def test_gather_block_matches_fancy_indexing():
     # row sums as a float32 mat-vec: single-precision accumulation
     np.testing.assert_allclose(d, W[np.ix_(idx, idx)].sum(axis=1, dtype=np.float64), rtol=1e-6)
     assert nodes.gather_block(W, idx)[2] is None
-    # into the source's own memory (the parent's block, not read again): the same block and sums
-    src = W.copy()
-    block2, d2, off2 = nodes.gather_block(src, idx, other, inplace=True)
-    assert np.shares_memory(block2, src)
-    assert np.array_equal(block2, block) and np.array_equal(d2, d) and np.array_equal(off2, off)
-
-
-def test_second_child_reuses_its_parents_block():
-    P = synthetic_attention(24, seed=0)
-    seen = []
-    real = nodes.gather_block
-
-    def spy(W, idx, other=None, **kwargs):
-        block = real(W, idx, other, **kwargs)
-        seen.append((kwargs.get("inplace", False), np.shares_memory(block[0], W)))
-        return block
-
-    nodes.gather_block = spy
-    try:
-        fast = cut_transition_matrix(P).labels
-    finally:
-        nodes.gather_block = real
-    assert any(inplace for inplace, _ in seen)
-    assert all(shared == inplace for inplace, shared in seen)
-    ref = cut_transition_matrix(P, method="reference").labels
-    assert adjusted_rand_index(contingency_table(fast, ref)) == pytest.approx(1.0)
-    parent = nodes.NodeCut(volume=1.0, split=None, block=np.eye(4, dtype=np.float32), owned=True, children_left=1)
-    solver = nodes.FastNodeSolver()
-    solver.child(None, parent, np.arange(2), np.arange(2), min_size=1, seed=0)
-    with pytest.raises(RuntimeError, match="two children"):
-        solver.child(None, parent, np.arange(2), np.arange(2), min_size=1, seed=0)
 
 
 def test_lanczos_ritz_images_follow_the_three_term_relation():

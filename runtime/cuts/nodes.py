@@ -65,11 +65,6 @@ class NodeCut:
     #: so the larger child's start block needs products with the off-diagonal block only.
     images: np.ndarray | None = None
     sqrt_d: np.ndarray | None = None
-    #: Fast solver, dense nodes: ``block`` is this node's own gathered array (not the caller's graph),
-    #: so its second child may be gathered into it (no fresh memory to fault in); that child then
-    #: holds it and ``block`` becomes ``None``.
-    owned: bool = False
-    children_left: int = 2
 
 
 @runtime_checkable
@@ -183,23 +178,15 @@ def sub_block(W, idx: np.ndarray):
     return gather_block(W, idx)[0]
 
 
-def gather_block(W: np.ndarray, idx: np.ndarray, other: np.ndarray | None = None, *, inplace: bool = False):
+def gather_block(W: np.ndarray, idx: np.ndarray, other: np.ndarray | None = None):
     """``(W[idx][:, idx], its row sums, W[idx][:, other] or None)`` of a dense ``W``, in one pass.
 
     Row chunks of about ``GATHER_CHUNK_BYTES`` are taken from ``W`` (the only read of ``W``) and
     split into their columns while they sit in cache, where the row sums are also taken: the block
     is written once and not read again.
-
-    ``inplace`` (``W`` C-contiguous, ``idx`` increasing, ``W`` not needed afterwards): the block is
-    written over the start of ``W``'s own memory. Safe because each chunk is copied out before its
-    rows are written, and the rows written so far, ``[0, r1 m)``, end before the first row still
-    to read, ``idx[r1] size >= r1 size``. Saves faulting in fresh pages (8-10% of a dense n = 4096 cut).
     """
     m, size = idx.size, W.shape[0]
-    if inplace and W.flags.c_contiguous and (m < 2 or bool(np.all(idx[1:] > idx[:-1]))):
-        block = W.reshape(-1)[: m * m].reshape(m, m)
-    else:
-        block = np.empty((m, m), dtype=W.dtype)
+    block = np.empty((m, m), dtype=W.dtype)
     off = None if other is None else np.empty((m, other.size), dtype=W.dtype)
     d = np.empty(m, dtype=np.float64)
     rows = max(1, _d.GATHER_CHUNK_BYTES // max(1, size * W.itemsize))
@@ -316,16 +303,12 @@ class FastNodeSolver:
             sub = sub_block(W, members)
         if block is not None and block.shape[0] != members.size:
             block = None
-        cut = self._cut(sub, d=d, min_size=min_size, seed=seed, block=block, start=start, recycle=dense)
-        cut.owned = dense and sub is not W  # a gathered copy, not the caller's graph
-        return cut
+        return self._cut(sub, d=d, min_size=min_size, seed=seed, block=block, start=start, recycle=dense)
 
     def child(self, W, parent, members, local, *, min_size, seed) -> NodeCut:
         if sp.issparse(W) or sp.issparse(parent.block):
             return self._cut(sub_block(parent.block, local), d=None, min_size=min_size, seed=seed, block=None,
                              start=None, recycle=False)
-        if parent.block is None:
-            raise RuntimeError("this node's block was handed to its second child; a node has two children")
         size, m = parent.block.shape[0], local.size
         # The larger child's start block: its products follow from the parent's (parent.images) and
         # the off-diagonal block, which is smaller than the child's own block.
@@ -336,11 +319,7 @@ class FastNodeSolver:
             mask = np.ones(size, dtype=bool)
             mask[local] = False
             other = np.flatnonzero(mask)
-        parent.children_left -= 1
-        last = parent.owned and parent.children_left == 0  # the parent's block is not read again
-        sub, d, off = gather_block(parent.block, local, other, inplace=last)
-        if last:
-            parent.block = None
+        sub, d, off = gather_block(parent.block, local, other)
         block = images = None
         if big and parent.ritz is not None and (d > 0).all():
             # the parent's generalised Ritz vectors y restricted, in the child's symmetric form
@@ -352,10 +331,8 @@ class FastNodeSolver:
                 tally("eigen-solves", k * off.nbytes, calls=k)
                 WY = parent.images[local] * parent.sqrt_d[local, None] - off @ Y[other].astype(off.dtype)
                 images = WY / sqrt_dc[:, None]
-        cut = self._cut(sub, d=d, min_size=min_size, seed=seed, block=block, images=images, start=None,
-                        recycle=True)
-        cut.owned = True
-        return cut
+        return self._cut(sub, d=d, min_size=min_size, seed=seed, block=block, images=images, start=None,
+                         recycle=True)
 
     def _cut(self, sub, *, d, min_size, seed, block, start, recycle, images=None) -> NodeCut:
         if d is None:
