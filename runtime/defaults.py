@@ -267,6 +267,13 @@ GATHER_CHUNK_BYTES = 1 << 18
 #: stay in a 1 MB L2 cache, so the sweep reads the node's block once from memory (4 M elements, the
 #: v2 value, streamed the mask and its float copy through L3/memory: 3.5 block passes at n = 4096).
 SWEEP_CHUNK_ELEMENTS = 1 << 16
+#: Fewest rows per chunk of the fast method's dense sweep (runtime/cuts/sweep.py ``sweep_ncut_dense``):
+#: its chunks are row gathers read once by a mat-vec, so a chunk larger than L2 costs little while
+#: each chunk costs ~25 us of Python.
+SWEEP_MIN_ROWS = 64
+#: Up to this many members the dense sweep takes the 2-D prefix sums of the whole permuted block:
+#: fewer numpy calls, which is what a small node's sweep costs (35 vs 51 us at 24 members, equal near 56).
+SWEEP_SMALL_NODES = 48
 #: Tile side of the in-place symmetrisation of ``W`` (OpenCV transposes): 256 (256 KB of float32)
 #: measured best at n = 4096 (8.7 single mat-vecs; 128: 10.0, 512: 10.1) and within 3% of 128 at n = 1024.
 SYMMETRIZE_TILE = 256

@@ -37,11 +37,12 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 from walkcut.runtime import defaults as _d
 from walkcut.runtime.cuts import krylov, sparse, spectral
 from walkcut.runtime.cuts.counts import tally
-from walkcut.runtime.cuts.sweep import Bipartition, sweep_ncut_chunked
+from walkcut.runtime.cuts.sweep import Bipartition, sweep_ncut_chunked, sweep_ncut_dense
 
 logger = logging.getLogger(__name__)
 
@@ -146,17 +147,24 @@ class _Operator:
         self.W = W
         self.s = s
         self.products = 0
+        self._col = s[:, None]
+        self._sparse = sp.issparse(W)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:  # (m, k) -> (m, k) float64
         self.products += X.shape[1]
-        Y = self.s[:, None] * X
-        if sp.issparse(self.W):
+        Y = self._col * X
+        if self._sparse:
             tally("eigen-solves (sparse)", 0, calls=X.shape[1])
             out = self.W @ Y
         else:
             tally("eigen-solves", X.shape[1] * self.W.nbytes, calls=X.shape[1])
-            out = self.W @ Y.astype(self.W.dtype)
-        return self.s[:, None] * np.asarray(out, dtype=np.float64)
+            if X.shape[1] > 1:
+                # W is symmetric: W Y = (Y^T W)^T, which OpenBLAS computes 1.4-1.5x faster for a few
+                # columns on large blocks (12 columns, m = 1413-2683)
+                out = (Y.T.astype(self.W.dtype) @ self.W).T
+            else:
+                out = self.W @ Y.astype(self.W.dtype)
+        return self._col * out  # float64 (the scale is), in one pass
 
 
 def sub_block(W, idx: np.ndarray):
@@ -174,47 +182,66 @@ def gather_block(W: np.ndarray, idx: np.ndarray, other: np.ndarray | None = None
     """``(W[idx][:, idx], its row sums, W[idx][:, other] or None)`` of a dense ``W``, in one pass.
 
     Row chunks of about ``GATHER_CHUNK_BYTES`` are taken from ``W`` (the only read of ``W``) and
-    split into their columns while they sit in cache, where the row sums (float64) are also taken:
-    the block is written once and not read again.
+    split into their columns while they sit in cache, where the row sums are also taken: the block
+    is written once and not read again.
     """
     m, size = idx.size, W.shape[0]
     block = np.empty((m, m), dtype=W.dtype)
     off = None if other is None else np.empty((m, other.size), dtype=W.dtype)
     d = np.empty(m, dtype=np.float64)
     rows = max(1, _d.GATHER_CHUNK_BYTES // max(1, size * W.itemsize))
+    ones = np.ones(m, dtype=W.dtype)
     for r0 in range(0, m, rows):
         r1 = min(r0 + rows, m)
         chunk = W.take(idx[r0:r1], axis=0)
-        chunk.take(idx, axis=1, out=block[r0:r1])
-        d[r0:r1] = block[r0:r1].sum(axis=1, dtype=np.float64)
+        # mode="clip" (the indices are valid): with the default "raise" numpy buffers every take
+        # into ``out`` through a temporary copy, which made the gather 3-6x slower (bench/RESULTS.md)
+        chunk.take(idx, axis=1, out=block[r0:r1], mode="clip")
+        d[r0:r1] = block[r0:r1] @ ones  # float32 mat-vec: a third of numpy's float64 reduction
         if off is not None:
-            chunk.take(other, axis=1, out=off[r0:r1])
+            chunk.take(other, axis=1, out=off[r0:r1], mode="clip")
     tally("node gathers", W.itemsize * (m * size + m * m + (0 if other is None else m * other.size)))
     return block, d, off
 
 
 def _orthonormal_pair(Z: np.ndarray, MZ: np.ndarray):
     """``(Q, M Q)`` with ``Q = Z C`` orthonormal, from ``Z`` and its image ``M Z`` (no product):
-    ``C`` from the eigen-decomposition of the Gram matrix, dropping directions ``Z`` barely holds."""
+    ``C = L^-T`` from the Cholesky factor ``L`` of the Gram matrix, or from its eigen-decomposition
+    (dropping directions ``Z`` barely holds) where ``Z`` is nearly rank-deficient."""
     G = Z.T @ Z
-    lam, U = np.linalg.eigh((G + G.T) * 0.5)
+    G = (G + G.T) * 0.5
+    # Cholesky first (a tenth of the eigen-decomposition's time on these 10-50 column blocks); the
+    # eigen-decomposition where it fails or ``Z`` is nearly rank-deficient, to drop those directions.
+    try:
+        L = np.linalg.cholesky(G)
+    except np.linalg.LinAlgError:
+        L = None
+    if L is not None:
+        diag = np.diagonal(L)
+        if float(diag.min()) ** 2 > 1e-8 * max(float(np.diagonal(G).max()), 1e-300):
+            C = sla.solve_triangular(L, np.eye(L.shape[0]), lower=True, trans="T", check_finite=False)
+            return Z @ C, MZ @ C
+    lam, U = np.linalg.eigh(G)
     keep = lam > 1e-10 * max(float(lam[-1]), 1e-300)
     C = U[:, keep] / np.sqrt(lam[keep])
     return Z @ C, MZ @ C
 
 
-def _dense_vector(W, sqrt_d: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Top eigenvector of the small deflated ``M - u u^T``, formed in double precision."""
-    s = 1.0 / sqrt_d
-    if not sp.issparse(W):
-        tally("small dense eigh", W.nbytes, calls=1)
-    M = (s[:, None] * np.asarray(W.toarray() if sp.issparse(W) else W, dtype=np.float64)) * s[None, :]
-    M -= np.outer(u, u)
-    return krylov.top_eigenvector(M)
+def _dense_vector(W: np.ndarray, sqrt_d: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Top eigenvector of the small deflated ``M - u u^T`` of a dense block, formed in the block's
+    precision (float32 on the fast path: the eigenvector's rounding, ~1e-7 over the eigengap, is
+    far below the Lanczos nodes' tolerance of 1e-5)."""
+    tally("small dense eigh", W.nbytes, calls=1)
+    s = (1.0 / sqrt_d).astype(W.dtype)
+    M = W * s[:, None]
+    M *= s[None, :]
+    uu = u.astype(W.dtype)
+    M -= uu[:, None] * uu[None, :]
+    return krylov.top_eigenvector_small(M).astype(np.float64)
 
 
-def _with_sweep(W, d: np.ndarray, y: np.ndarray, min_size: int) -> Bipartition | None:
-    split = sweep_ncut_chunked(W, d, y, min_size=min_size)
+def _with_sweep(W, d: np.ndarray, y: np.ndarray, min_size: int, sweep=sweep_ncut_chunked) -> Bipartition | None:
+    split = sweep(W, d, y, min_size=min_size)
     return None if split is None else Bipartition(split.side, split.ncut, split.cut, split.volume, vector=y)
 
 
@@ -364,6 +391,8 @@ class FastNodeSolver:
         if not recycle:
             y = spectral.fiedler_vector(W, d, seed=seed, start=start, tol=self.reference_tol)
             return _with_sweep(W, d, y, min_size), None, None
+        if sp.issparse(W):  # a small sparse block handed to bipartition(recycle=True)
+            W = W.toarray()
         sqrt_d = np.sqrt(d)
         u = sqrt_d / np.linalg.norm(sqrt_d)
         if m <= _d.DENSE_MAX_NODES:
@@ -372,7 +401,7 @@ class FastNodeSolver:
             v, ritz, extra = self._recycled_lanczos(W, d, sqrt_d, u, seed=seed, block=block, start=start,
                                                     images=images)
         y = krylov.fix_sign(v / sqrt_d)
-        split = _with_sweep(W, d, y, min_size)
+        split = _with_sweep(W, d, y, min_size, sweep_ncut_dense)
         return (None, None, None) if split is None else (split, ritz, extra)
 
     def _shift_invert_vector(self, W, d, *, seed, start) -> np.ndarray:
@@ -422,7 +451,7 @@ class FastNodeSolver:
         # On a large node a product costs far more than the tridiagonal solve of a convergence check.
         check = 1 if m >= _d.LANCZOS_CHECK_EVERY_STEP_NODES else _d.LANCZOS_CHECK
         v, ritz, ok, (V, MV) = krylov.lanczos_fiedler(op, u, v0, tol=tol, max_steps=self.max_steps, n_ritz=k,
-                                                      check=check, basis=True)
+                                                      check=check, basis=True, fold_u=True)
         if Q is not None and Q.shape[1]:
             V, MV = np.hstack([Q, V]), np.hstack([MQ, MV])
         Z, MZ = _orthonormal_pair(V, MV)
