@@ -1,4 +1,4 @@
-"""Throughput of ``walkcut batch`` (Ray Data, local) against one ``walkcut segment`` process.
+"""Throughput of ``walkcut batch`` (local Ray) against one ``walkcut segment`` process.
 
 Both commands run as subprocesses on the same images with the same options, one after the other in
 the same run; wall time includes Python and (for batch) Ray start-up. The outputs are compared byte
@@ -117,6 +117,9 @@ def cluster_scaling(files: list[Path], root: Path, walkcut: list[str], extra: li
     the cluster is started inside the timed interval's process tree but before the command)."""
     import ray.cluster_utils
 
+    # The workers at the priority of the local Ray that `walkcut batch` starts (and of segment): Ray's
+    # default, niceness 15, hands a shared machine's cores to everything else first.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     for nodes in (1, 2):
         t0 = time.perf_counter()
         cluster = ray.cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1})

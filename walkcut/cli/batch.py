@@ -61,7 +61,7 @@ def register(sub) -> None:
     r.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="join a running cluster: auto, or ray://HOST:10001 (default: start a local Ray)")
     r.add_argument("--num-cpus", type=positive_int, default=None,
-                   help="CPUs of the local Ray (default: this machine's cores)")
+                   help="CPUs of the local Ray, the one the driver cuts on included (default: this machine's cores)")
     r.add_argument("--actors", type=positive_int, default=None,
                    help="engine actor pool size (default: one per GPU for GPU backends; ort-cpu runs the "
                         "engine inside the CPU tasks)")
