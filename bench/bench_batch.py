@@ -1,4 +1,4 @@
-"""Throughput of ``walkcut batch`` (Ray Data, local) against one ``walkcut segment`` process.
+"""Throughput of ``walkcut batch`` (local Ray) against one ``walkcut segment`` process.
 
 Both commands run as subprocesses on the same images with the same options, one after the other in
 the same run; wall time includes Python and (for batch) Ray start-up. The outputs are compared byte
@@ -83,10 +83,23 @@ def _tree(procs: dict, root: int) -> list[int]:
     return found
 
 
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all processes; /proc/stat), 0 where unknown."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+
+
 def timed(cmd: list[str], *, tree_of: int | None = None) -> tuple[float, float]:
     """Run ``cmd``; returns (wall seconds, CPU seconds of its process tree). ``tree_of``: count the
-    descendants of this pid instead (a local cluster started by this process), less this process."""
+    descendants of this pid instead (a local cluster started by this process), less this process.
+    Also prints the CPU seconds that other processes took meanwhile: a wall time is a quiet
+    machine's only when that is near 0."""
     load = os.getloadavg()
+    busy0 = _busy_seconds()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     root = proc.pid if tree_of is None else tree_of
@@ -103,9 +116,10 @@ def timed(cmd: list[str], *, tree_of: int | None = None) -> tuple[float, float]:
                     seen[pid] = procs[pid][1] - base.get(pid, 0.0)
     wall = time.perf_counter() - t0
     cpu = sum(seen.values())
+    others = max(0.0, _busy_seconds() - busy0 - cpu)
     tail = out.strip().splitlines()[-1:] or [""]
-    print(f"  {' '.join(cmd[2:4])}: {wall:.1f} s, {cpu:.1f} CPU s of its processes (rc {proc.returncode}; "
-          f"load before {load[0]:.2f}) | {tail[0][:160]}", flush=True)
+    print(f"  {' '.join(cmd[2:4])}: {wall:.1f} s, {cpu:.1f} CPU s of its processes, {others:.1f} CPU s of "
+          f"other processes meanwhile (rc {proc.returncode}; load before {load[0]:.2f}) | {tail[0][:160]}", flush=True)
     if proc.returncode not in (0, 1):
         print(err[-3000:], file=sys.stderr)
         raise SystemExit(f"{cmd[3]} failed")
@@ -117,6 +131,9 @@ def cluster_scaling(files: list[Path], root: Path, walkcut: list[str], extra: li
     the cluster is started inside the timed interval's process tree but before the command)."""
     import ray.cluster_utils
 
+    # The workers at the priority of the local Ray that `walkcut batch` starts (and of segment): Ray's
+    # default, niceness 15, hands a shared machine's cores to everything else first.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     for nodes in (1, 2):
         t0 = time.perf_counter()
         cluster = ray.cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -234,6 +251,10 @@ def main() -> int:
                       platform.processor())
     print(f"machine: {platform.node()}, {cpus} CPUs ({model_name}), Python {platform.python_version()}")
     print(f"images: {len(files)} from {DATA}; load average at start {os.getloadavg()}")
+    autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if autogroup.exists() and autogroup.read_text().strip() == "1":
+        print("note: Linux autogroup is on: while other sessions keep a core busy, batch's processes share "
+              "one session's CPU with segment's one process, and the wall ratio is about 1x whatever batch does")
     root = Path(tempfile.mkdtemp(prefix="walkcut-bench-batch-")) if args.keep is None else args.keep
     walkcut = [sys.executable, "-m", "walkcut"]
     seg_wall = None

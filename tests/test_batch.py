@@ -242,3 +242,143 @@ def test_without_ray_the_command_says_how_to_install_it(image_dir, tmp_path):
     assert done.returncode == 2
     assert "pip install 'walkcut[ray]'" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+# -- scheduling: blocks, the driver's share, Ray's environment ----------------------------------
+
+def test_blocks_shrink_to_single_images_as_the_queue_empties():
+    from walkcut.batch.pipeline import block_size
+
+    remaining, sizes = 100, []
+    while remaining:
+        sizes.append(block_size(6, remaining, slots=2))
+        remaining -= sizes[-1]
+    assert sizes[0] == 6 and max(sizes) == 6  # the cap from the job count
+    assert sizes == sorted(sizes, reverse=True)  # never growing
+    assert sizes[-8:] == [1] * 8  # the last image of each slot's quarter share is alone
+    assert block_size(32, 10_000, slots=64) == 32 and block_size(32, 5, slots=64) == 1
+
+
+def test_local_ray_environment_keeps_what_the_user_set(monkeypatch):
+    import os
+
+    from walkcut.batch.pipeline import WORKER_NICENESS, _environ, driver_cuts_beside_ray
+
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    with _environ(WORKER_NICENESS):
+        assert os.environ["RAY_worker_niceness"] == "0"
+    assert "RAY_worker_niceness" not in os.environ
+    monkeypatch.setenv("RAY_worker_niceness", "7")
+    with _environ(WORKER_NICENESS):
+        assert os.environ["RAY_worker_niceness"] == "7"
+    assert os.environ["RAY_worker_niceness"] == "7"
+    assert not driver_cuts_beside_ray(1) and driver_cuts_beside_ray(2)
+
+
+def test_driver_head_shares_the_queue_with_ray_tasks_to_the_end(local_ray, image_dir, tmp_path):
+    """The driver's own cuts and the Ray tasks take jobs from one queue: every job is done once, by
+    one of them, with the same bytes as segment; the driver's rows come out of the same stream."""
+    from collections import deque
+
+    from walkcut.batch.pipeline import BatchConfig, DriverHead, make_jobs, stream_rows
+    from walkcut.cli import build_parser
+    from walkcut.cli.args import cut_options, source_spec
+    from walkcut.inputs import collect_images
+    from walkcut.outputs import options_record
+
+    paths = [str(image_dir / f"img{i:02d}.png") for i in range(6)]
+    ref, out = tmp_path / "segment", tmp_path / "batch"
+    assert _segment(paths, ref, *GRID).returncode == 0
+    args = build_parser().parse_args(["batch", *paths, "--out", str(out), *GRID])  # the options batch runs with
+    spec = source_spec(args)
+    cfg = BatchConfig(out=out, options=cut_options(args, spec), source=spec)
+    jobs = make_jobs(collect_images(paths), out, settings=options_record(spec, cfg.options))
+    queue = deque(enumerate(jobs))
+    head = DriverHead(queue, spec, cfg.options, to_the_end=True)
+    head.start()
+    deadline = time.monotonic() + 60
+    while len(queue) == len(jobs) and time.monotonic() < deadline:  # the driver has its first image
+        time.sleep(0.001)
+    rows = list(stream_rows(queue, cfg, resources=ray.cluster_resources(), fault=None, head=head))
+    assert sorted(r["key"] for r in rows) == list(range(6))
+    assert all(r["status"] == "ok" for r in rows)
+    assert 1 <= head.count <= 6 and not head.is_alive()
+    assert _pngs(out) == _pngs(ref)
+
+
+_SESSION_PROBE = """
+import os, sys
+import ray
+from ray._private import ray_constants, worker
+from walkcut.batch.pipeline import _stop_autoscaler_monitor, ray_session
+
+with ray_session(None, 2, driver_cuts=True) as (text, owned):
+    nice = ray.get(ray.remote(lambda: os.nice(0)).remote())
+    print(text, ray.cluster_resources()["CPU"], nice, owned)
+    monitor = worker._global_node.all_processes[ray_constants.PROCESS_TYPE_MONITOR][0].process
+    _stop_autoscaler_monitor()
+    print("monitor stopped", monitor.wait(timeout=10) is not None)
+"""
+
+
+@pytest.mark.slow
+def test_local_ray_gives_the_driver_a_cpu_and_its_workers_the_drivers_priority(tmp_path):
+    """A local Ray of 2 CPUs keeps 1 for the driver's cuts; its workers run at niceness 0 unless the
+    user set RAY_worker_niceness; its autoscaler monitor can be stopped before the shutdown (the
+    Ray handle used for that is not public API: this says when an upgrade moved it)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_worker_niceness"}
+    done = subprocess.run([sys.executable, "-c", _SESSION_PROBE], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("started a local Ray with 2 CPUs: 1 for its workers, 1 for this driver's own cuts")
+    assert lines[0].endswith(" 1.0 0 True")  # Ray's CPUs, the worker's niceness, ours
+    assert lines[1] == "monitor stopped True"
+    done = subprocess.run([sys.executable, "-c", _SESSION_PROBE], capture_output=True, text=True, timeout=300,
+                          env={**env, "RAY_worker_niceness": "5"}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[0].endswith(" 1.0 5 True")
+
+
+@pytest.mark.slow
+def test_interrupted_while_the_driver_cuts_beside_its_ray_resumes(tmp_path):
+    """SIGTERM while the driver and its local Ray both cut: exit 130, every file there complete, and
+    the rerun finishes the rest without writing anything twice."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(10):
+        cv2.imwrite(str(src / f"x{i}.png"), _blobs(200 + i, 120, 160))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "walkcut", "batch", str(src), "--out", str(out), "--grid", "32", "--num-cpus", "2"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("*_overlay.png"))) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+    before = {p: p.stat() for p in out.rglob("*.png")}
+    for p in before:
+        assert cv2.imread(str(p), cv2.IMREAD_UNCHANGED) is not None, p
+    complete = {p for p in before if p.name.endswith("_labels.png")
+                and p.with_name(p.name.replace("_labels", "_overlay")).exists()}
+    assert 2 <= len(complete) < 10
+    saved = _manifest_rows_so_far(out)  # the journal: rows of the driver's own cuts and of Ray's
+    assert saved and all(r["status"] == "ok" and Path(r["labels"]) in complete for r in saved)
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(f"x{i}_{k}.png" for i in range(10)
+                                                                  for k in ("labels", "overlay"))
+    for p in complete:
+        assert p.stat().st_mtime_ns == before[p].st_mtime_ns and p.stat().st_ino == before[p].st_ino
+    assert [r["status"] for r in _manifest(out)] == ["ok"] * 10
+
+
+def _manifest_rows_so_far(out: Path) -> list[dict]:
+    """The rows an interrupted run left: its journals (and part files)."""
+    from walkcut.batch.manifest import PARTS_DIR, ManifestWriter
+
+    return list(ManifestWriter(out / "manifest.parquet", out / PARTS_DIR).earlier_rows().values())

@@ -4,14 +4,20 @@ Pixel source (no model)::
 
     blocks of jobs -> segment_block (Ray tasks)               CPU tasks, one BLAS thread each
 
-Plain Ray tasks, not Ray Data: the driver keeps at most ``2 x CPUs + 2`` blocks in flight and hands
-each finished block's rows to the manifest. Ray Data's streaming executor cost the driver ~40 ms of
-CPU per image on this single stage (a third of a core of a 2-core machine that the cuts needed;
-bench/RESULTS_batch.md, "Speed v3"). While a local Ray starts (its daemons and workers take seconds
-and leave a core idle), the driver segments images from the head of the queue itself, with the same
-code, until the first Ray block comes back. Engine source on CPU (``ort-cpu``, no ``--actors``): the
-same single stage, the model loaded once per worker process. Engine source on GPU (or with
-``--actors``), a Ray Data pipeline::
+Plain Ray tasks, not Ray Data: the driver keeps a few more blocks in flight than Ray has CPUs and
+hands each finished block's rows to the manifest; blocks shrink as the queue empties, so that no core
+finishes long before the others. Ray Data's streaming executor cost the driver ~40 ms of CPU per image
+on this single stage (a third of a core of a 2-core machine that the cuts needed;
+bench/RESULTS_batch.md, "Speed v3").
+
+A local Ray that the command starts gets one CPU less than it is given, and the driver cuts on that
+one, one image at a time from the head of the same queue, with the same code (:class:`DriverHead`):
+from the first second, while Ray's daemons and workers start (seconds, with a core idle otherwise), to
+the end, one Ray worker fewer to start (bench/RESULTS_batch.md, "Speed v3, part 2"). With one CPU
+the driver cuts only until the first Ray block comes back. A cluster joined with ``--ray-address``
+does all the work. Engine source on CPU (``ort-cpu``, no ``--actors``): the same single stage, the
+model loaded once per worker process, all of it on Ray. Engine source on GPU (or with ``--actors``),
+a Ray Data pipeline::
 
     from_items(jobs) -> map(read + shrink + preprocess)       CPU tasks
                      -> map_batches(AttentionActor)           actor pool, model loaded once per actor,
@@ -31,6 +37,7 @@ import json
 import logging
 import math
 import os
+import queue as queues
 import threading
 import time
 import warnings
@@ -54,9 +61,12 @@ from walkcut.batch.work import (
     EngineOutput,
     job_outputs,
     one_thread,
+    open_source,
     prepare_engine_input,
     safe_text,
+    segment_block,
     segment_image,
+    segment_rows,
 )
 from walkcut.inputs import InputImage
 from walkcut.outputs import DONE, NEW, OutputError, make_record, options_record, refuse_inputs_as_outputs, resume_refusal, resume_state, shown
@@ -185,11 +195,38 @@ def remove_stale_temporaries(out: Path) -> int:
     return removed
 
 
+#: Environment of the local Ray the command starts (a variable the user set wins). Ray starts its
+#: workers at niceness 15, below every ordinary process: on a machine that runs anything else (or a
+#: driver that cuts at niceness 0) they got a sliver of the cores (bench/RESULTS_batch.md, "Speed v3,
+#: part 2"). A batch run is the user's foreground job; its workers run at the driver's priority.
+WORKER_NICENESS = {"RAY_worker_niceness": "0"}
+
+
 @contextlib.contextmanager
-def ray_session(address: str | None, num_cpus: int | None):
+def _environ(values: dict[str, str]):
+    """Set the variables of ``values`` that are not set yet, for the processes started meanwhile."""
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def driver_cuts_beside_ray(cpus: int) -> bool:
+    """Whether the driver of a local Ray of ``cpus`` CPUs cuts images all along on one of them (the
+    Ray then gets ``cpus - 1``); with one CPU it cuts only while Ray starts."""
+    return cpus >= 2
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, num_cpus: int | None, *, driver_cuts: bool = False):
     """Start a local Ray (no ``address``) or join a cluster.
 
     Yields a line saying which, and whether the Ray is local and ours (its workers are gone at exit).
+    ``driver_cuts``: the driver cuts images on one of the ``num_cpus`` (default: the cores) itself,
+    when :func:`driver_cuts_beside_ray`, so the local Ray gets one CPU less.
 
     A Ray already started by this process (tests, notebooks) is used as it is and left running.
     """
@@ -207,14 +244,37 @@ def ray_session(address: str | None, num_cpus: int | None):
         text = f"joined the Ray cluster at {address} ({_resources_text(ray.cluster_resources())})"
     else:
         cpus = num_cpus or os.cpu_count() or 1
+        beside = driver_cuts and driver_cuts_beside_ray(cpus)
         # address="local": always a new Ray of our own; without it ray.init joins a Ray that another
         # process on this machine started, and then refuses num_cpus.
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
-        text = f"started a local Ray with {cpus} CPUs (stopped at the end; --ray-address joins a cluster)"
+        with _environ(WORKER_NICENESS):
+            ray.init(address="local", num_cpus=cpus - beside, include_dashboard=False, log_to_driver=False,
+                     logging_level=level)
+        share = f": {cpus - 1} for its workers, 1 for this driver's own cuts" if beside else ""
+        text = f"started a local Ray with {cpus} CPUs{share} (stopped at the end; --ray-address joins a cluster)"
     try:
         yield text, address is None
     finally:
+        if address is None:
+            _stop_autoscaler_monitor()
         ray.shutdown()
+
+
+def _stop_autoscaler_monitor() -> None:
+    """Kill the autoscaler monitor of the local Ray this process started, before ``ray.shutdown``.
+
+    The shutdown stops the raylet and the GCS first; the monitor, told to stop after them, spends its
+    one-second grace trying to report to the dead GCS and is then killed: a second at the end of every
+    run (1.35 s for the whole shutdown; 0.35 s with the monitor gone first). A local Ray has nothing
+    to scale, so the monitor has nothing to save. Uses Ray's node handle, which is not public API: if
+    another Ray version moved it, the shutdown just takes its second."""
+    try:
+        from ray._private import ray_constants, worker
+
+        worker._global_node._kill_process_type(ray_constants.PROCESS_TYPE_MONITOR, allow_graceful=False,
+                                               check_alive=False)
+    except Exception as exc:  # noqa: BLE001 (an optimisation only)
+        logger.debug("could not stop Ray's autoscaler monitor first: %s", exc)
 
 
 def _resources_text(res: dict) -> str:
@@ -224,33 +284,8 @@ def _resources_text(res: dict) -> str:
 
 # -- the stages (module-level so Ray pickles them by reference) ---------------------------------
 
-_OPENED: dict = {}  # per worker process: spec -> opened source (an engine loads its model once)
-
-
-def _open(spec: SourceSpec):
-    if spec not in _OPENED:
-        _OPENED[spec] = spec.open()
-    return _OPENED[spec]
-
-
 def _job(row: dict) -> Job:
     return Job.from_text(row["job"])
-
-
-def segment_block(rows: list[dict], *, source: SourceSpec, options: dict, fault: str | None) -> list[dict]:
-    """Ray task of the pixel source and the in-task engine: the whole job of each image of a block."""
-    out = []
-    with one_thread():  # once per block: each entry re-scans the loaded libraries (~2 ms)
-        for row in rows:
-            job = _job(row)
-            maybe_fault(job, fault)
-            try:
-                opened = _open(source)
-            except Exception as exc:  # noqa: BLE001 (a backend that cannot start: every row says why)
-                out.append({**empty_row(job, status="error", error=error_message(job.input, exc)), "key": row["key"]})
-                continue
-            out.append({**segment_image(job, opened, options), "key": row["key"]})
-    return out
 
 
 def prepare_row(row: dict, *, engine: EngineSpec, max_source_side: int) -> dict:
@@ -272,7 +307,7 @@ class AttentionActor:
     """Holds one engine (loaded once, from ``engine.open()``) and runs it on batches of preprocessed images."""
 
     def __init__(self, engine: EngineSpec) -> None:
-        self.source = _open(engine)
+        self.source = open_source(engine)
         self.n = self.source.contract.io.n_nodes
 
     def __call__(self, batch: dict) -> dict:
@@ -322,20 +357,27 @@ def _images_per_block(cfg: BatchConfig, n_jobs: int, cpus: int) -> int:
     return cfg.images_per_block or max(1, min(32, n_jobs // (16 * cpus)))
 
 
+def block_size(largest: int, remaining: int, slots: int) -> int:
+    """Images in the next block of plain Ray tasks: ``largest`` while many remain, then a quarter of
+    each slot's share of what remains, down to one image, so that the cores that cut (``slots``: Ray's
+    task slots, and the driver when it cuts) finish within about one image of each other."""
+    return max(1, min(largest, math.ceil(remaining / (4 * max(1, slots)))))
+
+
 def _row(key: int, job: Job) -> dict:
     return {"key": key, "job": job.to_text()}  # ASCII: any file name travels
 
 
 def stream_rows(jobs: deque, cfg: BatchConfig, *, resources: dict, fault: str | None,
-                on_running: Callable[[], None] | None = None) -> Iterator[dict]:
+                head: DriverHead | None = None) -> Iterator[dict]:
     """Segment the jobs taken from ``jobs`` on the Ray this process is connected to; yields one manifest
     row per job, in the order they finish: plain Ray tasks for the single-stage pipelines (which take
-    jobs from the queue as they go, so a :class:`DriverHead` can share it; ``on_running`` is called when
-    the first block comes back), else the Ray Dataset of :func:`build_dataset`."""
+    jobs from the queue as they go, so that a started :class:`DriverHead` shares it; its rows come out
+    here too), else the Ray Dataset of :func:`build_dataset`."""
     if _use_actors(cfg, resources):
         yield from build_dataset([job for _, job in jobs], cfg, resources=resources, fault=fault).iter_rows()
     else:
-        yield from _task_rows(jobs, cfg, resources=resources, fault=fault, on_running=on_running)
+        yield from _task_rows(jobs, cfg, resources=resources, fault=fault, head=head)
 
 
 def _take(jobs: deque, count: int) -> list[dict]:
@@ -349,69 +391,97 @@ def _take(jobs: deque, count: int) -> list[dict]:
 
 
 def _task_rows(jobs: deque, cfg: BatchConfig, *, resources: dict, fault: str | None,
-               on_running: Callable[[], None] | None) -> Iterator[dict]:
+               head: DriverHead | None) -> Iterator[dict]:
     import ray
 
     cpus = max(1, int(resources.get("CPU", 1)))
-    per_block = _images_per_block(cfg, len(jobs), cpus)
+    tasks = cpus if cfg.cpus_per_task <= 0 else max(1, int(cpus // cfg.cpus_per_task))  # at once
+    largest = _images_per_block(cfg, len(jobs), cpus)
+    slots = tasks + int(head is not None and head.to_the_end)
     # In a CPU task the engine gets one inference thread: Ray runs one task per core.
     source = cfg.source if cfg.engine is None else dataclasses.replace(cfg.engine, threads=1)
     task = ray.remote(segment_block).options(num_cpus=cfg.cpus_per_task, max_retries=cfg.max_retries)
     source_ref = ray.put(source)  # pickled once, not once per block
-    in_flight = 2 * cpus + 2  # enough queued blocks that no core waits for the driver
+    # One queued block for every one or two running ones, so that no worker waits for this process
+    # (whose main thread shares the GIL with a DriverHead), and no more: the queue's tail stays shared.
+    in_flight = tasks + max(1, tasks // 2)
     # No ray.cancel of the blocks in flight on an interrupt: a cancelled task whose reply is already on
     # its way aborts the driver inside Ray 2.x's task manager ("Tried to complete task that was not
     # pending"), 1 run in 2 here. Ray ends a driver's tasks when the driver disconnects (ray.shutdown).
     pending: list = []
     while True:
         while len(pending) < in_flight:
-            block = _take(jobs, per_block)
+            block = _take(jobs, cfg.images_per_block or block_size(largest, len(jobs), slots))
             if not block:
                 break
             pending.append(task.remote(block, source=source_ref, options=cfg.options, fault=fault))
+        if head is not None:
+            yield from head.take_rows()
         if not pending:
-            return
-        done, pending = ray.wait(pending, num_returns=1)
-        if on_running is not None:
-            on_running()
-            on_running = None
+            if head is None or not head.is_alive():
+                break
+            head.join(0.25)  # the queue is empty: the driver's last image
+            continue
+        # While the driver cuts, its rows go to the manifest at least every second.
+        done, pending = ray.wait(pending, num_returns=1, timeout=1.0 if head is not None and head.is_alive() else None)
+        if done and head is not None and not head.to_the_end:
+            head.stop()  # Ray runs: the driver's CPU is Ray's now
         for ref in done:
             yield from ray.get(ref)
+    if head is not None:
+        yield from head.finish()
 
 
 class DriverHead(threading.Thread):
-    """Segments jobs in the driver process, one at a time from the head of the shared queue, until
-    :meth:`stop`: a local Ray's daemons and workers take seconds to start (``ray.init`` 3-15 s on
-    this 2-core VM, then each worker imports walkcut), during which a core would sit idle. Uses
-    :func:`segment_block`, so the outputs are the tasks' to the byte; ``rows`` holds what it did."""
+    """Segments jobs in the driver process, one at a time from the head of the queue it shares with
+    the Ray tasks: ``to_the_end``, until the queue is empty (the local Ray has one CPU less, this
+    one); else until :meth:`stop`, which comes when the first Ray block does. Either way it starts
+    before ``ray.init``, whose daemons and workers take seconds (3-15 s on a 2-core VM) during which
+    a core would sit idle. Runs :func:`~walkcut.batch.work.segment_rows`, as the tasks do, so the
+    outputs are the tasks' to the byte; its rows come out of :meth:`take_rows` as they are done."""
 
-    def __init__(self, jobs: deque, source: SourceSpec, options: dict) -> None:
+    def __init__(self, jobs: deque, source: SourceSpec, options: dict, *, to_the_end: bool) -> None:
         super().__init__(name="walkcut-batch-driver-head", daemon=True)
-        self.jobs, self.source, self.options = jobs, source, options
-        self.rows: list[dict] = []
+        self.jobs, self.source, self.options, self.to_the_end = jobs, source, options, to_the_end
+        self.count = 0  # images done
         self.error: BaseException | None = None
+        self._rows: queues.SimpleQueue = queues.SimpleQueue()
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         try:
-            while not self._stop_event.is_set():
-                block = _take(self.jobs, 1)
-                if not block:
-                    return
-                self.rows.extend(segment_block(block, source=self.source, options=self.options, fault=None))
-        except BaseException as exc:  # noqa: BLE001 (re-raised by the driver after join)
+            with one_thread():  # for the whole run: each entry re-scans the loaded libraries (~2 ms)
+                while not self._stop_event.is_set():
+                    block = _take(self.jobs, 1)
+                    if not block:
+                        return
+                    for row in segment_rows(block, source=self.source, options=self.options, fault=None):
+                        self._rows.put(row)
+                    self.count += 1
+        except BaseException as exc:  # noqa: BLE001 (re-raised by the driver in finish)
             self.error = exc
 
     def stop(self) -> None:
+        """Take no further image (the one in hand is finished)."""
         self._stop_event.set()
 
+    def take_rows(self) -> list[dict]:
+        """The rows done since the last call."""
+        rows = []
+        while True:
+            try:
+                rows.append(self._rows.get_nowait())
+            except queues.Empty:
+                return rows
+
     def finish(self) -> list[dict]:
-        """Stop, wait for the image in hand, and return the rows (raises what the thread raised)."""
+        """Stop, wait for the image in hand, and return the rows not taken yet (raises what the
+        thread raised)."""
         self.stop()
         self.join()
         if self.error is not None:
             raise self.error
-        return self.rows
+        return self.take_rows()
 
 
 def build_dataset(jobs: list[Job], cfg: BatchConfig, *, resources: dict, fault: str | None):
@@ -548,38 +618,39 @@ def run_batch(images: list[InputImage], cfg: BatchConfig, *,
     queue = deque(enumerate(to_do))  # (key, job): rows come back with their key
     head = None
 
-    def add(row: dict) -> None:
+    def add(row: dict, *, notify: bool = True) -> None:
         row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
         row = {**row, **identity_columns(to_do[row.pop("key")])}
         writer.add(row)
-        if on_row is not None:
+        if notify and on_row is not None:
             on_row(row)
 
     try:
         import ray
 
         # Only for a Ray this call starts: the fault hook kills the process that runs the image.
-        if queue and cfg.ray_address is None and cfg.engine is None and not fault and not ray.is_initialized():
-            head = DriverHead(queue, cfg.source, cfg.options)
+        driver_cuts = bool(queue) and cfg.ray_address is None and cfg.engine is None and not fault \
+            and not ray.is_initialized()
+        if driver_cuts:
+            cpus = cfg.num_cpus or os.cpu_count() or 1
+            head = DriverHead(queue, cfg.source, cfg.options, to_the_end=driver_cuts_beside_ray(cpus))
             head.start()
-        with ray_session(cfg.ray_address, cfg.num_cpus) as (ray_text, owned):
+        with ray_session(cfg.ray_address, cfg.num_cpus, driver_cuts=driver_cuts) as (ray_text, owned):
             summary.ray = ray_text
             if on_start is not None:
                 on_start(ray_text, len(to_do), len(carried))
-            stop = head.stop if head is not None else None
-            for row in stream_rows(queue, cfg, resources=ray.cluster_resources(), fault=fault, on_running=stop):
+            for row in stream_rows(queue, cfg, resources=ray.cluster_resources(), fault=fault, head=head):
                 add(row)
             if head is not None:
-                rows, head = head.finish(), None
-                logger.info("the driver segmented %d of %d images while Ray started", len(rows), len(to_do))
-                for row in rows:
-                    add(row)
+                logger.info("the driver segmented %d of %d images %s", head.count, len(to_do),
+                            "beside its Ray" if head.to_the_end else "while Ray started")
+                head = None
     except BaseException:
         if head is not None:
             head.stop()
             head.join()
-            for row in head.rows:
-                add(row)
+            for row in head.take_rows():
+                add(row, notify=False)  # recorded only: the run is ending on the first error
         writer.flush()  # what was done stays known to the next run
         raise
     finally:
