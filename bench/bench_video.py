@@ -138,7 +138,7 @@ def bench_ratio(args) -> dict:
     if args.engine:  # an exported model with the cut settings its contract carries (issue 19: 2x)
         runs = (("walkcut_engine", ["--engine", str(args.engine)], 2.0),)
     else:
-        runs = (("walkcut_default", [], 5.0), ("walkcut_grid64", ["--grid", "64"], 1.0))
+        runs = (("walkcut_default", [], 7.0), ("walkcut_grid64", ["--grid", "64"], 1.5))  # issue 21's targets
     for key, options, _ in runs:
         result[key] = run_command(clip, options)
     fz.append(felzenszwalb_fps(frames))
