@@ -162,6 +162,19 @@ def test_killed_worker_is_retried(local_ray, image_dir, tmp_path, monkeypatch):
     assert [r["status"] for r in _manifest(out)] == ["ok"] * 3
 
 
+def _terminate_after_two_overlays(cmd: list[str], out: Path) -> str:
+    """Run a batch command, SIGTERM it once two overlays exist under ``out``; assert exit 130 and
+    return its stderr."""
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("*_overlay.png"))) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+    return err
+
+
 def test_interrupted_run_resumes_and_writes_every_output_once(local_ray, tmp_path):
     src = tmp_path / "in"
     for sub in ("a", "b"):  # same file names in two folders: outputs mirror the folders
@@ -171,13 +184,7 @@ def test_interrupted_run_resumes_and_writes_every_output_once(local_ray, tmp_pat
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "walkcut", "batch", str(src), "--out", str(out), "--grid", "32",
            "--images-per-block", "1", "--ray-address", "auto"]
-    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while len(list(out.rglob("*_overlay.png"))) < 2 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGTERM)
-    _, err = driver.communicate(timeout=60)
-    assert driver.returncode == 130, err
+    err = _terminate_after_two_overlays(cmd, out)
     assert "interrupted" in err
 
     before = {p: p.stat() for p in out.rglob("*.png")}
@@ -352,13 +359,7 @@ def test_interrupted_while_the_driver_cuts_beside_its_ray_resumes(tmp_path):
         cv2.imwrite(str(src / f"x{i}.png"), _blobs(200 + i, 120, 160))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "walkcut", "batch", str(src), "--out", str(out), "--grid", "32", "--num-cpus", "2"]
-    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while len(list(out.rglob("*_overlay.png"))) < 2 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGTERM)
-    _, err = driver.communicate(timeout=60)
-    assert driver.returncode == 130, err
+    _terminate_after_two_overlays(cmd, out)
     before = {p: p.stat() for p in out.rglob("*.png")}
     for p in before:
         assert cv2.imread(str(p), cv2.IMREAD_UNCHANGED) is not None, p
