@@ -38,23 +38,28 @@ def best_prefix_split(order: np.ndarray, lower: np.ndarray, diag: np.ndarray, d:
     ``diag[k]`` its self-weight, both in sweep order; ``d`` the degrees in node order. Both sides keep
     at least ``min_size`` nodes.
     """
+    return _best_split(order, np.cumsum(2.0 * lower + np.asarray(diag, dtype=np.float64)), d, min_size)
+
+
+def _best_split(order: np.ndarray, assoc: np.ndarray, d: np.ndarray, min_size: int) -> Bipartition:
+    """The best NCut over the prefixes of ``order`` from their associations ``assoc`` (``assoc[k]``:
+    the weight inside the first ``k + 1`` nodes), every sweep's last step."""
     m = order.size
-    assoc = np.cumsum(2.0 * lower + np.asarray(diag, dtype=np.float64))
     vol = np.cumsum(d[order])
-    total = vol[-1]
-    cut = np.maximum(vol - assoc, 0.0)
-    k = np.arange(min_size - 1, m - min_size)  # prefix sizes min_size .. m - min_size (0-based end)
+    total = float(vol[-1])
+    lo, hi = min_size - 1, m - min_size  # prefix ends min_size .. m - min_size (0-based)
+    va = vol[lo:hi]
+    ck = np.maximum(va - assoc[lo:hi], 0.0)
+    vb = total - va
     # Divisions only where the volume is positive (inf elsewhere): the same numbers as dividing under
     # np.errstate and mapping non-finite results to inf, without the context manager's per-call cost.
-    ck, va, vb = cut[k], vol[k], total - vol[k]
-    ncut = np.divide(ck, va, out=np.full(k.size, np.inf), where=va > 0)
-    ncut += np.divide(ck, vb, out=np.full(k.size, np.inf), where=vb > 0)
+    ncut = np.divide(ck, va, out=np.full(va.size, np.inf), where=va > 0)
+    ncut += np.divide(ck, vb, out=np.full(vb.size, np.inf), where=vb > 0)
     ncut = np.where(np.isfinite(ncut), ncut, np.inf)
     best = int(np.argmin(ncut))
-    kb = int(k[best])
     side = np.zeros(m, dtype=bool)
-    side[order[: kb + 1]] = True
-    return Bipartition(side=side, ncut=float(ncut[best]), cut=float(cut[kb]), volume=float(total))
+    side[order[: lo + best + 1]] = True
+    return Bipartition(side=side, ncut=float(ncut[best]), cut=float(ck[best]), volume=total)
 
 
 def sweep_ncut(W, d: np.ndarray, y: np.ndarray, *, min_size: int = 1) -> Bipartition | None:
@@ -132,7 +137,7 @@ def sweep_ncut_dense(W: np.ndarray, d: np.ndarray, y: np.ndarray, *, min_size: i
         # block (three numpy calls where the chunked form takes ten; Python dominates here)
         S = W.take(order, axis=0).take(order, axis=1, mode="clip").cumsum(axis=0, dtype=np.float64)
         tally("sweeps", W.nbytes, calls=1)
-        return _best_positive_split(order, np.diagonal(S.cumsum(axis=1)), d, min_size)
+        return _best_split(order, np.diagonal(S.cumsum(axis=1)), d, min_size)
     # fewer, larger chunks than the masked sweep's: a chunk is read once by a mat-vec, so one larger
     # than L2 costs little, while each chunk costs ~25 us of Python
     rows = min(m, max(chunk_elements // m, _d.SWEEP_MIN_ROWS))
@@ -151,7 +156,7 @@ def sweep_ncut_dense(W: np.ndarray, d: np.ndarray, y: np.ndarray, *, min_size: i
         lower[r0:r1] += own.sum(axis=1, dtype=np.float64)
         seen[idx] = 1
     diag = np.diagonal(W).astype(np.float64)[order]
-    return _best_positive_split(order, np.cumsum(2.0 * lower + diag), d, min_size)
+    return best_prefix_split(order, lower, diag, d, min_size=min_size)
 
 
 _STRICT: dict = {}
@@ -168,22 +173,3 @@ def _strict_lower(rows: int, dtype) -> np.ndarray:
         tri = _STRICT[key] = np.tri(256, k=-1, dtype=dtype)
         tri.flags.writeable = False
     return tri[:rows, :rows]
-
-
-def _best_positive_split(order: np.ndarray, assoc: np.ndarray, d: np.ndarray, min_size: int) -> Bipartition:
-    """:func:`best_prefix_split` from the prefix associations ``assoc`` where every degree is positive
-    (no zero-volume guards: every prefix has positive volume)."""
-    m = order.size
-    vol = np.cumsum(d[order])
-    total = float(vol[-1])
-    lo, hi = min_size - 1, m - min_size  # prefix ends min_size .. m - min_size (0-based)
-    va = vol[lo:hi]
-    ck = np.maximum(va - assoc[lo:hi], 0.0)
-    vb = total - va  # positive but where the last degrees vanish below va's rounding
-    ncut = ck / va
-    ncut += np.divide(ck, vb, out=np.full(vb.size, np.inf), where=vb > 0)
-    best = int(np.argmin(ncut))
-    kb = lo + best
-    side = np.zeros(m, dtype=bool)
-    side[order[: kb + 1]] = True
-    return Bipartition(side=side, ncut=float(ncut[best]), cut=float(ck[best]), volume=total)
