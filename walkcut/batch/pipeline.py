@@ -214,6 +214,11 @@ def _environ(values: dict[str, str]):
             os.environ.pop(k, None)
 
 
+def local_cpus(num_cpus: int | None) -> int:
+    """CPUs of a local Ray started for ``--num-cpus`` (default: every core)."""
+    return num_cpus or os.cpu_count() or 1
+
+
 def driver_cuts_beside_ray(cpus: int) -> bool:
     """Whether the driver of a local Ray of ``cpus`` CPUs cuts images all along on one of them (the
     Ray then gets ``cpus - 1``); with one CPU it cuts only while Ray starts."""
@@ -243,7 +248,7 @@ def ray_session(address: str | None, num_cpus: int | None, *, driver_cuts: bool 
         ray.init(address=address, log_to_driver=False, logging_level=level)
         text = f"joined the Ray cluster at {address} ({_resources_text(ray.cluster_resources())})"
     else:
-        cpus = num_cpus or os.cpu_count() or 1
+        cpus = local_cpus(num_cpus)
         beside = driver_cuts and driver_cuts_beside_ray(cpus)
         # address="local": always a new Ray of our own; without it ray.init joins a Ray that another
         # process on this machine started, and then refuses num_cpus.
@@ -632,8 +637,8 @@ def run_batch(images: list[InputImage], cfg: BatchConfig, *,
         driver_cuts = bool(queue) and cfg.ray_address is None and cfg.engine is None and not fault \
             and not ray.is_initialized()
         if driver_cuts:
-            cpus = cfg.num_cpus or os.cpu_count() or 1
-            head = DriverHead(queue, cfg.source, cfg.options, to_the_end=driver_cuts_beside_ray(cpus))
+            head = DriverHead(queue, cfg.source, cfg.options,
+                              to_the_end=driver_cuts_beside_ray(local_cpus(cfg.num_cpus)))
             head.start()
         with ray_session(cfg.ray_address, cfg.num_cpus, driver_cuts=driver_cuts) as (ray_text, owned):
             summary.ray = ray_text
